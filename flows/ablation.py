@@ -1,0 +1,175 @@
+"""The ablation flow: data → tagger → train each variant → evaluate each over the sweep → summary.
+
+Tasks receive the config path and overrides (strings) and exchange paths and MLflow run ids —
+never tensors or models — so a task can run in any worker and be retried on its own. MLflow
+runs: one parent per flow run; one child per variant (training) and one per evaluation point.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from nai3train.config import AblationConfig, flatten, load_config, stable_hash, to_dict
+from nai3train.data import Vocabulary, load_folder, synthesize
+from nai3train.tracking import Tracker, ensure_experiment, resolve_tracking
+
+from .summary import format_table, ui_command
+
+
+def _logger():
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run (tests of the task bodies)
+        return logging.getLogger("nai3.flows")
+
+
+@task(name="prepare-data")
+def prepare_data(config: str | None, overrides: list[str], work_dir: str) -> dict:
+    """Synthesise the benchmark (skipped when an identical one is already there) or point at a folder."""
+    cfg = load_config(config, overrides)
+    dc = cfg.data
+    if dc.kind == "folder":
+        return {"train": dc.path, "eval": str(Path(dc.path) / "eval") if (Path(dc.path) / "eval").is_dir()
+                else dc.path, "content_hash": stable_hash(dc.path)[:16]}
+    out = Path(dc.path) if dc.path else Path(work_dir) / f"benchmark-{stable_hash(to_dict(dc))[:10]}"
+    card_f = out / "card.json"
+    if card_f.is_file():
+        card = json.loads(card_f.read_text())
+    else:
+        card = synthesize(out, dc.train_size, dc.eval_size, dc.resolution, dc.seed)
+    _logger().info("benchmark at %s (content hash %s)", out, card["content_hash"][:12])
+    return {"train": str(out / "train"), "eval": str(out / "eval"), "content_hash": card["content_hash"],
+            "card": str(card_f)}
+
+
+@task(name="prepare-tagger")
+def prepare_tagger(config: str | None, overrides: list[str], data: dict, work_dir: str, uri: str,
+                   parent_run_id: str) -> str:
+    """Train the domain tagger once per dataset (cached by content hash) and log its accuracy."""
+    from nai3eval.tagger import load_tagger, save_tagger, train_tagger, validate
+
+    cfg = load_config(config, overrides)
+    folder = Path(work_dir) / f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}"
+    if (folder / "tagger.json").is_file():
+        _tagger, _vocab, report = load_tagger(folder)
+    else:
+        train = load_folder(data["train"], cfg.data.resolution)
+        ev = load_folder(data["eval"], cfg.data.resolution)
+        vocab = Vocabulary.build(train.tags)
+        tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=cfg.eval.tagger_steps,
+                              seed=cfg.train.seed)
+        report = validate(tagger, ev.images, vocab.multi_hot(ev.tags))
+        save_tagger(tagger, list(vocab.tags), report, folder)
+    parent = Tracker(uri, parent_run_id)
+    parent.log_metrics({f"tagger/{k}": v for k, v in report.__dict__.items()})
+    parent.log_artifact(folder, "tagger")
+    _logger().info("domain tagger: %s", report)
+    return str(folder)
+
+
+@task(name="train-variant")
+def train_variant_task(config: str | None, overrides: list[str], variant_name: str, data: dict, work_dir: str,
+                       uri: str, experiment_id: str, parent_run_id: str) -> dict:
+    from nai3train.trainer import train_variant
+
+    cfg = load_config(config, overrides)
+    variant = next(v for v in cfg.variants if v.name == variant_name)
+    train = load_folder(data["train"], cfg.data.resolution)
+    vocab = Vocabulary.build(train.tags)
+    run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=Tracker(uri, parent_run_id),
+                        tags={"nai3.kind": "train", "nai3.variant": variant.name,
+                              "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data["content_hash"][:16]})
+    try:
+        run.log_params(flatten({"variant": to_dict(variant), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
+                                "data": to_dict(cfg.data)}))
+        run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
+                     "config.resolved.json")
+        if train.skipped:
+            run.log_json(train.skipped, "skipped_files.json")
+        out = Path(work_dir) / "variants" / f"{variant.name}-{variant.config_hash()}"
+        result = train_variant(cfg, variant, train, vocab, out, tracker=run)
+        run.log_artifact(result.checkpoint, "checkpoint")
+        run.finish(True)
+    except BaseException:
+        run.finish(False)
+        raise
+    _logger().info("trained %s: loss %.4f, %.0f img/s", variant.name, result.final_loss, result.img_per_s)
+    return {"variant": variant.name, "checkpoint": str(result.checkpoint), "run_id": run.run_id,
+            "img_per_s": result.img_per_s, "final_loss": result.final_loss}
+
+
+@task(name="evaluate-variant")
+def evaluate_task(config: str | None, overrides: list[str], trained: dict, data: dict, tagger_dir: str, uri: str,
+                  experiment_id: str, parent_run_id: str) -> list[dict]:
+    from nai3eval.sweep import evaluate_checkpoint
+    from nai3eval.tagger import load_tagger
+
+    cfg = load_config(config, overrides)
+    ev = load_folder(data["eval"], cfg.data.resolution)
+    tagger, tagger_vocab, _ = load_tagger(tagger_dir)
+    return evaluate_checkpoint(trained["checkpoint"], cfg.eval, ev.images, ev.tags, tagger, tagger_vocab,
+                               parent=Tracker(uri, parent_run_id), experiment_id=experiment_id,
+                               variant_name=trained["variant"])
+
+
+@task(name="summarise")
+def summarise(rows: list[dict], trained: list[dict], uri: str, parent_run_id: str, work_dir: str) -> str:
+    parent = Tracker(uri, parent_run_id)
+    table = format_table(rows)
+    out = Path(work_dir) / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"points": rows, "training": trained}, indent=2, default=str))
+    (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
+    parent.log_artifact(out, "results")
+    return table
+
+
+@flow(name="nai3-ablation", log_prints=True)
+def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
+             tracking_uri: str | None = None) -> dict:
+    """Train every variant of the matrix in ``config`` and evaluate each over its CFG × σ sweep.
+
+    ``overrides`` are ``key.path=value`` strings; the config is validated before any work.
+    ``tracking_uri`` defaults to $MLFLOW_TRACKING_URI, else the SQLite store under ./mlflow.
+    """
+    overrides = list(overrides or [])
+    cfg: AblationConfig = load_config(config, overrides)  # refuse a bad config before any work
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    uri, artifact_root = resolve_tracking(tracking_uri)
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = ensure_experiment(MlflowClient(uri), cfg.experiment, artifact_root)
+    try:
+        from prefect.runtime import flow_run
+
+        flow_run_id = str(flow_run.id or "")
+    except Exception:
+        flow_run_id = ""
+    parent = Tracker.start(uri, experiment_id, f"ablation/{cfg.name}",
+                           tags={"nai3.kind": "ablation", "prefect.flow_run_id": flow_run_id,
+                                 "nai3.config_hash": stable_hash(to_dict(cfg))[:12]})
+    try:
+        parent.log_params(flatten({k: v for k, v in to_dict(cfg).items() if k != "variants"}))
+        parent.log_params({"variants": ",".join(v.name for v in cfg.variants)})
+        parent.log_json(to_dict(cfg), "config.resolved.json")
+        data = prepare_data(config, overrides, str(work))
+        tagger_dir = prepare_tagger(config, overrides, data, str(work), uri, parent.run_id)
+        trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id)
+                   for v in cfg.variants]
+        rows: list[dict] = []
+        for t in trained:
+            rows.extend(evaluate_task(config, overrides, t, data, tagger_dir, uri, experiment_id, parent.run_id))
+        table = summarise(rows, trained, uri, parent.run_id, str(work))
+        parent.finish(True)
+    except BaseException:
+        parent.finish(False)
+        raise
+    print("\n" + table)
+    print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
+    print(f"Open the MLflow UI:  {ui_command(uri)}")
+    return {"parent_run_id": parent.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "rows": rows,
+            "trained": trained}

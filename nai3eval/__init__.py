@@ -1,0 +1,1 @@
+"""nai3eval: everything from a checkpoint to numbers (samplers, sweep, metrics, probes)."""

@@ -1,0 +1,197 @@
+"""Evaluate a checkpoint over a sweep of (CFG scale × starting σ) with common random numbers.
+
+Every point of every variant sees the same prompts and the same initial unit noise, so any
+difference between two points is paired, not luck of the draw. σ are in SDXL units throughout;
+the checkpoint's schedule maps them to model units.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from nai3train.checkpoint import load_meta, load_weights
+from nai3train.config import EvalConfig, VariantConfig, from_dict
+from nai3train.data import PAD, Vocabulary
+from nai3train.diffusion import PRACTICAL_INFINITY, Denoiser, sampling_sigmas
+from nai3train.models import TinyTagUNet
+from nai3train.tracking import Tracker
+from nai3train.variant import build_denoiser
+
+from . import metrics as M
+from .grid import save_grid
+from .samplers import GuidedDenoiser, get_sampler, initial_state
+from .tagger import Tagger
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    cfg_scale: float
+    first_sigma: float  # SDXL units; may be +∞
+    sampler: str = "euler"
+    schedule: str = "native"
+    steps: int = 28
+    cfg_rescale: float = 0.0
+
+    @property
+    def name(self) -> str:
+        s = "inf" if math.isinf(self.first_sigma) else f"{self.first_sigma:g}"
+        return f"cfg{self.cfg_scale:g}-sigma{s}-{self.sampler}{self.steps}"
+
+
+def sweep_points(ec: EvalConfig) -> list[EvalPoint]:
+    return [EvalPoint(c, s, ec.sampler, ec.schedule, ec.steps, ec.cfg_rescale)
+            for s in ec.first_sigmas for c in ec.cfg_scales]
+
+
+@dataclass
+class PromptSet:
+    """P prompts × S seeds, flattened: image i has prompt ``prompt_index[i]`` and noise ``noise[i]``."""
+
+    prompts: list[list[str]]
+    prompt_index: torch.Tensor
+    noise: torch.Tensor
+
+    @property
+    def per_image(self) -> list[list[str]]:
+        return [self.prompts[i] for i in self.prompt_index.tolist()]
+
+
+def make_prompt_set(eval_tags: list[list[str]], n_prompts: int, seeds_per_prompt: int, shape: tuple[int, ...],
+                    seed: int) -> PromptSet:
+    """Held-out prompts, round-robin over backgrounds so black and white prompts are always
+    present (claims C2/C3), and unit noise drawn once from ``seed``."""
+    by_bg: dict[str, list[list[str]]] = {}
+    for t in eval_tags:
+        by_bg.setdefault(next((x for x in t if x.endswith("_background")), ""), []).append(t)
+    order = sorted(by_bg, key=lambda k: (k not in ("black_background", "white_background"), k))
+    prompts: list[list[str]] = []
+    i = 0
+    while len(prompts) < n_prompts and any(by_bg.values()):
+        bucket = by_bg[order[i % len(order)]]
+        if bucket:
+            prompts.append(bucket.pop(0))
+        i += 1
+    index = torch.arange(len(prompts)).repeat_interleave(seeds_per_prompt)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((len(index), *shape), generator=gen)
+    return PromptSet(prompts=prompts, prompt_index=index, noise=noise)
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: TinyTagUNet
+    denoiser: Denoiser
+    vocab: Vocabulary
+    variant: VariantConfig
+    meta: dict
+
+
+def load_checkpoint(folder: str | Path, ema: bool = True) -> LoadedCheckpoint:
+    meta = load_meta(folder)
+    model = TinyTagUNet.from_config(meta["model"])
+    model.load_state_dict(load_weights(folder, ema=ema))
+    model.eval()
+    variant = from_dict(VariantConfig, meta["variant"], "variant")
+    r = meta["resolution"]
+    return LoadedCheckpoint(model, build_denoiser(model, variant, 3 * r * r), Vocabulary(tuple(meta["vocab"])),
+                            variant, meta)
+
+
+def generate(ck: LoadedCheckpoint, point: EvalPoint, ps: PromptSet, batch: int = 64, seed: int = 0,
+             on_step: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples (N, 3, R, R) in model space, and each sample's starting-noise mean (model units)."""
+    schedule = ck.denoiser.schedule
+    sigmas = sampling_sigmas(schedule, point.steps, point.first_sigma, point.schedule)
+    first = float(sigmas[0])
+    sampler = get_sampler(point.sampler)
+    ids = ck.vocab.ids(ps.per_image, ck.model.config["max_tags"])
+    gen = torch.Generator().manual_seed(seed)
+    outs = []
+    for i in range(0, len(ids), batch):
+        b_ids = ids[i:i + batch]
+        cond = ck.model.cond(b_ids)
+        uncond = ck.model.cond(torch.full_like(b_ids, PAD))
+        guided = GuidedDenoiser(ck.denoiser, cond, uncond, point.cfg_scale, point.cfg_rescale)
+        x = initial_state(ps.noise[i:i + batch], first)
+        outs.append(sampler(guided, x, sigmas, generator=gen, callback=(lambda _i: on_step()) if on_step else None))
+    start_sigma = schedule.to_model(PRACTICAL_INFINITY) if math.isinf(first) else first
+    start_means = ps.noise.flatten(1).mean(1) * start_sigma
+    return torch.cat(outs), start_means
+
+
+def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]],
+                        tagger: Tagger, tagger_vocab: list[str], parent: Tracker | None = None,
+                        experiment_id: str | None = None, variant_name: str | None = None,
+                        progress: bool = True) -> list[dict]:
+    """Run the sweep for one checkpoint; one MLflow child run per point when ``parent`` is given.
+
+    Returns one row per point: settings and metrics (all computed, none assumed).
+    """
+    ck = load_checkpoint(checkpoint)
+    name = variant_name or ck.variant.name
+    r = ck.meta["resolution"]
+    ps = make_prompt_set(real_tags, ec.prompts, ec.seeds_per_prompt, (3, r, r), ec.seed)
+    prompted = Vocabulary(tuple(tagger_vocab)).multi_hot(ps.per_image)
+    points = sweep_points(ec)
+    total = sum(p.steps for p in points)
+    bar = tqdm(total=total * math.ceil(len(ps.prompt_index) / 64), desc=f"eval {name}", disable=not progress,
+               leave=False)
+    rows = []
+    for point in points:
+        images, start_means = generate(ck, point, ps, seed=ec.seed, on_step=lambda: bar.update(1))
+        row = {"variant": name, "point": point.name, "cfg_scale": point.cfg_scale, "first_sigma": point.first_sigma,
+               "sampler": point.sampler, "steps": point.steps, "n_images": len(images),
+               "extrapolated": point.first_sigma > ck.variant.top_sigma}
+        row["nonfinite_samples"] = M.nonfinite_count(images)
+        row["fd_tagger"] = M.frechet_distance(tagger, real_images, images)
+        row.update(M.tag_adherence(tagger, images, prompted))
+        row.update(M.mean_leak(images, start_means, ps.prompt_index))
+        row.update(M.brightness(images, ps.per_image, real_images, real_tags))
+        rows.append(row)
+        if parent is not None and experiment_id is not None:
+            _log_point(parent, experiment_id, name, ck, point, row, images, ps)
+    bar.close()
+    return rows
+
+
+METRIC_KEYS = ("fd_tagger", "tag_precision", "tag_recall", "mean_leak_slope", "mean_leak_r", "brightness_black",
+               "brightness_white", "brightness_err_black", "brightness_err_white", "nonfinite_samples")
+
+
+def _log_point(parent: Tracker, experiment_id: str, name: str, ck: LoadedCheckpoint, point: EvalPoint, row: dict,
+               images: torch.Tensor, ps: PromptSet) -> None:
+    child = Tracker.start(parent.uri, experiment_id, f"eval/{name}/{point.name}", parent=parent,
+                          tags={"nai3.kind": "eval", "nai3.variant": name, "nai3.variant_hash": ck.meta["variant_hash"]})
+    try:
+        child.log_params({"variant.name": name, "eval.cfg_scale": point.cfg_scale,
+                          "eval.first_sigma": point.first_sigma, "eval.sampler": point.sampler,
+                          "eval.schedule": point.schedule, "eval.steps": point.steps,
+                          "eval.cfg_rescale": point.cfg_rescale, "eval.n_images": len(images),
+                          "eval.extrapolated": row["extrapolated"]})
+        settings = {"eval/cfg_scale": point.cfg_scale, "eval/cfg_rescale": point.cfg_rescale,
+                    "eval/first_sigma": point.first_sigma if math.isfinite(point.first_sigma) else 1e300,
+                    "eval/log10_first_sigma": math.log10(point.first_sigma) if math.isfinite(point.first_sigma)
+                    else 300.0}
+        settings.update({f"eval/{k}": row[k] for k in METRIC_KEYS if k in row and row[k] == row[k]})
+        child.log_metrics(settings)
+        with tempfile.TemporaryDirectory() as d:
+            save_grid(images[:32], Path(d) / "samples.png")
+            with open(Path(d) / "per_image.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["index", "prompt", "seed_index", "mean", "finite"])
+                means = torch.nan_to_num(images.flatten(1).mean(1), nan=float("nan"))
+                for i, p in enumerate(ps.prompt_index.tolist()):
+                    w.writerow([i, ", ".join(ps.prompts[p]), i % max(1, (ps.prompt_index == p).sum().item()),
+                                f"{float(means[i]):.5f}", bool(torch.isfinite(images[i]).all())])
+            child.log_artifact(d)
+        child.finish(True)
+    except Exception:
+        child.finish(False)
+        raise

@@ -1,0 +1,109 @@
+"""``nai3``: the command line of the harness. Each subcommand is a thin wrapper over a package
+function; ``nai3 SUBCOMMAND --help`` explains its options."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _float(s: str) -> float:
+    return math.inf if s.strip().lower() in ("inf", "infinity", "∞") else float(s)
+
+
+def cmd_schedule(a: argparse.Namespace) -> int:
+    from nai3train.diffusion import Schedule, sampling_sigmas
+
+    schedule = Schedule.sdxl(ztsnr=a.ztsnr, sigma_max=a.sigma_max)
+    first = a.first_sigma if a.first_sigma is not None else schedule.sigma_max
+    sig = schedule.to_sdxl(sampling_sigmas(schedule, a.steps, first, "karras" if a.karras else "native"))
+    values = [float(s) for s in sig]
+    if a.json:
+        print(json.dumps([v if math.isfinite(v) else "inf" for v in values] if any(math.isinf(v) for v in values)
+                         else values))
+    else:
+        for i, v in enumerate(values):
+            print(f"{i:3d}  {v:.6g}")
+    return 0
+
+
+def cmd_data_synth(a: argparse.Namespace) -> int:
+    from nai3train.data import synthesize
+
+    card = synthesize(a.out, a.size, a.eval_size, a.resolution, a.seed)
+    print(json.dumps(card, indent=2) if a.json else
+          f"wrote {a.size} training + {a.eval_size} eval images to {a.out} (content hash {card['content_hash'][:12]})")
+    return 0
+
+
+def cmd_ablation(a: argparse.Namespace) -> int:
+    from nai3train.config import load_config
+
+    load_config(a.config, a.set)  # refuse a bad config before Prefect starts
+    from flows.ablation import ablation
+
+    ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nai3", description=(
+        "Measure the NovelAI Diffusion V3 changes (v-prediction, ZTSNR, σ_max, MinSNR, tag weighting) "
+        "on SDXL-style models. σ values are always in SDXL units."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("schedule", help="print a sampling σ schedule (SDXL units)",
+                       description="Print the σ list a sampler would visit, in SDXL units, ending with 0.")
+    s.add_argument("--ztsnr", action="store_true", help="zero-terminal-SNR table (σ_999 = ∞)")
+    s.add_argument("--steps", type=int, default=28, help="number of model evaluations (default 28)")
+    s.add_argument("--first-sigma", type=_float, default=None,
+                   help="starting σ, e.g. 14.6, 29, 136, 317, 20000 or inf (default: the table's top)")
+    s.add_argument("--sigma-max", type=_float, default=None, help="replace the table's top σ (e.g. 20000)")
+    s.add_argument("--karras", action="store_true", help="Karras ρ=7 spacing instead of the native one")
+    s.add_argument("--json", action="store_true", help="print a JSON array ('inf' for +∞)")
+    s.set_defaults(fn=cmd_schedule)
+
+    d = sub.add_parser("data", help="datasets: synthesise the embedded benchmark")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    ds = dsub.add_parser("synth", help="write the synthetic tagged benchmark (PNG + .txt tags + card.json)")
+    ds.add_argument("out", help="output folder")
+    ds.add_argument("--size", type=int, default=1024, help="training images (default 1024)")
+    ds.add_argument("--eval-size", type=int, default=64, help="held-out evaluation images (default 64)")
+    ds.add_argument("--resolution", type=int, default=16, help="image side in pixels (default 16)")
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--json", action="store_true", help="print the dataset card")
+    ds.set_defaults(fn=cmd_data_synth)
+
+    ab = sub.add_parser("ablation", help="run the ablation flow (train variants, evaluate, log to MLflow)",
+                        description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "
+                                    "PREFECT_API_URL is set; MLflow store from --tracking-uri, $MLFLOW_TRACKING_URI "
+                                    "or ./mlflow/mlflow.db).")
+    ab.add_argument("config", nargs="?", default="configs/smoke.yaml", help="YAML config (default configs/smoke.yaml)")
+    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set train.steps=100 (repeatable)")
+    ab.add_argument("--work-dir", default="runs", help="where data, checkpoints and results go (default ./runs)")
+    ab.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
+    ab.set_defaults(fn=cmd_ablation)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nai3train.config import ConfigError
+    from nai3train.data import DatasetError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
+        print(f"nai3: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Run configuration: YAML file + ``--set key=value`` overrides, validated before any work starts.
+
+A config is a tree of frozen dataclasses. Unknown keys, wrong types and out-of-range values are
+refused with a message naming the dotted key, so a typo in a nightly config fails in a second,
+not after an hour of training. Every run logs the fully resolved config (``to_dict``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .diffusion import PREDICTIONS, SDXL_SIGMA_MAX
+
+
+class ConfigError(ValueError):
+    """A configuration that must be fixed before anything runs."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    kind: str = "benchmark"  # 'benchmark' (synthesised) or 'folder'
+    path: str = ""  # folder datasets: the image folder; benchmark: where to write it ('' = work dir)
+    train_size: int = 512
+    eval_size: int = 64
+    resolution: int = 16
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(self.kind in ("benchmark", "folder"), "data.kind", f"must be 'benchmark' or 'folder', got {self.kind!r}")
+        _check(self.kind != "folder" or bool(self.path), "data.path", "is required when data.kind is 'folder'")
+        _check(self.train_size >= 8, "data.train_size", "must be ≥ 8")
+        _check(self.eval_size >= 4, "data.eval_size", "must be ≥ 4")
+        _check(8 <= self.resolution <= 4096 and self.resolution % 8 == 0, "data.resolution",
+               "must be a multiple of 8 between 8 and 4096")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "tiny"
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    cross_attention_dim: int = 64
+    max_tags: int = 8
+
+    def validate(self) -> None:
+        _check(self.kind == "tiny", "model.kind", "only 'tiny' is available in this version")
+        _check(len(self.block_out_channels) >= 2 and all(c % 8 == 0 and c > 0 for c in self.block_out_channels),
+               "model.block_out_channels", "needs ≥ 2 positive multiples of 8")
+        _check(self.cross_attention_dim % 8 == 0 and self.cross_attention_dim > 0, "model.cross_attention_dim",
+               "must be a positive multiple of 8")
+        _check(self.max_tags >= 1, "model.max_tags", "must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    ema_decay: float = 0.99
+    tag_dropout: float = 0.1
+    seed: int = 0
+    log_every: int = 25
+    threads: int = 0  # torch threads; 0 = torch's default
+
+    def validate(self) -> None:
+        _check(self.steps >= 1, "train.steps", "must be ≥ 1")
+        _check(self.batch_size >= 1, "train.batch_size", "must be ≥ 1")
+        _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", "must be a positive finite number")
+        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be ≥ 0")
+        _check(self.grad_clip > 0, "train.grad_clip", "must be > 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
+        _check(0 <= self.tag_dropout < 1, "train.tag_dropout", "must be in [0, 1)")
+        _check(self.log_every >= 1, "train.log_every", "must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One point of the ablation: the axes of the paper (paper.md §1). σ values in SDXL units."""
+
+    name: str
+    prediction: str = "eps"
+    ztsnr: bool = False
+    sigma_max: float | None = None  # replaces the table's top σ; None keeps 14.6146 (SDXL) or ∞ (ZTSNR)
+    min_snr_gamma: float | None = None
+    dimension_scale: bool = True  # scale σ by √(D/D_ref) (design.md)
+
+    def validate(self, key: str = "variant") -> None:
+        _check(bool(self.name) and all(c.isalnum() or c in "-_." for c in self.name), f"{key}.name",
+               f"must be a non-empty name of letters, digits, '-', '_' or '.', got {self.name!r}")
+        _check(self.prediction in PREDICTIONS, f"{key}.prediction", f"must be one of {PREDICTIONS}")
+        if self.sigma_max is not None:
+            _check(self.sigma_max > SDXL_SIGMA_MAX * 0.999 or self.ztsnr, f"{key}.sigma_max",
+                   f"must be ≥ SDXL's own {SDXL_SIGMA_MAX:.4f} (it replaces the top entry of the table)")
+            _check(not (math.isinf(self.sigma_max) and not self.ztsnr), f"{key}.sigma_max",
+                   "can be ∞ only with ztsnr: true (the plain SDXL table has no pure-noise step)")
+        _check(self.min_snr_gamma is None or self.min_snr_gamma > 0, f"{key}.min_snr_gamma", "must be > 0 or null")
+
+    @property
+    def top_sigma(self) -> float:
+        """The trained maximum σ in SDXL units."""
+        if self.sigma_max is not None:
+            return float(self.sigma_max)
+        return math.inf if self.ztsnr else SDXL_SIGMA_MAX
+
+    def config_hash(self) -> str:
+        """Stable across runs and machines: sha256 of the canonical JSON of the resolved fields."""
+        return stable_hash({k: v for k, v in to_dict(self).items() if k != "name"})[:12]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    cfg_scales: tuple[float, ...] = (1.0, 5.0)
+    first_sigmas: tuple[float, ...] = (14.6, 20000.0)  # SDXL units
+    sampler: str = "euler"
+    schedule: str = "native"
+    steps: int = 28
+    cfg_rescale: float = 0.0
+    prompts: int = 16
+    seeds_per_prompt: int = 4
+    seed: int = 1234
+    tagger_steps: int = 300
+
+    def validate(self) -> None:
+        from nai3train.diffusion.schedules import _check_steps  # local: keep config import-light
+
+        _check(len(self.cfg_scales) >= 1 and all(s >= 0 for s in self.cfg_scales), "eval.cfg_scales",
+               "needs ≥ 1 non-negative scale")
+        _check(len(self.first_sigmas) >= 1 and all(s > 0 for s in self.first_sigmas), "eval.first_sigmas",
+               "needs ≥ 1 positive σ (SDXL units; .inf allowed)")
+        _check(self.sampler in ("euler", "euler_a", "dpmpp_2m"), "eval.sampler",
+               "must be 'euler', 'euler_a' or 'dpmpp_2m'")
+        _check(self.schedule in ("native", "karras"), "eval.schedule", "must be 'native' or 'karras'")
+        _check(self.steps >= 1, "eval.steps", "must be ≥ 1")
+        _check(0 <= self.cfg_rescale <= 1, "eval.cfg_rescale", "must be in [0, 1]")
+        _check(self.prompts >= 2 and self.seeds_per_prompt >= 2, "eval.prompts",
+               "needs ≥ 2 prompts and ≥ 2 seeds per prompt (the mean-leak probe compares seeds)")
+        _check(self.tagger_steps >= 1, "eval.tagger_steps", "must be ≥ 1")
+        _check_steps(self.steps, 1.0)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    name: str = "smoke"
+    experiment: str = "nai3-smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    variants: tuple[VariantConfig, ...] = ()
+
+    def validate(self) -> "AblationConfig":
+        self.data.validate()
+        self.model.validate()
+        self.train.validate()
+        self.eval.validate()
+        _check(len(self.variants) >= 1, "variants", "needs at least one variant")
+        names = [v.name for v in self.variants]
+        _check(len(set(names)) == len(names), "variants", f"names must be unique, got {names}")
+        for i, v in enumerate(self.variants):
+            v.validate(f"variants[{i}]")
+        return self
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config error at {key}: {msg}")
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def to_dict(obj: Any) -> Any:
+    """Resolved config as plain JSON-able data (infinities as the string 'inf')."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1}: MLflow params are flat dotted names."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for i, item in enumerate(v):
+                out.update(flatten(item, f"{key}.{item.get('name', i)}."))
+        else:
+            out[key] = v
+    return out
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        last: Exception | None = None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, key)
+            except ConfigError as e:
+                last = e
+        raise last or ConfigError(f"config error at {key}: bad value {value!r}")
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is float:
+        if isinstance(value, str) and value.strip().lower() in ("inf", "+inf", ".inf", "infinity", "∞"):
+            return math.inf
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config error at {key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config error at {key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config error at {key}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config error at {key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: Any, key: str = "config") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error at {key}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"config error at {key}: unknown key(s) {unknown}; known: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{key}.{k}" if key != "config" else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config error at {key}: {e}") from None
+
+
+def apply_override(tree: dict, assignment: str) -> None:
+    """``train.steps=100`` → tree['train']['steps'] = 100 (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like key.path=value")
+    path, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw)
+    node = tree
+    parts = path.strip().split(".")
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            matches = [v for v in node if isinstance(v, dict) and v.get("name") == p]
+            if not matches:
+                raise ConfigError(f"override {assignment!r}: no variant named {p!r}")
+            node = matches[0]
+        else:
+            node = node.setdefault(p, {})
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AblationConfig:
+    """Read a YAML config (or the defaults), apply overrides, validate. Raises ConfigError."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist (see configs/ for examples)")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    for o in overrides:
+        apply_override(tree, o)
+    return from_dict(AblationConfig, tree).validate()

@@ -1,0 +1,113 @@
+"""MLflow plumbing: explicit, absolute tracking URIs and run ids passed by hand.
+
+MLflow's "active run" is thread-local, and Prefect runs tasks in worker threads, so nothing
+here uses ``mlflow.start_run``: every call goes through an ``MlflowClient`` with a run id.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+MAX_PARAM_LEN = 6000
+
+
+def default_store(root: str | Path | None = None) -> tuple[str, str]:
+    """(tracking URI, artifact root) of the local store: ``<root>/mlflow/mlflow.db`` and
+    ``<root>/mlflow/artifacts``, absolute. ``root`` defaults to the current directory."""
+    base = (Path(root) if root else Path.cwd()).resolve() / "mlflow"
+    base.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{base / 'mlflow.db'}", (base / "artifacts").as_uri()
+
+
+def resolve_tracking(uri: str | None = None, root: str | Path | None = None) -> tuple[str, str | None]:
+    """An explicit URI wins, then $MLFLOW_TRACKING_URI, then the local SQLite store."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith("sqlite:///") or "://" not in uri:
+            path = Path(uri.removeprefix("sqlite:///")).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{path}", (path.parent / "artifacts").as_uri()
+        return uri, None
+    return default_store(root)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = f"{artifact_root}/{name}" if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dataclass
+class Tracker:
+    """One MLflow run, addressed by id; safe to use from any thread."""
+
+    uri: str
+    run_id: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(p), artifact_path)
+
+    def log_json(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / name
+            f.write_text(json.dumps(obj, indent=2, default=str))
+            self.client.log_artifact(self.run_id, str(f))
+
+    def log_text(self, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / name
+            f.write_text(text)
+            self.client.log_artifact(self.run_id, str(f))
+
+    def finish(self, ok: bool = True) -> None:
+        status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
+        self.client.set_terminated(self.run_id, status=status)
+
+    @classmethod
+    def start(cls, uri: str, experiment_id: str, name: str, parent: "Tracker | None" = None,
+              tags: dict[str, str] | None = None) -> "Tracker":
+        t = dict(tags or {})
+        if parent is not None:
+            t["mlflow.parentRunId"] = parent.run_id
+        run = MlflowClient(tracking_uri=uri).create_run(experiment_id, run_name=name, tags=t)
+        return cls(uri=uri, run_id=run.info.run_id)

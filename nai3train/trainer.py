@@ -1,0 +1,135 @@
+"""The training loop for one variant: σ drawn from the variant's table, loss through the shared
+denoiser's raw output, Min-SNR weights, EMA, and metrics to an MLflow run given by id."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import save_checkpoint
+from .config import AblationConfig, VariantConfig, to_dict
+from .data import PAD, FolderDataset, Vocabulary
+from .diffusion import min_snr_weight, noise_sample, training_target
+from .models import TinyTagUNet
+from .tracking import Tracker
+from .variant import build_denoiser, expected_failure
+
+log = logging.getLogger(__name__)
+
+# Loss-per-σ bins in SDXL units (upper edges); the last bin holds σ = +∞ alone.
+SIGMA_BINS = ((0.1, "lt0.1"), (1.0, "0.1-1"), (10.0, "1-10"), (100.0, "10-100"), (1000.0, "100-1000"),
+              (math.inf, "gt1000"))
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss or gradients became non-finite; the last good checkpoint is kept."""
+
+
+def sigma_bin_labels(sigma_sdxl: torch.Tensor) -> list[str]:
+    out = []
+    for s in sigma_sdxl.tolist():
+        if math.isinf(s):
+            out.append("inf")
+            continue
+        out.append(next(label for edge, label in SIGMA_BINS if s < edge))
+    return out
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    final_loss: float
+    img_per_s: float
+    steps: int
+
+
+def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDataset, vocab: Vocabulary,
+                  out_dir: str | Path, tracker: Tracker | None = None,
+                  progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train one variant on in-memory data and write its checkpoint under ``out_dir``."""
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    warning = expected_failure(variant)
+    if warning:
+        log.warning(warning)
+    torch.manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed)
+    r = cfg.data.resolution
+    model = TinyTagUNet(len(vocab), r, cfg.model.block_out_channels, cfg.model.cross_attention_dim,
+                        cfg.model.max_tags)
+    denoiser = build_denoiser(model, variant, sample_dim=3 * r * r)
+    schedule = denoiser.schedule
+    tag_ids = vocab.ids(data.tags, cfg.model.max_tags)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    sigmas = schedule.sigmas  # float64, model units, may end in +∞
+    meta = {"model": model.config, "vocab": list(vocab.tags), "variant": to_dict(variant),
+            "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale, "resolution": r}
+    if tracker:
+        tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
+                            "schedule.sigma_max_sdxl": variant.top_sigma, "model.params": sum(
+                                p.numel() for p in model.parameters())})
+    n = len(data)
+    bin_sum: dict[str, float] = {}
+    bin_cnt: dict[str, int] = {}
+    t_start = time.perf_counter()
+    loss_val = float("nan")
+    bar = tqdm(range(tc.steps), desc=f"train {variant.name}", disable=not progress, leave=False)
+    for step in bar:
+        idx = torch.randint(0, n, (tc.batch_size,), generator=gen)
+        x0 = data.images[idx]
+        ids = tag_ids[idx].clone()
+        drop = torch.rand(tc.batch_size, generator=gen) < tc.tag_dropout
+        ids[drop] = PAD
+        t = torch.randint(0, len(sigmas), (tc.batch_size,), generator=gen)
+        sigma = sigmas[t]
+        eps = torch.randn(x0.shape, generator=gen)
+        x = noise_sample(x0, eps, sigma)
+        f = denoiser.raw(x, sigma, model.cond(ids))
+        target = training_target(variant.prediction, x0, eps, sigma)
+        per_sample = (f - target).pow(2).flatten(1).mean(1)
+        weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
+        loss = (weight * per_sample).mean()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"variant {variant.name}: non-finite loss at step {step}")
+        lr = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(f"variant {variant.name}: non-finite gradient norm at step {step}")
+        opt.step()
+        decay = min(tc.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else ema[k].copy_(v)
+        for label, l in zip(sigma_bin_labels(schedule.to_sdxl(sigma)), per_sample.detach().tolist()):
+            bin_sum[label] = bin_sum.get(label, 0.0) + l
+            bin_cnt[label] = bin_cnt.get(label, 0) + 1
+        loss_val = float(loss.detach())
+        if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
+            elapsed = time.perf_counter() - t_start
+            metrics = {"train/loss": loss_val, "train/lr": lr, "train/grad_norm": float(grad_norm),
+                       "train/img_per_s": (step + 1) * tc.batch_size / elapsed}
+            metrics.update({f"train/loss_sigma_bin/{k}": bin_sum[k] / bin_cnt[k] for k in bin_sum})
+            bin_sum.clear()
+            bin_cnt.clear()
+            bar.set_postfix(loss=f"{loss_val:.4f}")
+            if tracker:
+                tracker.log_metrics(metrics, step=step + 1)
+        if on_step:
+            on_step(step)
+    elapsed = time.perf_counter() - t_start
+    meta["step"] = tc.steps
+    ckpt = save_checkpoint(Path(out_dir) / "checkpoint", model, ema, meta)
+    return TrainResult(checkpoint=ckpt, final_loss=loss_val, img_per_s=tc.steps * tc.batch_size / elapsed,
+                       steps=tc.steps)
