@@ -1,0 +1,59 @@
+"""End to end: the smoke ablation as a real Prefect flow (ephemeral API, temporary PREFECT_HOME)
+logging to a real MLflow SQLite store, read back afterwards through MLflow's client."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["data.train_size=96", "data.eval_size=16", "train.steps=12", "train.batch_size=8", "train.log_every=4",
+        "eval.prompts=4", "eval.seeds_per_prompt=2", "eval.steps=4", "eval.tagger_steps=20"]
+
+
+@pytest.mark.slow
+def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), MLFLOW_TRACKING_URI="")
+    env.pop("PREFECT_API_URL", None)
+    args = [sys.executable, "-m", "nai3train.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
+            "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
+    for o in TINY:
+        args += ["--set", o]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "mlflow ui --backend-store-uri" in p.stdout + p.stderr
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("nai3-smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nai3.kind") == "ablation"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    pid = parents[0].info.run_id
+    train = [r for r in runs if r.data.tags.get("nai3.kind") == "train"]
+    evals = [r for r in runs if r.data.tags.get("nai3.kind") == "eval"]
+    assert {r.data.tags["nai3.variant"] for r in train} == {"sdxl-eps", "nai-v-ztsnr"}
+    assert all(r.data.tags["mlflow.parentRunId"] == pid for r in train + evals)
+    assert len(evals) == 2 * 2 * 2  # variants × CFG scales × starting σ
+    for r in evals:
+        m, params = r.data.metrics, r.data.params
+        assert float(params["eval.cfg_scale"]) == m["eval/cfg_scale"]
+        assert float(params["eval.first_sigma"]) == m["eval/first_sigma"]
+        for key in ("eval/fd_tagger", "eval/tag_recall", "eval/tag_precision", "eval/mean_leak_slope"):
+            assert math.isfinite(m[key]), key
+        names = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"samples.png", "per_image.csv"} <= names
+    points = {(float(r.data.params["eval.cfg_scale"]), float(r.data.params["eval.first_sigma"])) for r in evals}
+    assert points == {(1.0, 14.6), (5.0, 14.6), (1.0, 20000.0), (5.0, 20000.0)}
+    for r in train:
+        assert r.info.status == "FINISHED" and math.isfinite(r.data.metrics["train/loss"])
+        ck = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
+        assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
+        assert "config.resolved.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
+    results = client.download_artifacts(pid, "results/results.json", str(tmp_path / "dl"))
+    assert len(json.loads(Path(results).read_text())["points"]) == 8
