@@ -128,7 +128,7 @@ class EvalConfig:
     prompts: int = 16
     seeds_per_prompt: int = 4
     seed: int = 1234
-    tagger_steps: int = 300
+    tagger_steps: int = 800
 
     def validate(self) -> None:
         from nai3train.diffusion.schedules import _check_steps  # local: keep config import-light
