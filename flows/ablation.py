@@ -13,8 +13,8 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from nai3train.config import AblationConfig, flatten, load_config, stable_hash, to_dict
-from nai3train.data import Vocabulary, load_folder, synthesize
-from nai3train.tracking import Tracker, ensure_experiment, resolve_tracking
+from nai3train.data import Vocabulary, load_folder, prepare_dataset
+from nai3train.tracking import Tracker, open_experiment
 
 from .summary import format_table, ui_command
 
@@ -29,20 +29,9 @@ def _logger():
 @task(name="prepare-data")
 def prepare_data(config: str | None, overrides: list[str], work_dir: str) -> dict:
     """Synthesise the benchmark (skipped when an identical one is already there) or point at a folder."""
-    cfg = load_config(config, overrides)
-    dc = cfg.data
-    if dc.kind == "folder":
-        return {"train": dc.path, "eval": str(Path(dc.path) / "eval") if (Path(dc.path) / "eval").is_dir()
-                else dc.path, "content_hash": stable_hash(dc.path)[:16]}
-    out = Path(dc.path) if dc.path else Path(work_dir) / f"benchmark-{stable_hash(to_dict(dc))[:10]}"
-    card_f = out / "card.json"
-    if card_f.is_file():
-        card = json.loads(card_f.read_text())
-    else:
-        card = synthesize(out, dc.train_size, dc.eval_size, dc.resolution, dc.seed)
-    _logger().info("benchmark at %s (content hash %s)", out, card["content_hash"][:12])
-    return {"train": str(out / "train"), "eval": str(out / "eval"), "content_hash": card["content_hash"],
-            "card": str(card_f)}
+    data = prepare_dataset(load_config(config, overrides).data, work_dir)
+    _logger().info("data: %s (content hash %s)", data["train"], data["content_hash"][:12])
+    return data
 
 
 @task(name="prepare-tagger")
@@ -70,35 +59,18 @@ def prepare_tagger(config: str | None, overrides: list[str], data: dict, work_di
     return str(folder)
 
 
-@task(name="train-variant")
+@task(name="train-variant", retries=1)
 def train_variant_task(config: str | None, overrides: list[str], variant_name: str, data: dict, work_dir: str,
                        uri: str, experiment_id: str, parent_run_id: str) -> dict:
-    from nai3train.trainer import train_variant
+    """Train one variant; a retry (or a re-run of the flow) resumes from its newest checkpoint."""
+    from nai3train.run import run_training
 
     cfg = load_config(config, overrides)
     variant = next(v for v in cfg.variants if v.name == variant_name)
-    train = load_folder(data["train"], cfg.data.resolution)
-    vocab = Vocabulary.build(train.tags)
-    run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=Tracker(uri, parent_run_id),
-                        tags={"nai3.kind": "train", "nai3.variant": variant.name,
-                              "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data["content_hash"][:16]})
-    try:
-        run.log_params(flatten({"variant": to_dict(variant), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
-                                "data": to_dict(cfg.data)}))
-        run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
-                     "config.resolved.json")
-        if train.skipped:
-            run.log_json(train.skipped, "skipped_files.json")
-        out = Path(work_dir) / "variants" / f"{variant.name}-{variant.config_hash()}"
-        result = train_variant(cfg, variant, train, vocab, out, tracker=run)
-        run.log_artifact(result.checkpoint, "checkpoint")
-        run.finish(True)
-    except BaseException:
-        run.finish(False)
-        raise
-    _logger().info("trained %s: loss %.4f, %.0f img/s", variant.name, result.final_loss, result.img_per_s)
-    return {"variant": variant.name, "checkpoint": str(result.checkpoint), "run_id": run.run_id,
-            "img_per_s": result.img_per_s, "final_loss": result.final_loss}
+    trained = run_training(cfg, variant, data, work_dir, uri, experiment_id, parent=Tracker(uri, parent_run_id))
+    _logger().info("trained %s: loss %.4f, %.0f img/s (resumed from step %d)", variant.name, trained["final_loss"],
+                   trained["img_per_s"], trained["resumed_from"])
+    return trained
 
 
 @task(name="evaluate-variant")
@@ -139,10 +111,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     cfg: AblationConfig = load_config(config, overrides)  # refuse a bad config before any work
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    uri, artifact_root = resolve_tracking(tracking_uri)
-    from mlflow.tracking import MlflowClient
-
-    experiment_id = ensure_experiment(MlflowClient(uri), cfg.experiment, artifact_root)
+    uri, experiment_id = open_experiment(cfg.experiment, tracking_uri)
     try:
         from prefect.runtime import flow_run
 

@@ -1,33 +1,76 @@
-"""Checkpoints as safetensors (never pickle), written atomically: temp file, then rename.
+"""Checkpoints as safetensors (never pickle), written atomically.
 
 A checkpoint is a folder with ``model.safetensors`` (raw weights), ``ema.safetensors`` (EMA
 weights, what evaluation uses by default) and ``meta.json`` (model config, tag vocabulary,
 variant, schedule scale, step) — everything needed to rebuild the denoiser without the config.
+Training checkpoints add ``state.safetensors``: optimiser moments, RNG states, the step.
+
+Atomicity: a folder is written under a temporary name and renamed into place, so a run killed
+mid-write leaves either the previous checkpoint or the new one, never a mix.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], meta: dict) -> Path:
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], meta: dict,
+                    train_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the checkpoint folder atomically (temp folder + rename) and return its path."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic(folder / "model.safetensors", lambda p: save_file(state, str(p)))
-    _atomic(folder / "ema.safetensors", lambda p: save_file({k: v.contiguous().cpu() for k, v in ema.items()}, str(p)))
-    _atomic(folder / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
+    save_file(_tensors(ema), str(tmp / "ema.safetensors"))
+    if train_state is not None:
+        save_file(_tensors(train_state), str(tmp / "state.safetensors"))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, folder)
     return folder
+
+
+def save_step_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor],
+                         meta: dict, train_state: dict[str, torch.Tensor], keep: int = 2) -> Path:
+    """``run_dir/checkpoints/step-00000123``; keeps the newest ``keep`` of them."""
+    base = Path(run_dir) / "checkpoints"
+    path = save_checkpoint(base / f"step-{step:08d}", model, ema, {**meta, "step": step}, train_state)
+    for old in step_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def step_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints, oldest first (temporary folders are ignored)."""
+    base = Path(run_dir) / "checkpoints"
+    if not base.is_dir():
+        return []
+    found = [p for p in base.iterdir() if STEP_DIR.match(p.name) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+
+def latest_step_checkpoint(run_dir: str | Path) -> Path | None:
+    found = step_checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def load_meta(folder: str | Path) -> dict:
@@ -42,3 +85,30 @@ def load_weights(folder: str | Path, ema: bool = True) -> dict[str, torch.Tensor
     if not f.is_file():
         raise FileNotFoundError(f"checkpoint weights {f} are missing")
     return load_file(str(f))
+
+
+def load_train_state(folder: str | Path) -> dict[str, torch.Tensor]:
+    f = Path(folder) / "state.safetensors"
+    if not f.is_file():
+        raise FileNotFoundError(f"{folder} holds no training state ({f.name} missing): it cannot be resumed")
+    return load_file(str(f))
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Flatten an optimiser's per-parameter state into named tensors (no pickle)."""
+    out: dict[str, torch.Tensor] = {}
+    for i, (_, st) in enumerate(sorted(opt.state_dict()["state"].items())):
+        for k, v in st.items():
+            out[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)

@@ -42,6 +42,34 @@ def cmd_data_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    from nai3train.config import ConfigError, load_config
+
+    cfg = load_config(a.config, a.set)
+    names = [v.name for v in cfg.variants]
+    if a.variant is None and len(names) > 1:
+        raise ConfigError(f"the config has several variants {names}: choose one with --variant")
+    name = a.variant or names[0]
+    if name not in names:
+        raise ConfigError(f"no variant named {name!r} in the config; it has {names}")
+    from nai3train.data import prepare_dataset
+    from nai3train.run import run_training
+    from nai3train.tracking import open_experiment
+    from nai3train.trainer import TrainingDiverged
+
+    variant = next(v for v in cfg.variants if v.name == name)
+    uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
+    data = prepare_dataset(cfg.data, a.work_dir)
+    try:
+        out = run_training(cfg, variant, data, a.work_dir, uri, experiment_id, resume=a.resume,
+                           progress=not a.no_progress)
+    except TrainingDiverged as e:
+        print(f"nai3: training stopped: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
@@ -79,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--json", action="store_true", help="print the dataset card")
     ds.set_defaults(fn=cmd_data_synth)
+
+    tr = sub.add_parser("train", help="train one variant of a config (resumable), logged to MLflow",
+                        description="Train one variant; checkpoints every train.checkpoint_every steps under "
+                                    "WORK_DIR/variants/NAME-KEY/. With --resume, continue from the newest one.")
+    tr.add_argument("config", help="YAML config (e.g. configs/smoke.yaml)")
+    tr.add_argument("--variant", default=None, help="which variant (required when the config has several)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this run")
+    tr.add_argument("--work-dir", default="runs", help="data, checkpoints (default ./runs)")
+    tr.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
 
     ab = sub.add_parser("ablation", help="run the ablation flow (train variants, evaluate, log to MLflow)",
                         description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "

@@ -70,6 +70,7 @@ class TrainConfig:
     tag_dropout: float = 0.1
     seed: int = 0
     log_every: int = 25
+    checkpoint_every: int = 100  # steps between resumable checkpoints (and always at the end)
     threads: int = 0  # torch threads; 0 = torch's default
 
     def validate(self) -> None:
@@ -81,6 +82,7 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
         _check(0 <= self.tag_dropout < 1, "train.tag_dropout", "must be in [0, 1)")
         _check(self.log_every >= 1, "train.log_every", "must be ≥ 1")
+        _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be ≥ 1")
 
 
 @dataclass(frozen=True)

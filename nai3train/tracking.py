@@ -49,6 +49,13 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return client.create_experiment(name, artifact_location=location)
 
 
+def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
+    """Resolve the tracking URI (see ``resolve_tracking``) and get or create the experiment:
+    returns (uri, experiment_id)."""
+    uri, artifact_root = resolve_tracking(uri)
+    return uri, ensure_experiment(MlflowClient(tracking_uri=uri), name, artifact_root)
+
+
 @dataclass
 class Tracker:
     """One MLflow run, addressed by id; safe to use from any thread."""

@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
+from .checkpoint import (latest_step_checkpoint, load_train_state, load_weights, optimizer_tensors,
+                         restore_optimizer, save_checkpoint, save_step_checkpoint)
 from .config import AblationConfig, VariantConfig, to_dict
 from .data import PAD, FolderDataset, Vocabulary
 from .diffusion import min_snr_weight, noise_sample, training_target
@@ -29,6 +30,11 @@ SIGMA_BINS = ((0.1, "lt0.1"), (1.0, "0.1-1"), (10.0, "1-10"), (100.0, "10-100"),
 
 class TrainingDiverged(RuntimeError):
     """Loss or gradients became non-finite; the last good checkpoint is kept."""
+
+    def __init__(self, message: str, last_checkpoint: Path | None):
+        super().__init__(message + (f"; last good checkpoint: {last_checkpoint}" if last_checkpoint
+                                    else "; no checkpoint was written before it"))
+        self.last_checkpoint = last_checkpoint
 
 
 def sigma_bin_labels(sigma_sdxl: torch.Tensor) -> list[str]:
@@ -47,12 +53,20 @@ class TrainResult:
     final_loss: float
     img_per_s: float
     steps: int
+    resumed_from: int = 0  # the step training resumed at (0 for a fresh run)
 
 
 def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDataset, vocab: Vocabulary,
                   out_dir: str | Path, tracker: Tracker | None = None,
-                  progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train one variant on in-memory data and write its checkpoint under ``out_dir``."""
+                  progress: bool = True, on_step: Callable[[int], None] | None = None,
+                  resume: bool = False) -> TrainResult:
+    """Train one variant on in-memory data and write its checkpoint under ``out_dir``.
+
+    Resumable checkpoints go to ``out_dir/checkpoints/step-N`` every ``train.checkpoint_every``
+    steps; with ``resume`` the newest one is loaded (weights, EMA, optimiser, RNG state, step), so
+    a killed run continues exactly where its checkpoint left it. The final checkpoint (EMA and raw
+    weights, for evaluation) is ``out_dir/checkpoint``.
+    """
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -76,12 +90,25 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
                             "schedule.sigma_max_sdxl": variant.top_sigma, "model.params": sum(
                                 p.numel() for p in model.parameters())})
+    start = 0
+    last = latest_step_checkpoint(out_dir) if resume else None
+    if last is not None:
+        start = _restore(last, model, ema, opt, gen, variant)
+        log.info("resuming %s from %s (step %d)", variant.name, last, start)
+        if tracker:
+            tracker.set_tags({"nai3.resumed_from_step": start})
+
+    def train_state(step_done: int) -> dict[str, torch.Tensor]:
+        return {**optimizer_tensors(opt), "rng.generator": gen.get_state(), "rng.torch": torch.get_rng_state(),
+                "step": torch.tensor(step_done)}
+
     n = len(data)
     bin_sum: dict[str, float] = {}
     bin_cnt: dict[str, int] = {}
     t_start = time.perf_counter()
     loss_val = float("nan")
-    bar = tqdm(range(tc.steps), desc=f"train {variant.name}", disable=not progress, leave=False)
+    bar = tqdm(range(start, tc.steps), desc=f"train {variant.name}", disable=not progress, leave=False,
+               initial=start, total=tc.steps)
     for step in bar:
         idx = torch.randint(0, n, (tc.batch_size,), generator=gen)
         x0 = data.images[idx]
@@ -98,7 +125,8 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
         loss = (weight * per_sample).mean()
         if not torch.isfinite(loss):
-            raise TrainingDiverged(f"variant {variant.name}: non-finite loss at step {step}")
+            raise TrainingDiverged(f"variant {variant.name}: non-finite loss at step {step}",
+                                   latest_step_checkpoint(out_dir))
         lr = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
@@ -106,7 +134,8 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(f"variant {variant.name}: non-finite gradient norm at step {step}")
+            raise TrainingDiverged(f"variant {variant.name}: non-finite gradient norm at step {step}",
+                                   latest_step_checkpoint(out_dir))
         opt.step()
         decay = min(tc.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -119,17 +148,39 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
             elapsed = time.perf_counter() - t_start
             metrics = {"train/loss": loss_val, "train/lr": lr, "train/grad_norm": float(grad_norm),
-                       "train/img_per_s": (step + 1) * tc.batch_size / elapsed}
+                       "train/img_per_s": (step + 1 - start) * tc.batch_size / elapsed}
             metrics.update({f"train/loss_sigma_bin/{k}": bin_sum[k] / bin_cnt[k] for k in bin_sum})
             bin_sum.clear()
             bin_cnt.clear()
             bar.set_postfix(loss=f"{loss_val:.4f}")
             if tracker:
                 tracker.log_metrics(metrics, step=step + 1)
+        if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
+            save_step_checkpoint(out_dir, step + 1, model, ema, meta, train_state(step + 1))
         if on_step:
             on_step(step)
     elapsed = time.perf_counter() - t_start
     meta["step"] = tc.steps
     ckpt = save_checkpoint(Path(out_dir) / "checkpoint", model, ema, meta)
-    return TrainResult(checkpoint=ckpt, final_loss=loss_val, img_per_s=tc.steps * tc.batch_size / elapsed,
-                       steps=tc.steps)
+    return TrainResult(checkpoint=ckpt, final_loss=loss_val,
+                       img_per_s=(tc.steps - start) * tc.batch_size / max(elapsed, 1e-9), steps=tc.steps,
+                       resumed_from=start)
+
+
+def _restore(folder: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+             gen: torch.Generator, variant: VariantConfig) -> int:
+    """Load a step checkpoint into the live objects; returns the number of steps already done."""
+    from .checkpoint import load_meta
+
+    meta = load_meta(folder)
+    if meta.get("variant_hash") != variant.config_hash():
+        raise ValueError(f"{folder} belongs to variant hash {meta.get('variant_hash')}, not "
+                         f"{variant.config_hash()} ({variant.name}): refusing to resume a different variant")
+    model.load_state_dict(load_weights(folder, ema=False))
+    for k, v in load_weights(folder, ema=True).items():
+        ema[k].copy_(v)
+    state = load_train_state(folder)
+    restore_optimizer(opt, state)
+    gen.set_state(state["rng.generator"])
+    torch.set_rng_state(state["rng.torch"])
+    return int(state["step"])
