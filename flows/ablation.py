@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from nai3train.config import AblationConfig, flatten, load_config, stable_hash, to_dict
-from nai3train.data import Vocabulary, load_folder, prepare_dataset
+from nai3train.data import DatasetError, Vocabulary, load_folder, prepare_dataset, scan_folder
 from nai3train.tracking import Tracker, open_experiment
 
 from .summary import format_table, ui_command
@@ -45,9 +45,12 @@ def prepare_tagger(config: str | None, overrides: list[str], data: dict, work_di
     if (folder / "tagger.json").is_file():
         _tagger, _vocab, report = load_tagger(folder)
     else:
-        train = load_folder(data["train"], cfg.data.resolution)
+        try:  # square images only: a centre crop cannot cut their objects off
+            train = load_folder(data["train"], cfg.data.resolution, square_only=True)
+        except DatasetError:
+            train = load_folder(data["train"], cfg.data.resolution)
         ev = load_folder(data["eval"], cfg.data.resolution)
-        vocab = Vocabulary.build(train.tags)
+        vocab = Vocabulary.build([r.tags for r in scan_folder(data["train"]).records])
         tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=cfg.eval.tagger_steps,
                               seed=cfg.train.seed)
         report = validate(tagger, ev.images, vocab.multi_hot(ev.tags))

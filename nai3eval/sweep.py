@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from nai3train.checkpoint import load_meta, load_weights
 from nai3train.config import EvalConfig, VariantConfig, from_dict
-from nai3train.data import PAD, Vocabulary
+from nai3train.data import PAD, ChannelStats, Vocabulary
 from nai3train.diffusion import PRACTICAL_INFINITY, Denoiser, sampling_sigmas
 from nai3train.models import TinyTagUNet
 from nai3train.tracking import Tracker
@@ -99,8 +99,8 @@ def load_checkpoint(folder: str | Path, ema: bool = True) -> LoadedCheckpoint:
     model.load_state_dict(load_weights(folder, ema=ema))
     model.eval()
     variant = from_dict(VariantConfig, meta["variant"], "variant")
-    r = meta["resolution"]
-    return LoadedCheckpoint(model, build_denoiser(model, variant, 3 * r * r), Vocabulary(tuple(meta["vocab"])),
+    dim = meta.get("sample_dim") or 3 * meta["resolution"] ** 2
+    return LoadedCheckpoint(model, build_denoiser(model, variant, dim), Vocabulary(tuple(meta["vocab"])),
                             variant, meta)
 
 
@@ -123,7 +123,12 @@ def generate(ck: LoadedCheckpoint, point: EvalPoint, ps: PromptSet, batch: int =
         outs.append(sampler(guided, x, sigmas, generator=gen, callback=(lambda _i: on_step()) if on_step else None))
     start_sigma = schedule.to_model(PRACTICAL_INFINITY) if math.isinf(first) else first
     start_means = ps.noise.flatten(1).mean(1) * start_sigma
-    return torch.cat(outs), start_means
+    images = torch.cat(outs)
+    norm = ck.meta.get("normalization")
+    if norm:  # back from the model's normalised space to pixels (the noise mean too)
+        images = ChannelStats(tuple(norm["mean"]), tuple(norm["std"])).invert(images)
+        start_means = start_means * float(torch.tensor(norm["std"]).mean())
+    return images, start_means
 
 
 def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]],

@@ -70,6 +70,27 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_inspect(a: argparse.Namespace) -> int:
+    from nai3train.data.card import dataset_card
+
+    card = dataset_card(a.dir, a.resolution)
+    if a.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    b = card["bucketing"]
+    print(f"{card['root']}: {card['count']} usable images, {card['skipped_count']} skipped "
+          f"(content hash {card['content_hash'][:12]})")
+    for s in card["skipped"][:20]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    top = list(card["tag_frequency"].items())
+    print(f"tags: {len(top)} distinct; most common " + ", ".join(f"{t} {f:.1%}" for t, f in top[:5]))
+    print(f"bucketing at {a.resolution}²: {len(b['buckets'])} buckets used; pixels kept "
+          f"{b['mean_pixels_kept']:.1%} vs {b['mean_pixels_kept_centre_square']:.1%} with a centre square crop")
+    print(f"per-channel mean {['%.3f' % m for m in card['pixel_stats']['mean']]}, "
+          f"std {['%.3f' % s for s in card['pixel_stats']['std']]} (pixels in [-1, 1])")
+    return 0
+
+
 def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
@@ -97,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print a JSON array ('inf' for +∞)")
     s.set_defaults(fn=cmd_schedule)
 
-    d = sub.add_parser("data", help="datasets: synthesise the embedded benchmark")
+    d = sub.add_parser("data", help="datasets: synthesise the benchmark, inspect a folder")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     ds = dsub.add_parser("synth", help="write the synthetic tagged benchmark (PNG + .txt tags + card.json)")
     ds.add_argument("out", help="output folder")
@@ -107,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--json", action="store_true", help="print the dataset card")
     ds.set_defaults(fn=cmd_data_synth)
+    di = dsub.add_parser("inspect", help="print the dataset card of any image folder (tags, sizes, skipped files)",
+                         description="Scan a folder (recursively: png/jpg/webp with .txt tags or metadata.jsonl) "
+                                     "and print its card: counts, skipped files with reasons, tag frequencies, size "
+                                     "and aspect histograms, bucketing report, per-channel statistics, tag weights.")
+    di.add_argument("dir", help="image folder")
+    di.add_argument("--resolution", type=int, default=1024, help="training side for the bucket set (default 1024)")
+    di.add_argument("--json", action="store_true", help="print the whole card as JSON")
+    di.set_defaults(fn=cmd_data_inspect)
 
     tr = sub.add_parser("train", help="train one variant of a config (resumable), logged to MLflow",
                         description="Train one variant; checkpoints every train.checkpoint_every steps under "

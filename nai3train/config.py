@@ -94,6 +94,9 @@ class VariantConfig:
     ztsnr: bool = False
     sigma_max: float | None = None  # replaces the table's top σ; None keeps 14.6146 (SDXL) or ∞ (ZTSNR)
     min_snr_gamma: float | None = None
+    tag_weighting: bool = False  # per-image loss weights from tag frequencies (data/tag_weights.py)
+    normalize: str = "none"  # 'none' | 'dataset' (per-channel mean/std → 0/1) | 'fixed' (x·normalize_scale)
+    normalize_scale: float = 1.0
     dimension_scale: bool = True  # scale σ by √(D/D_ref) (design.md)
 
     def validate(self, key: str = "variant") -> None:
@@ -106,6 +109,10 @@ class VariantConfig:
             _check(not (math.isinf(self.sigma_max) and not self.ztsnr), f"{key}.sigma_max",
                    "can be ∞ only with ztsnr: true (the plain SDXL table has no pure-noise step)")
         _check(self.min_snr_gamma is None or self.min_snr_gamma > 0, f"{key}.min_snr_gamma", "must be > 0 or null")
+        _check(self.normalize in ("none", "dataset", "fixed"), f"{key}.normalize",
+               "must be 'none', 'dataset' or 'fixed'")
+        _check(self.normalize_scale > 0 and math.isfinite(self.normalize_scale), f"{key}.normalize_scale",
+               "must be a positive finite number")
 
     @property
     def top_sigma(self) -> float:
@@ -115,8 +122,15 @@ class VariantConfig:
         return math.inf if self.ztsnr else SDXL_SIGMA_MAX
 
     def config_hash(self) -> str:
-        """Stable across runs and machines: sha256 of the canonical JSON of the resolved fields."""
-        return stable_hash({k: v for k, v in to_dict(self).items() if k != "name"})[:12]
+        """Stable across runs and machines: sha256 of the canonical JSON of the resolved fields.
+
+        Fields at their defaults are left out, so adding a new axis later does not change the
+        hash of existing variants."""
+        defaults = to_dict(VariantConfig(name=self.name))
+        resolved = to_dict(self)
+        core = ("prediction", "ztsnr", "sigma_max", "min_snr_gamma", "dimension_scale")
+        return stable_hash({k: v for k, v in resolved.items()
+                            if k != "name" and (k in core or v != defaults[k])})[:12]
 
 
 @dataclass(frozen=True)

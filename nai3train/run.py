@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from .config import AblationConfig, VariantConfig, flatten, stable_hash, to_dict
-from .data import Vocabulary, load_folder
+from .data import BucketedDataset, TagWeighting, Vocabulary, default_buckets, scan_folder
+from .data.tag_weights import weight_histogram
 from .tracking import Tracker
 from .trainer import TrainingDiverged, train_variant
 
@@ -30,7 +31,7 @@ def run_training(cfg: AblationConfig, variant: VariantConfig, data: dict, work_d
     On a non-finite loss the run is marked FAILED, the last good checkpoint is logged, and the
     error is raised again.
     """
-    train = load_folder(data["train"], cfg.data.resolution)
+    train = BucketedDataset.from_scan(scan_folder(data["train"]), default_buckets(cfg.data.resolution))
     vocab = Vocabulary.build(train.tags)
     out = Path(work_dir) / "variants" / f"{variant.name}-{run_key(cfg, variant, data['content_hash'])}"
     run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
@@ -42,8 +43,15 @@ def run_training(cfg: AblationConfig, variant: VariantConfig, data: dict, work_d
                                 "data": to_dict(cfg.data)}))
         run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
                      "config.resolved.json")
-        if train.skipped:
-            run.log_json(train.skipped, "skipped_files.json")
+        run.log_json(train.skipped, "skipped_files.json")
+        report = train.report()
+        run.log_json(report, "bucketing_report.json")
+        weights = TagWeighting().weights(train.tags)
+        run.log_json(weight_histogram(weights), "tag_weights_histogram.json")
+        run.log_metrics({"data/images": len(train), "data/skipped_files": len(train.skipped),
+                         "data/pixels_kept": report["mean_pixels_kept"],
+                         "data/pixels_kept_centre_square": report["mean_pixels_kept_centre_square"],
+                         "data/tag_weight_max": float(weights.max()), "data/tag_weight_min": float(weights.min())})
         result = train_variant(cfg, variant, train, vocab, out, tracker=run, resume=resume, progress=progress)
         run.log_artifact(result.checkpoint, "checkpoint")
         run.finish(True)

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .checkpoint import (latest_step_checkpoint, load_train_state, load_weights, optimizer_tensors,
                          restore_optimizer, save_checkpoint, save_step_checkpoint)
 from .config import AblationConfig, VariantConfig, to_dict
-from .data import PAD, FolderDataset, Vocabulary
+from .data import PAD, BucketBatches, BucketedDataset, TagWeighting, Vocabulary
+from .data.normalize import ChannelStats, channel_stats
 from .diffusion import min_snr_weight, noise_sample, training_target
 from .models import TinyTagUNet
 from .tracking import Tracker
@@ -56,7 +57,17 @@ class TrainResult:
     resumed_from: int = 0  # the step training resumed at (0 for a fresh run)
 
 
-def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDataset, vocab: Vocabulary,
+def data_normalization(variant: VariantConfig, data: BucketedDataset) -> ChannelStats | None:
+    """The variant's map to the model's data space (applied to x0, inverted on samples)."""
+    if variant.normalize == "dataset":
+        return channel_stats(data.batch([i], None)[0] for i in range(len(data)))
+    if variant.normalize == "fixed":
+        inv = 1.0 / variant.normalize_scale
+        return ChannelStats((0.0, 0.0, 0.0), (inv, inv, inv))
+    return None
+
+
+def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDataset, vocab: Vocabulary,
                   out_dir: str | Path, tracker: Tracker | None = None,
                   progress: bool = True, on_step: Callable[[int], None] | None = None,
                   resume: bool = False) -> TrainResult:
@@ -78,14 +89,18 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
     r = cfg.data.resolution
     model = TinyTagUNet(len(vocab), r, cfg.model.block_out_channels, cfg.model.cross_attention_dim,
                         cfg.model.max_tags)
-    denoiser = build_denoiser(model, variant, sample_dim=3 * r * r)
+    denoiser = build_denoiser(model, variant, sample_dim=3 * data.max_area)
     schedule = denoiser.schedule
     tag_ids = vocab.ids(data.tags, cfg.model.max_tags)
+    norm = data_normalization(variant, data)
+    tag_w = torch.from_numpy(TagWeighting().weights(data.tags)).float() if variant.tag_weighting else None
+    batches = BucketBatches(data.bucket_of, tc.batch_size, seed=tc.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     sigmas = schedule.sigmas  # float64, model units, may end in +∞
     meta = {"model": model.config, "vocab": list(vocab.tags), "variant": to_dict(variant),
-            "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale, "resolution": r}
+            "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale, "resolution": r,
+            "sample_dim": 3 * data.max_area, "normalization": norm.to_dict() if norm else None}
     if tracker:
         tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
                             "schedule.sigma_max_sdxl": variant.top_sigma, "model.params": sum(
@@ -102,7 +117,7 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         return {**optimizer_tensors(opt), "rng.generator": gen.get_state(), "rng.torch": torch.get_rng_state(),
                 "step": torch.tensor(step_done)}
 
-    n = len(data)
+    stream = batches.batches(skip=start)
     bin_sum: dict[str, float] = {}
     bin_cnt: dict[str, int] = {}
     t_start = time.perf_counter()
@@ -110,8 +125,10 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
     bar = tqdm(range(start, tc.steps), desc=f"train {variant.name}", disable=not progress, leave=False,
                initial=start, total=tc.steps)
     for step in bar:
-        idx = torch.randint(0, n, (tc.batch_size,), generator=gen)
-        x0 = data.images[idx]
+        _bucket, idx = next(stream)
+        x0, time_ids = data.batch(idx, gen)
+        if norm is not None:
+            x0 = norm.apply(x0)
         ids = tag_ids[idx].clone()
         drop = torch.rand(tc.batch_size, generator=gen) < tc.tag_dropout
         ids[drop] = PAD
@@ -119,10 +136,12 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: FolderDatas
         sigma = sigmas[t]
         eps = torch.randn(x0.shape, generator=gen)
         x = noise_sample(x0, eps, sigma)
-        f = denoiser.raw(x, sigma, model.cond(ids))
+        f = denoiser.raw(x, sigma, {"tag_ids": ids, "time_ids": time_ids})
         target = training_target(variant.prediction, x0, eps, sigma)
         per_sample = (f - target).pow(2).flatten(1).mean(1)
         weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
+        if tag_w is not None:
+            weight = weight * tag_w[idx]
         loss = (weight * per_sample).mean()
         if not torch.isfinite(loss):
             raise TrainingDiverged(f"variant {variant.name}: non-finite loss at step {step}",

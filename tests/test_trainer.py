@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from safetensors.torch import load_file
 
 from nai3train.checkpoint import latest_step_checkpoint, load_meta
 from nai3train.config import VariantConfig, load_config
-from nai3train.data import Vocabulary, load_folder, synthesize
+from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.run import run_training
 from nai3train.tracking import open_experiment
 from nai3train.trainer import TrainingDiverged, train_variant
@@ -29,7 +28,7 @@ TINY = ["data.train_size=64", "data.eval_size=8", "train.batch_size=4", "train.l
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     synthesize(root, 64, 8, 8, seed=0)
-    d = load_folder(root / "train", 8)
+    d = BucketedDataset.from_scan(scan_folder(root / "train"), default_buckets(8))
     return d, Vocabulary.build(d.tags)
 
 
@@ -45,15 +44,24 @@ def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog):
 
 def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_path, monkeypatch):
     d, vocab = tiny_data
-    poisoned = d.images.clone()
-    poisoned[5] = float("nan")  # one poisoned image: some batch will hit it
+    real_batch = BucketedDataset.batch
+
+    def batch(self, indices, generator):  # image 5 decodes to NaN: some batch will hit it
+        x, ids = real_batch(self, indices, generator)
+        for j, i in enumerate(indices):
+            if i == 5:
+                x[j] = float("nan")
+        return x, ids
+
+    monkeypatch.setattr(BucketedDataset, "batch", batch)
     cfg = load_config(ROOT / "configs/smoke.yaml", TINY + ["train.steps=200", "train.checkpoint_every=1",
                                                             "experiment=nan-test"])
     v = cfg.variants[1]
     uri, exp = open_experiment(cfg.experiment, f"sqlite:///{tmp_path}/db/mlflow.db")
     data = {"train": str(tmp_path / "poisoned"), "content_hash": "poisoned"}
     (tmp_path / "poisoned").mkdir()
-    monkeypatch.setattr("nai3train.run.load_folder", lambda *a, **k: replace(d, images=poisoned))
+    monkeypatch.setattr("nai3train.run.scan_folder", lambda *a, **k: None)
+    monkeypatch.setattr(BucketedDataset, "from_scan", classmethod(lambda cls, *a: d))
     with pytest.raises(TrainingDiverged, match=r"nai-v-ztsnr: non-finite loss at step \d+") as err:
         run_training(cfg, v, data, tmp_path / "work", uri, exp, progress=False)
     last = err.value.last_checkpoint

@@ -1,13 +1,19 @@
 """Image folders with danbooru tags: the same loader for the benchmark and for users' own data.
 
-A folder holds images (png/jpg/jpeg/webp, searched recursively) with a sidecar ``.txt`` of
-comma-separated tags. Tags are normalised (lower case, spaces → underscores). Anything that
-cannot be used — an unreadable or truncated image, an image without tags — is skipped and
-reported with its reason; nothing crashes on a bad file, and a folder with no usable image is a
-clear error before training starts.
+A folder holds images (png/jpg/jpeg/webp, searched recursively). Tags come from a sidecar ``.txt``
+(comma-separated) or, failing that, from a ``metadata.jsonl`` in the image's folder (one JSON
+object per line with ``file`` and ``tags`` — a list or a comma-separated string). Tags are
+normalised: lower case, spaces and underscores both become underscores.
+
+Decoding: EXIF orientation is applied; L, P, CMYK and 16-bit images become RGB; transparency (LA,
+RGBA, P with a transparent colour) is composited on **white** (``ALPHA_BACKGROUND``), the usual
+choice for anime art with transparent backgrounds. Anything that cannot be used — a zero-byte,
+truncated or corrupt file, a non-image file, an image without tags — is skipped and listed with
+its reason; nothing crashes on a bad file, and a folder with no usable image is a clear error.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +22,8 @@ import torch
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+SIDE_FILES = {".txt", ".json", ".jsonl", ".md"}
+ALPHA_BACKGROUND = (255, 255, 255)
 
 
 class DatasetError(ValueError):
@@ -23,12 +31,30 @@ class DatasetError(ValueError):
 
 
 def normalise_tag(tag: str) -> str:
-    return "_".join(tag.strip().lower().split())
+    return "_".join(tag.strip().lower().replace("_", " ").split())
+
+
+def parse_tags(text: str | list[str]) -> list[str]:
+    items = text if isinstance(text, list) else text.split(",")
+    return [t for t in (normalise_tag(x) for x in items) if t]
+
+
+@dataclass
+class ImageRecord:
+    path: str
+    tags: list[str]
+    pixels: np.ndarray  # (H, W, 3) uint8, orientation applied
+
+
+@dataclass
+class FolderScan:
+    records: list[ImageRecord]
+    skipped: list[dict] = field(default_factory=list)
 
 
 @dataclass
 class FolderDataset:
-    """Images in memory as float tensors in [−1, 1], (N, 3, R, R), with their tag lists."""
+    """Images in memory as float tensors in [−1, 1], (N, 3, R, R) centre squares, with their tags."""
 
     images: torch.Tensor
     tags: list[list[str]]
@@ -39,49 +65,98 @@ class FolderDataset:
         return len(self.paths)
 
 
-def _load_rgb(path: Path, resolution: int) -> np.ndarray:
+def decode_rgb(path: Path) -> np.ndarray:
+    """Decode any supported image to (H, W, 3) uint8 RGB (see the module docstring)."""
     with Image.open(path) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(im).astype(np.float64)
+            top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
-            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))  # documented: white
+            canvas = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
             im = Image.alpha_composite(canvas, rgba)
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h)
-        im = im.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
-        if im.size != (resolution, resolution):
-            im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        return np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def load_folder(root: str | Path, resolution: int) -> FolderDataset:
-    """Load every usable image under ``root`` (centre square crop, resized to ``resolution``)."""
+def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skipped: list[dict]) -> dict[str, list[str]]:
+    if folder not in cache:
+        table: dict[str, list[str]] = {}
+        meta = folder / "metadata.jsonl"
+        if meta.is_file():
+            for n, line in enumerate(meta.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    table[str(row["file"])] = parse_tags(row.get("tags", []))
+                except (ValueError, KeyError, TypeError) as e:
+                    skipped.append({"path": f"{meta}:{n}", "reason": f"bad metadata line: {type(e).__name__}: {e}"})
+        cache[folder] = table
+    return cache[folder]
+
+
+def scan_folder(root: str | Path) -> FolderScan:
+    """Decode every usable image under ``root``; list every skipped file with its reason."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
-    arrays, tags, paths, skipped = [], [], [], []
+    records, skipped = [], []
+    meta_cache: dict[Path, dict[str, list[str]]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            if path.suffix.lower() not in (".txt", ".json", ".jsonl"):
+        suffix = path.suffix.lower()
+        if suffix not in IMAGE_SUFFIXES:
+            if suffix not in SIDE_FILES:
                 skipped.append({"path": str(path), "reason": "not an image file"})
             continue
         side = path.with_suffix(".txt")
-        t = [normalise_tag(x) for x in side.read_text().split(",")] if side.is_file() else []
-        t = [x for x in t if x]
-        if not t:
-            skipped.append({"path": str(path), "reason": "no tags (missing or empty .txt)"})
+        tags = parse_tags(side.read_text(errors="replace")) if side.is_file() else []
+        if not tags:
+            tags = _metadata_tags(path.parent, meta_cache, skipped).get(path.name, [])
+        if not tags:
+            skipped.append({"path": str(path), "reason": "no tags (no .txt sidecar and no metadata.jsonl entry)"})
+            continue
+        if path.stat().st_size == 0:
+            skipped.append({"path": str(path), "reason": "zero-byte file"})
             continue
         try:
-            arrays.append(_load_rgb(path, resolution))
-        except Exception as e:  # PIL raises many types for corrupt/truncated/zero-byte files
+            pixels = decode_rgb(path)
+        except Exception as e:  # PIL raises many types for corrupt or truncated files
             skipped.append({"path": str(path), "reason": f"unreadable image: {type(e).__name__}: {e}"})
             continue
-        tags.append(t)
-        paths.append(str(path))
-    if not paths:
+        records.append(ImageRecord(str(path), tags, pixels))
+    if not records:
         raise DatasetError(f"no usable images under {root} ({len(skipped)} skipped: "
                            f"{skipped[:3]}{' …' if len(skipped) > 3 else ''})")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return FolderDataset(images=images, tags=tags, paths=paths, skipped=skipped)
+    return FolderScan(records, skipped)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 → (3, H, W) float in [−1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def centre_square(pixels: np.ndarray, resolution: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    im = Image.fromarray(pixels[top:top + side, left:left + side])
+    if im.size != (resolution, resolution):
+        im = im.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    return np.array(im)
+
+
+def load_folder(root: str | Path, resolution: int, square_only: bool = False) -> FolderDataset:
+    """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger).
+
+    ``square_only`` keeps only images that are square already (no crop can cut an object off).
+    """
+    scan = scan_folder(root)
+    recs = [r for r in scan.records if not square_only or r.pixels.shape[0] == r.pixels.shape[1]]
+    if not recs:
+        raise DatasetError(f"no square images under {root}")
+    images = torch.stack([to_tensor(centre_square(r.pixels, resolution)) for r in recs])
+    return FolderDataset(images=images, tags=[r.tags for r in recs], paths=[r.path for r in recs],
+                         skipped=scan.skipped)

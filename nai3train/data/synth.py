@@ -14,13 +14,20 @@ Each image has exactly three danbooru-style tags:
 
 All objects of an image share colour and shape; they are placed without overlap. A faint
 pixel texture (std 0.02) keeps feature statistics non-degenerate. Files are written in the same
-format as user data (PNG + comma-separated ``.txt`` tags), so the same loader reads both.
+format as user data (PNG + comma-separated ``.txt`` tags), so the same loader reads both; a
+``metadata.jsonl`` per split records each image's ground truth (tags, background RGB, object
+centres, size).
+
+Aspect ratios: the training split is 60 % square, the rest spread over 4:3, 3:4, 3:2, 2:3, 2:1 and
+1:2, drawn at twice the training area so bucketing (``bucketing.py``) has something to do. The eval
+split — the held-out prompt set — is square at the training resolution: its tags are the prompts,
+its images the reference set.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+import math
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +50,7 @@ COLOURS = {
     "orange": (0.03, (1.0, 0.55, 0.0)),
 }
 SHAPES = {"circle": 0.6, "square": 0.32, "cross": 0.08}
+ASPECTS = {(1, 1): 0.6, (4, 3): 0.08, (3, 4): 0.08, (3, 2): 0.07, (2, 3): 0.07, (2, 1): 0.05, (1, 2): 0.05}
 
 
 def _pick(rng: np.random.Generator, table: dict) -> str:
@@ -51,8 +59,8 @@ def _pick(rng: np.random.Generator, table: dict) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
-def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+def _shape_mask(shape: str, size: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:size[0], 0:size[1]] + 0.5
     dy, dx = yy - cy, xx - cx
     if shape == "circle":
         return dy**2 + dx**2 <= r**2
@@ -62,29 +70,40 @@ def _shape_mask(shape: str, size: int, cy: float, cx: float, r: float) -> np.nda
     return ((np.abs(dy) <= arm) & (np.abs(dx) <= r)) | ((np.abs(dx) <= arm) & (np.abs(dy) <= r))
 
 
-def render(tags: dict[str, str], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw one image (H, W, 3) in [0, 1] for the given background/count/object tags."""
+def render(tags: dict[str, str], size: int | tuple[int, int], rng: np.random.Generator
+           ) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Draw one image (H, W, 3) in [0, 1]; returns it and the object centres (y, x) in pixels."""
+    h, w = (size, size) if isinstance(size, int) else size
     bg = BACKGROUNDS[tags["background"]][1]
     if bg is None:
-        ramp = np.linspace(0.1, 0.9, size)[:, None, None]
-        img = np.broadcast_to(ramp, (size, size, 3)).copy()
+        ramp = np.linspace(0.1, 0.9, h)[:, None, None]
+        img = np.broadcast_to(ramp, (h, w, 3)).copy()
     else:
-        img = np.broadcast_to(np.array(bg), (size, size, 3)).copy()
+        img = np.broadcast_to(np.array(bg), (h, w, 3)).copy()
     n = COUNTS[tags["count"]][1]
     colour, shape = tags["object"].split("_", 1)
     rgb = np.array(COLOURS[colour][1])
-    r = size / 7.0
+    r = min(h, w) / 7.0 if h == w else math.sqrt(h * w) / 7.0
     centres: list[tuple[float, float]] = []
-    for _ in range(200):
+    for _ in range(500):
         if len(centres) == n:
             break
-        cy, cx = rng.uniform(r + 0.5, size - r - 0.5, size=2)
+        cy, cx = rng.uniform(r + 0.5, h - r - 0.5), rng.uniform(r + 0.5, w - r - 0.5)
         if all((cy - y) ** 2 + (cx - x) ** 2 > (2.2 * r) ** 2 for y, x in centres):
             centres.append((cy, cx))
     for cy, cx in centres:
-        img[_shape_mask(shape, size, cy, cx, r)] = rgb
+        img[_shape_mask(shape, (h, w), cy, cx, r)] = rgb
     img += rng.normal(0, 0.02, img.shape)
-    return np.clip(img, 0, 1)
+    return np.clip(img, 0, 1), centres
+
+
+def draw_size(rng: np.random.Generator, resolution: int) -> tuple[int, int]:
+    """(h, w) for a training image: an aspect from ASPECTS at twice the training area."""
+    keys = list(ASPECTS)
+    p = np.array(list(ASPECTS.values()))
+    aw, ah = keys[int(rng.choice(len(keys), p=p / p.sum()))]
+    area = 2 * resolution * resolution
+    return max(8, round(math.sqrt(area * ah / aw))), max(8, round(math.sqrt(area * aw / ah)))
 
 
 def draw_tags(rng: np.random.Generator) -> dict[str, str]:
@@ -94,7 +113,7 @@ def draw_tags(rng: np.random.Generator) -> dict[str, str]:
 
 def synthesize(out: str | Path, train_size: int = 512, eval_size: int = 64, resolution: int = 16,
                seed: int = 0) -> dict:
-    """Write ``out/train`` and ``out/eval`` (PNG + .txt) and ``out/card.json``; return the card.
+    """Write ``out/train`` and ``out/eval`` (PNG + .txt + metadata.jsonl) and ``out/card.json``.
 
     Deterministic from ``seed``: the same arguments give byte-identical files and the same
     content hash. The eval split is the held-out prompt set, its tags the ground truth.
@@ -102,25 +121,30 @@ def synthesize(out: str | Path, train_size: int = 512, eval_size: int = 64, reso
     out = Path(out)
     rng = np.random.default_rng(seed)
     digest = hashlib.sha256()
-    card: dict = {"generator": "nai3 benchmark v1", "seed": seed, "resolution": resolution, "splits": {}}
     for split, n in (("train", train_size), ("eval", eval_size)):
         d = out / split
         d.mkdir(parents=True, exist_ok=True)
-        freq: Counter[str] = Counter()
+        records = []
         for i in range(n):
             t = draw_tags(rng)
-            img = (render(t, resolution, rng) * 255).round().astype(np.uint8)
+            size = draw_size(rng, resolution) if split == "train" else (resolution, resolution)
+            pixels, centres = render(t, size, rng)
+            img = (pixels * 255).round().astype(np.uint8)
             tags = [t["background"], t["count"], t["object"]]
-            freq.update(tags)
             stem = d / f"{i:06d}"
             Image.fromarray(img).save(stem.with_suffix(".png"))
             stem.with_suffix(".txt").write_text(", ".join(tags) + "\n")
             digest.update(img.tobytes())
             digest.update(",".join(tags).encode())
-        card["splits"][split] = {
-            "count": n,
-            "tag_frequency": {k: v / n for k, v in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))},
-        }
-    card["content_hash"] = digest.hexdigest()
+            bg = BACKGROUNDS[t["background"]][1]
+            records.append({"file": stem.with_suffix(".png").name, "tags": tags, "height": size[0], "width": size[1],
+                            "background_rgb": list(bg) if bg else None, "count": COUNTS[t["count"]][1],
+                            "object": t["object"], "centres": [[round(y, 2), round(x, 2)] for y, x in centres]})
+        (d / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    from .card import dataset_card  # the same card `nai3 data inspect` prints for any folder
+
+    card = {"generator": "nai3 benchmark v2", "seed": seed, "resolution": resolution,
+            "content_hash": digest.hexdigest(),
+            "splits": {split: dataset_card(out / split, resolution) for split in ("train", "eval")}}
     (out / "card.json").write_text(json.dumps(card, indent=2))
     return card

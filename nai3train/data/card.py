@@ -1,0 +1,61 @@
+"""The dataset card: what a folder holds, in one JSON document (``nai3 data inspect DIR --json``).
+
+Counts, skipped files with reasons, tag frequencies, size and aspect histograms, a content hash,
+per-channel statistics (for normalisation, claim C8), the bucketing report (claim C7) and the
+tag-weight histogram.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .bucketed import BucketedDataset, default_buckets
+from .folder import FolderScan, scan_folder, to_tensor
+from .normalize import RunningChannelStats
+from .tag_weights import TagWeighting, tag_frequencies, weight_histogram
+
+ASPECT_EDGES = (0.0, 0.5, 0.67, 0.8, 0.95, 1.05, 1.25, 1.5, 2.0, math.inf)
+
+
+def content_hash(scan: FolderScan, root: Path) -> str:
+    h = hashlib.sha256()
+    for r in scan.records:
+        h.update(str(Path(r.path).relative_to(root)).encode())
+        h.update(Path(r.path).read_bytes())
+        h.update(",".join(r.tags).encode())
+    return h.hexdigest()
+
+
+def pixel_stats(scan: FolderScan) -> dict:
+    acc = RunningChannelStats()
+    for r in scan.records:
+        acc.update(to_tensor(r.pixels).unsqueeze(0))
+    return acc.compute().to_dict()
+
+
+def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = None) -> dict:
+    root = Path(root)
+    scan = scan or scan_folder(root)
+    sizes = [r.pixels.shape[:2] for r in scan.records]
+    aspects = [w / h for h, w in sizes]
+    hist, _ = np.histogram(aspects, bins=ASPECT_EDGES)
+    labels = [f"{a:g}-{b:g}" for a, b in zip(ASPECT_EDGES[:-1], ASPECT_EDGES[1:])]
+    bucketed = BucketedDataset.from_scan(scan, default_buckets(resolution))
+    weights = TagWeighting().weights([r.tags for r in scan.records])
+    return {
+        "root": str(root),
+        "count": len(scan.records),
+        "skipped_count": len(scan.skipped),
+        "skipped": scan.skipped,
+        "content_hash": content_hash(scan, root),
+        "tag_frequency": tag_frequencies([r.tags for r in scan.records]),
+        "size_histogram": {f"{w}x{h}": c for (h, w), c in sorted(Counter(sizes).items())},
+        "aspect_histogram": dict(zip(labels, hist.tolist())),
+        "pixel_stats": pixel_stats(scan),
+        "bucketing": {"resolution": resolution, **bucketed.report()},
+        "tag_weights": weight_histogram(weights),
+    }
