@@ -42,6 +42,16 @@ def cmd_data_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def _barrier() -> None:
+    """Wait for all ranks when launched with several processes; a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        import torch
+
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from nai3train.config import ConfigError, load_config
 
@@ -58,15 +68,22 @@ def cmd_train(a: argparse.Namespace) -> int:
     from nai3train.trainer import TrainingDiverged
 
     variant = next(v for v in cfg.variants if v.name == name)
-    uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
-    data = prepare_dataset(cfg.data, a.work_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
+        data = prepare_dataset(cfg.data, a.work_dir)
+    _barrier()  # other ranks (accelerate launch / torchrun) read what rank 0 wrote
+    if rank != 0:
+        uri, experiment_id = "", ""
+        data = prepare_dataset(cfg.data, a.work_dir)
     try:
         out = run_training(cfg, variant, data, a.work_dir, uri, experiment_id, resume=a.resume,
                            progress=not a.no_progress)
     except TrainingDiverged as e:
         print(f"nai3: training stopped: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(out, indent=2))
+    if rank == 0:
+        print(json.dumps(out, indent=2))
     return 0
 
 

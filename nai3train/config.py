@@ -62,7 +62,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 400
-    batch_size: int = 32
+    batch_size: int = 32  # per process and micro-batch
+    grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 1e-3
     warmup_steps: int = 20
     grad_clip: float = 1.0
@@ -76,6 +77,7 @@ class TrainConfig:
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", "must be ≥ 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be ≥ 1")
+        _check(self.grad_accum >= 1, "train.grad_accum", "must be ≥ 1")
         _check(self.lr > 0 and math.isfinite(self.lr), "train.lr", "must be a positive finite number")
         _check(self.warmup_steps >= 0, "train.warmup_steps", "must be ≥ 0")
         _check(self.grad_clip > 0, "train.grad_clip", "must be > 0")

@@ -7,6 +7,7 @@ changed config never resumes from a stale one.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .config import AblationConfig, VariantConfig, flatten, stable_hash, to_dict
@@ -34,6 +35,10 @@ def run_training(cfg: AblationConfig, variant: VariantConfig, data: dict, work_d
     train = BucketedDataset.from_scan(scan_folder(data["train"]), default_buckets(cfg.data.resolution))
     vocab = Vocabulary.build(train.tags)
     out = Path(work_dir) / "variants" / f"{variant.name}-{run_key(cfg, variant, data['content_hash'])}"
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate/torchrun worker: rank 0 tracks and saves
+        result = train_variant(cfg, variant, train, vocab, out, resume=resume, progress=False)
+        return {"variant": variant.name, "checkpoint": str(result.checkpoint), "run_id": None,
+                "img_per_s": result.img_per_s, "final_loss": result.final_loss, "resumed_from": result.resumed_from}
     run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
                         tags={"nai3.kind": "train", "nai3.variant": variant.name,
                               "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data["content_hash"][:16],

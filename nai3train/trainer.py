@@ -67,9 +67,29 @@ def data_normalization(variant: VariantConfig, data: BucketedDataset) -> Channel
     return None
 
 
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA allocator peak on GPU, max RSS on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _distributed():
+    """accelerate's state when launched with several processes (``accelerate launch``), else None."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())  # CPU: DDP over gloo
+
+
 def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDataset, vocab: Vocabulary,
                   out_dir: str | Path, tracker: Tracker | None = None,
-                  progress: bool = True, on_step: Callable[[int], None] | None = None,
+                  progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
                   resume: bool = False) -> TrainResult:
     """Train one variant on in-memory data and write its checkpoint under ``out_dir``.
 
@@ -77,6 +97,13 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     steps; with ``resume`` the newest one is loaded (weights, EMA, optimiser, RNG state, step), so
     a killed run continues exactly where its checkpoint left it. The final checkpoint (EMA and raw
     weights, for evaluation) is ``out_dir/checkpoint``.
+
+    ``on_step(step, info)`` sees each optimiser step's last micro-batch (image indices, σ,
+    per-sample MSE and the loss weight applied) — for tests and custom monitoring.
+
+    Under ``accelerate launch`` (several processes) the model is wrapped for DDP, each rank takes
+    its shard of the bucket plan and its own noise stream (seed + rank), and only the main process
+    writes checkpoints and logs.
     """
     tc = cfg.train
     if tc.threads:
@@ -84,27 +111,34 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     warning = expected_failure(variant)
     if warning:
         log.warning(warning)
+    acc = _distributed()
+    rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
+    main = rank == 0
     torch.manual_seed(tc.seed)
-    gen = torch.Generator().manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed + rank)
     r = cfg.data.resolution
     model = TinyTagUNet(len(vocab), r, cfg.model.block_out_channels, cfg.model.cross_attention_dim,
                         cfg.model.max_tags)
-    denoiser = build_denoiser(model, variant, sample_dim=3 * data.max_area)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01)
+    network = model
+    if acc:
+        network, opt = acc.prepare(model, opt)
+    denoiser = build_denoiser(network, variant, sample_dim=3 * data.max_area)
     schedule = denoiser.schedule
     tag_ids = vocab.ids(data.tags, cfg.model.max_tags)
     norm = data_normalization(variant, data)
     tag_w = torch.from_numpy(TagWeighting().weights(data.tags)).float() if variant.tag_weighting else None
     batches = BucketBatches(data.bucket_of, tc.batch_size, seed=tc.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     sigmas = schedule.sigmas  # float64, model units, may end in +∞
     meta = {"model": model.config, "vocab": list(vocab.tags), "variant": to_dict(variant),
             "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale, "resolution": r,
             "sample_dim": 3 * data.max_area, "normalization": norm.to_dict() if norm else None}
+    tracker = tracker if main else None
     if tracker:
         tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
-                            "schedule.sigma_max_sdxl": variant.top_sigma, "model.params": sum(
-                                p.numel() for p in model.parameters())})
+                            "schedule.sigma_max_sdxl": variant.top_sigma, "train.world_size": world,
+                            "model.params": sum(p.numel() for p in model.parameters())})
     start = 0
     last = latest_step_checkpoint(out_dir) if resume else None
     if last is not None:
@@ -117,73 +151,87 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
         return {**optimizer_tensors(opt), "rng.generator": gen.get_state(), "rng.torch": torch.get_rng_state(),
                 "step": torch.tensor(step_done)}
 
-    stream = batches.batches(skip=start)
+    def diverged(what: str, step: int) -> TrainingDiverged:
+        return TrainingDiverged(f"variant {variant.name}: non-finite {what} at step {step}",
+                                latest_step_checkpoint(out_dir))
+
+    stream = batches.batches(rank, world, skip=start * tc.grad_accum)
     bin_sum: dict[str, float] = {}
     bin_cnt: dict[str, int] = {}
     t_start = time.perf_counter()
     loss_val = float("nan")
-    bar = tqdm(range(start, tc.steps), desc=f"train {variant.name}", disable=not progress, leave=False,
+    bar = tqdm(range(start, tc.steps), desc=f"train {variant.name}", disable=not (progress and main), leave=False,
                initial=start, total=tc.steps)
     for step in bar:
-        _bucket, idx = next(stream)
-        x0, time_ids = data.batch(idx, gen)
-        if norm is not None:
-            x0 = norm.apply(x0)
-        ids = tag_ids[idx].clone()
-        drop = torch.rand(tc.batch_size, generator=gen) < tc.tag_dropout
-        ids[drop] = PAD
-        t = torch.randint(0, len(sigmas), (tc.batch_size,), generator=gen)
-        sigma = sigmas[t]
-        eps = torch.randn(x0.shape, generator=gen)
-        x = noise_sample(x0, eps, sigma)
-        f = denoiser.raw(x, sigma, {"tag_ids": ids, "time_ids": time_ids})
-        target = training_target(variant.prediction, x0, eps, sigma)
-        per_sample = (f - target).pow(2).flatten(1).mean(1)
-        weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
-        if tag_w is not None:
-            weight = weight * tag_w[idx]
-        loss = (weight * per_sample).mean()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"variant {variant.name}: non-finite loss at step {step}",
-                                   latest_step_checkpoint(out_dir))
         lr = tc.lr * min(1.0, (step + 1) / max(1, tc.warmup_steps))
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_sum = 0.0
+        for micro in range(tc.grad_accum):
+            _bucket, idx = next(stream)
+            x0, time_ids = data.batch(idx, gen)
+            if norm is not None:
+                x0 = norm.apply(x0)
+            ids = tag_ids[idx].clone()
+            ids[torch.rand(len(idx), generator=gen) < tc.tag_dropout] = PAD
+            t = torch.randint(0, len(sigmas), (len(idx),), generator=gen)
+            sigma = sigmas[t]
+            eps = torch.randn(x0.shape, generator=gen)
+            x = noise_sample(x0, eps, sigma)
+            f = denoiser.raw(x, sigma, {"tag_ids": ids, "time_ids": time_ids})
+            target = training_target(variant.prediction, x0, eps, sigma)
+            per_sample = (f - target).pow(2).flatten(1).mean(1)
+            weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
+            if tag_w is not None:
+                weight = weight * tag_w[idx]
+            loss = (weight * per_sample).mean()
+            if not torch.isfinite(loss):
+                raise diverged("loss", step)
+            if acc and micro < tc.grad_accum - 1:
+                with acc.no_sync(network):
+                    (loss / tc.grad_accum).backward()
+            else:
+                (loss / tc.grad_accum).backward()
+            loss_sum += float(loss.detach())
+            for label, l in zip(sigma_bin_labels(schedule.to_sdxl(sigma)), per_sample.detach().tolist()):
+                bin_sum[label] = bin_sum.get(label, 0.0) + l
+                bin_cnt[label] = bin_cnt.get(label, 0) + 1
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         if not torch.isfinite(grad_norm):
-            raise TrainingDiverged(f"variant {variant.name}: non-finite gradient norm at step {step}",
-                                   latest_step_checkpoint(out_dir))
+            raise diverged("gradient norm", step)
         opt.step()
         decay = min(tc.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in model.state_dict().items():
                 ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else ema[k].copy_(v)
-        for label, l in zip(sigma_bin_labels(schedule.to_sdxl(sigma)), per_sample.detach().tolist()):
-            bin_sum[label] = bin_sum.get(label, 0.0) + l
-            bin_cnt[label] = bin_cnt.get(label, 0) + 1
-        loss_val = float(loss.detach())
+        loss_val = loss_sum / tc.grad_accum
         if (step + 1) % tc.log_every == 0 or step + 1 == tc.steps:
             elapsed = time.perf_counter() - t_start
             metrics = {"train/loss": loss_val, "train/lr": lr, "train/grad_norm": float(grad_norm),
-                       "train/img_per_s": (step + 1 - start) * tc.batch_size / elapsed}
+                       "train/img_per_s": (step + 1 - start) * tc.batch_size * tc.grad_accum * world / elapsed,
+                       "train/peak_mem_mb": peak_memory_mb()}
             metrics.update({f"train/loss_sigma_bin/{k}": bin_sum[k] / bin_cnt[k] for k in bin_sum})
             bin_sum.clear()
             bin_cnt.clear()
             bar.set_postfix(loss=f"{loss_val:.4f}")
             if tracker:
                 tracker.log_metrics(metrics, step=step + 1)
-        if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
+        if main and ((step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps):
             save_step_checkpoint(out_dir, step + 1, model, ema, meta, train_state(step + 1))
         if on_step:
-            on_step(step)
+            on_step(step, {"idx": idx, "sigma": sigma, "per_sample": per_sample.detach(), "weight": weight.detach(),
+                           "loss": loss.detach()})
     elapsed = time.perf_counter() - t_start
     meta["step"] = tc.steps
-    ckpt = save_checkpoint(Path(out_dir) / "checkpoint", model, ema, meta)
+    ckpt = Path(out_dir) / "checkpoint"
+    if main:
+        save_checkpoint(ckpt, model, ema, meta)
+    if acc:
+        acc.wait_for_everyone()
     return TrainResult(checkpoint=ckpt, final_loss=loss_val,
-                       img_per_s=(tc.steps - start) * tc.batch_size / max(elapsed, 1e-9), steps=tc.steps,
-                       resumed_from=start)
+                       img_per_s=(tc.steps - start) * tc.batch_size * tc.grad_accum * world / max(elapsed, 1e-9),
+                       steps=tc.steps, resumed_from=start)
 
 
 def _restore(folder: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
