@@ -45,13 +45,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "tiny"
+    kind: str = "tiny"  # 'tiny' (CPU toy) or 'sdxl' (a local diffusers folder at `path`)
+    path: str = ""
     block_out_channels: tuple[int, ...] = (32, 64, 64)
     cross_attention_dim: int = 64
     max_tags: int = 8
 
     def validate(self) -> None:
-        _check(self.kind == "tiny", "model.kind", "only 'tiny' is available in this version")
+        _check(self.kind in ("tiny", "sdxl"), "model.kind", "must be 'tiny' or 'sdxl'")
+        if self.kind == "sdxl":
+            _check(bool(self.path), "model.path", "is required for model.kind: sdxl (a local from_pretrained folder)")
+            _check(Path(self.path).is_dir(), "model.path", f"SDXL folder {self.path} does not exist")
         _check(len(self.block_out_channels) >= 2 and all(c % 8 == 0 and c > 0 for c in self.block_out_channels),
                "model.block_out_channels", "needs ≥ 2 positive multiples of 8")
         _check(self.cross_attention_dim % 8 == 0 and self.cross_attention_dim > 0, "model.cross_attention_dim",

@@ -57,13 +57,45 @@ class TrainResult:
     resumed_from: int = 0  # the step training resumed at (0 for a fresh run)
 
 
-def data_normalization(variant: VariantConfig, data: BucketedDataset) -> ChannelStats | None:
+class TinyAdapter:
+    """What the trainer needs from the tiny model: network, pixel batches, tag conditioning."""
+
+    def __init__(self, cfg: AblationConfig, vocab: Vocabulary, data: BucketedDataset):
+        self.network = TinyTagUNet(len(vocab), cfg.data.resolution, cfg.model.block_out_channels,
+                                   cfg.model.cross_attention_dim, cfg.model.max_tags)
+        self.tag_ids = vocab.ids(data.tags, cfg.model.max_tags)
+        self.data = data
+        self.channels = 3
+        self.sample_dim = 3 * data.max_area
+
+    def batch(self, idx: list[int], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data.batch(idx, generator)
+
+    def cond(self, idx: list[int], dropped: torch.Tensor, time_ids: torch.Tensor) -> dict:
+        ids = self.tag_ids[idx].clone()
+        ids[dropped] = PAD
+        return {"tag_ids": ids, "time_ids": time_ids}
+
+    def meta(self) -> dict:
+        return self.network.config
+
+
+def build_adapter(cfg: AblationConfig, vocab: Vocabulary, data: BucketedDataset, out_dir: str | Path):
+    if cfg.model.kind == "sdxl":
+        from .models.sdxl import SDXLAdapter
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return SDXLAdapter(cfg.model.path, data, Path(out_dir).parent.parent / "cache", device=device)
+    return TinyAdapter(cfg, vocab, data)
+
+
+def data_normalization(variant: VariantConfig, adapter) -> ChannelStats | None:
     """The variant's map to the model's data space (applied to x0, inverted on samples)."""
     if variant.normalize == "dataset":
-        return channel_stats(data.batch([i], None)[0] for i in range(len(data)))
+        return channel_stats(adapter.batch([i], None)[0] for i in range(len(adapter.data)))
     if variant.normalize == "fixed":
         inv = 1.0 / variant.normalize_scale
-        return ChannelStats((0.0, 0.0, 0.0), (inv, inv, inv))
+        return ChannelStats((0.0,) * adapter.channels, (inv,) * adapter.channels)
     return None
 
 
@@ -117,28 +149,29 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     torch.manual_seed(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed + rank)
     r = cfg.data.resolution
-    model = TinyTagUNet(len(vocab), r, cfg.model.block_out_channels, cfg.model.cross_attention_dim,
-                        cfg.model.max_tags)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=0.01)
+    adapter = build_adapter(cfg, vocab, data, out_dir)
+    model = adapter.network
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.01)
     network = model
     if acc:
         network, opt = acc.prepare(model, opt)
-    denoiser = build_denoiser(network, variant, sample_dim=3 * data.max_area)
+    device = next(model.parameters()).device
+    denoiser = build_denoiser(network, variant, sample_dim=adapter.sample_dim)
     schedule = denoiser.schedule
-    tag_ids = vocab.ids(data.tags, cfg.model.max_tags)
-    norm = data_normalization(variant, data)
+    norm = data_normalization(variant, adapter)
     tag_w = torch.from_numpy(TagWeighting().weights(data.tags)).float() if variant.tag_weighting else None
     batches = BucketBatches(data.bucket_of, tc.batch_size, seed=tc.seed)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     sigmas = schedule.sigmas  # float64, model units, may end in +∞
-    meta = {"model": model.config, "vocab": list(vocab.tags), "variant": to_dict(variant),
-            "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale, "resolution": r,
-            "sample_dim": 3 * data.max_area, "normalization": norm.to_dict() if norm else None}
+    meta = {"model": adapter.meta(), "model_kind": cfg.model.kind, "vocab": list(vocab.tags),
+            "variant": to_dict(variant), "variant_hash": variant.config_hash(), "schedule_scale": schedule.scale,
+            "resolution": r, "sample_dim": adapter.sample_dim, "normalization": norm.to_dict() if norm else None}
     tracker = tracker if main else None
     if tracker:
         tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
                             "schedule.sigma_max_sdxl": variant.top_sigma, "train.world_size": world,
-                            "model.params": sum(p.numel() for p in model.parameters())})
+                            "model.params": sum(p.numel() for p in params)})
     start = 0
     last = latest_step_checkpoint(out_dir) if resume else None
     if last is not None:
@@ -170,18 +203,18 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
         loss_sum = 0.0
         for micro in range(tc.grad_accum):
             _bucket, idx = next(stream)
-            x0, time_ids = data.batch(idx, gen)
+            x0, time_ids = adapter.batch(idx, gen)
             if norm is not None:
                 x0 = norm.apply(x0)
-            ids = tag_ids[idx].clone()
-            ids[torch.rand(len(idx), generator=gen) < tc.tag_dropout] = PAD
+            cond = adapter.cond(idx, torch.rand(len(idx), generator=gen) < tc.tag_dropout, time_ids)
             t = torch.randint(0, len(sigmas), (len(idx),), generator=gen)
             sigma = sigmas[t]
             eps = torch.randn(x0.shape, generator=gen)
-            x = noise_sample(x0, eps, sigma)
-            f = denoiser.raw(x, sigma, {"tag_ids": ids, "time_ids": time_ids})
-            target = training_target(variant.prediction, x0, eps, sigma)
-            per_sample = (f - target).pow(2).flatten(1).mean(1)
+            x0, eps = x0.to(device), eps.to(device)  # fp32: σ up to 20000 overflows fp16
+            x = noise_sample(x0, eps, sigma.to(device))
+            f = denoiser.raw(x, sigma.to(device), {k: v.to(device) for k, v in cond.items()})
+            target = training_target(variant.prediction, x0, eps, sigma.to(device))
+            per_sample = (f - target).pow(2).flatten(1).mean(1).cpu()
             weight = min_snr_weight(variant.prediction, sigma, variant.min_snr_gamma).to(per_sample.dtype)
             if tag_w is not None:
                 weight = weight * tag_w[idx]
@@ -197,7 +230,7 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
             for label, l in zip(sigma_bin_labels(schedule.to_sdxl(sigma)), per_sample.detach().tolist()):
                 bin_sum[label] = bin_sum.get(label, 0.0) + l
                 bin_cnt[label] = bin_cnt.get(label, 0) + 1
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         if not torch.isfinite(grad_norm):
             raise diverged("gradient norm", step)
         opt.step()

@@ -1,0 +1,195 @@
+"""SDXL from a local ``from_pretrained`` folder, and its training adapter.
+
+Nothing is downloaded: ``load_sdxl`` reads ``unet/``, ``vae/``, ``text_encoder/``,
+``text_encoder_2/``, ``tokenizer/`` and ``tokenizer_2/`` under one folder (the diffusers layout of
+stabilityai/stable-diffusion-xl-base-1.0) and names the first missing piece. Text conditioning is
+SDXL's: the penultimate hidden states of both CLIP encoders concatenated (the paper's "CLIP
+context" note), the pooled projection of the second, and the size conditioning ``time_ids``.
+
+Training caches the frozen parts on disk, keyed by content hash: VAE latents of each image's
+centre crop in its bucket (raw, unscaled — normalisation is the variant's business) and the text
+embeddings of each prompt. The UNet trains with gradient checkpointing and SDPA attention, under
+bf16 autocast on GPU; noise and the model input stay fp32 (σ up to 20000 overflows fp16).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+
+@dataclass
+class SDXLComponents:
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    text_encoder_2: nn.Module
+    tokenizer: object
+    tokenizer_2: object
+    path: str
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+def load_sdxl(path: str | Path, device: str | torch.device = "cpu") -> SDXLComponents:
+    """Load every SDXL component from the local folder ``path``; a clear error names what is missing."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"SDXL folder {root} does not exist (a diffusers from_pretrained layout with "
+                                f"{', '.join(COMPONENTS)})")
+    for c in COMPONENTS:
+        if not (root / c).is_dir():
+            raise FileNotFoundError(f"SDXL component folder {root / c} is missing")
+    kw = {"local_files_only": True}
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", **kw).to(device)
+    vae = AutoencoderKL.from_pretrained(root, subfolder="vae", **kw).to(device)
+    te1 = CLIPTextModel.from_pretrained(root / "text_encoder", **kw).to(device)
+    te2 = CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", **kw).to(device)
+    tok1 = CLIPTokenizer.from_pretrained(root / "tokenizer", **kw)
+    tok2 = CLIPTokenizer.from_pretrained(root / "tokenizer_2", **kw)
+    for frozen in (vae, te1, te2):
+        frozen.requires_grad_(False).eval()
+    return SDXLComponents(unet, vae, te1, te2, tok1, tok2, str(root))
+
+
+@torch.no_grad()
+def encode_prompts(c: SDXLComponents, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL text conditioning: (penultimate states of both encoders concatenated, pooled of encoder 2)."""
+    states = []
+    pooled = None
+    for tok, enc in ((c.tokenizer, c.text_encoder), (c.tokenizer_2, c.text_encoder_2)):
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids.to(enc.device)
+        out = enc(ids, output_hidden_states=True)
+        states.append(out.hidden_states[-2])
+        if enc is c.text_encoder_2:
+            pooled = out.text_embeds
+    return torch.cat(states, dim=-1), pooled
+
+
+@torch.no_grad()
+def encode_latents(vae: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Raw (unscaled) latents: the mean of the VAE posterior for images in [−1, 1]."""
+    return vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean.float()
+
+
+class DiskCache:
+    """Tensors on disk keyed by a content hash: one safetensors file per key, written atomically."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(*parts: bytes | str) -> str:
+        h = hashlib.sha256()
+        for p in parts:
+            h.update(p if isinstance(p, bytes) else p.encode())
+        return h.hexdigest()[:32]
+
+    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+        f = self.folder / f"{key}.safetensors"
+        return load_file(str(f)) if f.is_file() else None
+
+    def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        f = self.folder / f"{key}.safetensors"
+        tmp = f.with_suffix(".tmp")
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(f)
+
+
+def _fingerprint(module: nn.Module) -> str:
+    """Identity of a frozen component: its config and a hash of its weights, so swapped weights
+    never hit a stale cache."""
+    cfg = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class SDXLNetwork(nn.Module):
+    """F(x_in, c_noise, cond) over SDXL's UNet; cond = prompt_embeds, pooled, time_ids."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: dict) -> torch.Tensor:
+        dev = x_in.device
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
+        with amp:
+            out = self.unet(x_in, c_noise.to(dev, torch.float32).expand(x_in.shape[0]),
+                            encoder_hidden_states=cond["prompt_embeds"].to(dev),
+                            added_cond_kwargs={"text_embeds": cond["pooled"].to(dev),
+                                               "time_ids": cond["time_ids"].to(dev)}).sample
+        return out.float()
+
+
+class SDXLAdapter:
+    """What the trainer needs from SDXL: the trainable network, latent batches, prompt conditioning."""
+
+    def __init__(self, path: str | Path, data, cache_dir: str | Path, device: str = "cpu"):
+        self.c = load_sdxl(path, device)
+        unet = self.c.unet
+        unet.enable_gradient_checkpointing()
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        unet.set_attn_processor(AttnProcessor2_0())  # scaled_dot_product_attention
+        self.network = SDXLNetwork(unet)
+        self.data = data
+        self.channels = int(self.c.vae.config.latent_channels)
+        f = self.c.vae_factor
+        self.sample_dim = self.channels * data.max_area // (f * f)
+        cache = DiskCache(cache_dir)
+        vae_id = _fingerprint(self.c.vae)
+        te_id = _fingerprint(self.c.text_encoder) + _fingerprint(self.c.text_encoder_2)
+        self.latents: list[torch.Tensor] = []
+        self.time_ids: list[torch.Tensor] = []
+        for i in range(len(data)):
+            arr, crop = data.crop(i, None)  # centre crop: latents are cached once per image
+            key = DiskCache.key(vae_id, arr.tobytes(), str(arr.shape))
+            hit = cache.get(key)
+            if hit is None:
+                x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+                hit = {"latent": encode_latents(self.c.vae, x)[0]}
+                cache.put(key, hit)
+            self.latents.append(hit["latent"])
+            self.time_ids.append(torch.tensor(crop.time_ids(), dtype=torch.float32))
+        prompts = [", ".join(t).replace("_", " ") for t in data.tags]
+        self.prompt_embeds, self.pooled = [], []
+        for p in prompts + [""]:
+            key = DiskCache.key(te_id, p)
+            hit = cache.get(key)
+            if hit is None:
+                e, pl = encode_prompts(self.c, [p])
+                hit = {"prompt_embeds": e[0], "pooled": pl[0]}
+                cache.put(key, hit)
+            self.prompt_embeds.append(hit["prompt_embeds"])
+            self.pooled.append(hit["pooled"])
+        self.empty = len(prompts)  # index of the empty prompt: the unconditional input for CFG
+
+    def batch(self, idx: list[int], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.stack([self.latents[i] for i in idx]), torch.stack([self.time_ids[i] for i in idx])
+
+    def cond(self, idx: list[int], dropped: torch.Tensor, time_ids: torch.Tensor) -> dict:
+        rows = [self.empty if d else i for i, d in zip(idx, dropped.tolist())]
+        return {"prompt_embeds": torch.stack([self.prompt_embeds[r] for r in rows]),
+                "pooled": torch.stack([self.pooled[r] for r in rows]), "time_ids": time_ids}
+
+    def meta(self) -> dict:
+        return {"kind": "sdxl", "path": self.c.path, "vae_factor": self.c.vae_factor, "channels": self.channels}
