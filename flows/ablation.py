@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from nai3train.config import AblationConfig, flatten, load_config, stable_hash, to_dict
-from nai3train.data import DatasetError, Vocabulary, load_folder, prepare_dataset, scan_folder
+from nai3train.data import load_folder, prepare_dataset, scan_folder
 from nai3train.tracking import Tracker, open_experiment
 
 from .summary import format_table, ui_command
@@ -34,27 +34,19 @@ def prepare_data(config: str | None, overrides: list[str], work_dir: str) -> dic
     return data
 
 
+def tagger_folder_name(data: dict, cfg: AblationConfig) -> str:
+    return f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}"
+
+
 @task(name="prepare-tagger")
 def prepare_tagger(config: str | None, overrides: list[str], data: dict, work_dir: str, uri: str,
                    parent_run_id: str) -> str:
     """Train the domain tagger once per dataset (cached by content hash) and log its accuracy."""
-    from nai3eval.tagger import load_tagger, save_tagger, train_tagger, validate
+    from nai3eval.tagger import ensure_tagger
 
     cfg = load_config(config, overrides)
-    folder = Path(work_dir) / f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}"
-    if (folder / "tagger.json").is_file():
-        _tagger, _vocab, report = load_tagger(folder)
-    else:
-        try:  # square images only: a centre crop cannot cut their objects off
-            train = load_folder(data["train"], cfg.data.resolution, square_only=True)
-        except DatasetError:
-            train = load_folder(data["train"], cfg.data.resolution)
-        ev = load_folder(data["eval"], cfg.data.resolution)
-        vocab = Vocabulary.build([r.tags for r in scan_folder(data["train"]).records])
-        tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=cfg.eval.tagger_steps,
-                              seed=cfg.train.seed)
-        report = validate(tagger, ev.images, vocab.multi_hot(ev.tags))
-        save_tagger(tagger, list(vocab.tags), report, folder)
+    folder, report = ensure_tagger(data["train"], data["eval"], cfg.data.resolution, cfg.eval.tagger_steps,
+                                   cfg.train.seed, Path(work_dir) / tagger_folder_name(data, cfg))
     parent = Tracker(uri, parent_run_id)
     parent.log_metrics({f"tagger/{k}": v for k, v in report.__dict__.items()})
     parent.log_artifact(folder, "tagger")
@@ -78,28 +70,45 @@ def train_variant_task(config: str | None, overrides: list[str], variant_name: s
 
 @task(name="evaluate-variant")
 def evaluate_task(config: str | None, overrides: list[str], trained: dict, data: dict, tagger_dir: str, uri: str,
-                  experiment_id: str, parent_run_id: str) -> list[dict]:
+                  experiment_id: str, parent_run_id: str, work_dir: str) -> dict:
+    """The CFG × σ sweep and the pure-noise probes for one trained variant."""
     from nai3eval.sweep import evaluate_checkpoint
-    from nai3eval.tagger import load_tagger
+    from nai3eval.tagger import load_tag_frequency, load_tagger
 
     cfg = load_config(config, overrides)
     ev = load_folder(data["eval"], cfg.data.resolution)
     tagger, tagger_vocab, _ = load_tagger(tagger_dir)
     return evaluate_checkpoint(trained["checkpoint"], cfg.eval, ev.images, ev.tags, tagger, tagger_vocab,
                                parent=Tracker(uri, parent_run_id), experiment_id=experiment_id,
-                               variant_name=trained["variant"])
+                               variant_name=trained["variant"], tag_frequency=load_tag_frequency(tagger_dir),
+                               grid_dir=Path(work_dir) / "results" / "grids")
 
 
-@task(name="summarise")
-def summarise(rows: list[dict], trained: list[dict], uri: str, parent_run_id: str, work_dir: str) -> str:
+@task(name="report")
+def report_task(results: list[dict], trained: list[dict], data: dict, resolution: int, uri: str, parent_run_id: str,
+                work_dir: str) -> tuple[str, list[str]]:
+    """Results table, claims report (Markdown, HTML, plots) and results.json on the parent run."""
+    from nai3eval.report import summary_lines, write_report
+    from nai3train.data.card import claim_measurements
+
     parent = Tracker(uri, parent_run_id)
-    table = format_table(rows)
     out = Path(work_dir) / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"points": rows, "training": trained}, indent=2, default=str))
+    rows = [p for r in results for p in r["points"]]
+    table = format_table(rows)
+    extra = claim_measurements(scan_folder(data["train"]), resolution)
+    (out / "results.json").write_text(json.dumps({"variants": results, "training": trained, **extra}, default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
-    parent.log_artifact(out, "results")
-    return table
+    grids = {p.stem: p for p in sorted((out / "grids").glob("*.png"))}
+    claims, folder = write_report(results, out / "report", extra["bucketing"], extra["normalisation"], grids)
+    for g in grids.values():
+        (folder / g.name).write_bytes(g.read_bytes())
+    parent.log_artifact(out / "results.json", "results")
+    parent.log_artifact(out / "results.md", "results")
+    parent.log_artifact(folder, "report")
+    parent.log_metrics({f"claims/{c.id}_supported": float(c.verdict == "supported") for c in claims})
+    parent.set_tags({f"nai3.claim.{c.id}": c.verdict for c in claims})
+    return table, summary_lines(claims)
 
 
 @flow(name="nai3-ablation", log_prints=True)
@@ -132,16 +141,17 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         tagger_dir = prepare_tagger(config, overrides, data, str(work), uri, parent.run_id)
         trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id)
                    for v in cfg.variants]
-        rows: list[dict] = []
-        for t in trained:
-            rows.extend(evaluate_task(config, overrides, t, data, tagger_dir, uri, experiment_id, parent.run_id))
-        table = summarise(rows, trained, uri, parent.run_id, str(work))
+        results = [evaluate_task(config, overrides, t, data, tagger_dir, uri, experiment_id, parent.run_id, str(work))
+                   for t in trained]
+        table, claims = report_task(results, trained, data, cfg.data.resolution, uri, parent.run_id, str(work))
         parent.finish(True)
     except BaseException:
         parent.finish(False)
         raise
     print("\n" + table)
+    print("\nClaims (effect [95 % CI]) — full report: " + str(work / "results" / "report" / "report.html"))
+    print("\n".join(claims))
     print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
     print(f"Open the MLflow UI:  {ui_command(uri)}")
-    return {"parent_run_id": parent.run_id, "experiment_id": experiment_id, "tracking_uri": uri, "rows": rows,
-            "trained": trained}
+    return {"parent_run_id": parent.run_id, "experiment_id": experiment_id, "tracking_uri": uri,
+            "results": results, "trained": trained}

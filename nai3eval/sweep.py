@@ -27,6 +27,8 @@ from nai3train.variant import build_denoiser
 from . import metrics as M
 from .grid import save_grid
 from .samplers import GuidedDenoiser, get_sampler, initial_state
+from .probes import PRACTICAL_STARTS, practical_infinity, x0_at_infinity
+from .stats import resample_spread
 from .tagger import Tagger
 
 
@@ -92,9 +94,16 @@ class LoadedCheckpoint:
     variant: VariantConfig
     meta: dict
 
+    @property
+    def denoiser_channels(self) -> int:
+        return 3
+
 
 def load_checkpoint(folder: str | Path, ema: bool = True) -> LoadedCheckpoint:
     meta = load_meta(folder)
+    if meta.get("model_kind", "tiny") != "tiny":
+        raise NotImplementedError(f"{folder}: evaluating {meta.get('model_kind')} checkpoints is not supported yet "
+                                  "(the sweep samples the tiny benchmark model)")
     model = TinyTagUNet.from_config(meta["model"])
     model.load_state_dict(load_weights(folder, ema=ema))
     model.eval()
@@ -134,20 +143,25 @@ def generate(ck: LoadedCheckpoint, point: EvalPoint, ps: PromptSet, batch: int =
 def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]],
                         tagger: Tagger, tagger_vocab: list[str], parent: Tracker | None = None,
                         experiment_id: str | None = None, variant_name: str | None = None,
-                        progress: bool = True) -> list[dict]:
-    """Run the sweep for one checkpoint; one MLflow child run per point when ``parent`` is given.
+                        progress: bool = True, tag_frequency: dict[str, float] | None = None,
+                        grid_dir: str | Path | None = None) -> dict:
+    """Run the sweep and the pure-noise probes for one checkpoint; one MLflow child run per point
+    when ``parent`` is given.
 
-    Returns one row per point: settings and metrics (all computed, none assumed).
+    Returns {"variant", "variant_config", "prompt_index", "points": [row per point], "probes": {…}}:
+    settings and metrics, all computed, with per-image lists for confidence intervals.
     """
     ck = load_checkpoint(checkpoint)
     name = variant_name or ck.variant.name
     r = ck.meta["resolution"]
-    ps = make_prompt_set(real_tags, ec.prompts, ec.seeds_per_prompt, (3, r, r), ec.seed)
+    ps = make_prompt_set(real_tags, ec.prompts, ec.seeds_per_prompt, (ck.denoiser_channels, r, r), ec.seed)
     prompted = Vocabulary(tuple(tagger_vocab)).multi_hot(ps.per_image)
+    rare, common = M.tag_groups(tag_frequency or {}, tagger_vocab) if tag_frequency else (None, None)
     points = sweep_points(ec)
-    total = sum(p.steps for p in points)
-    bar = tqdm(total=total * math.ceil(len(ps.prompt_index) / 64), desc=f"eval {name}", disable=not progress,
-               leave=False)
+    ztsnr = math.isinf(ck.variant.top_sigma)
+    n_batches = math.ceil(len(ps.prompt_index) / 64)
+    total = sum(p.steps for p in points) + (ec.steps * (len(PRACTICAL_STARTS)) if ztsnr else 0)
+    bar = tqdm(total=total * n_batches, desc=f"eval {name}", disable=not progress, leave=False)
     rows = []
     for point in points:
         images, start_means = generate(ck, point, ps, seed=ec.seed, on_step=lambda: bar.update(1))
@@ -156,17 +170,36 @@ def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: tor
                "extrapolated": point.first_sigma > ck.variant.top_sigma}
         row["nonfinite_samples"] = M.nonfinite_count(images)
         row["fd_tagger"] = M.frechet_distance(tagger, real_images, images)
-        row.update(M.tag_adherence(tagger, images, prompted))
+        row["kid_tagger"], row["kid_tagger_std"] = M.kernel_distance(tagger, real_images, images)
+        row.update(M.tag_adherence(tagger, images, prompted, rare, common))
         row.update(M.mean_leak(images, start_means, ps.prompt_index))
         row.update(M.brightness(images, ps.per_image, real_images, real_tags))
+        row["fd_tagger_spread"] = fd_spread(tagger, real_images, images)
         rows.append(row)
+        if grid_dir is not None:
+            save_grid(images[:16], Path(grid_dir) / f"{name}__{point.name}.png")
         if parent is not None and experiment_id is not None:
             _log_point(parent, experiment_id, name, ck, point, row, images, ps)
+    probes = x0_at_infinity(ck, ps, real_images, real_tags)
+    if ztsnr:
+        probe_cfg = min(ec.cfg_scales, key=lambda c: abs(c - 5.0))
+        probes.update(practical_infinity(ck, ps, probe_cfg, ec.steps, ec.sampler, ec.schedule))
+        probes["practical_infinity_cfg"] = probe_cfg
+        bar.update(ec.steps * len(PRACTICAL_STARTS) * n_batches)
     bar.close()
-    return rows
+    return {"variant": name, "variant_config": ck.meta["variant"], "prompt_index": ps.prompt_index.tolist(),
+            "prompts": ps.prompts, "points": rows, "probes": probes}
 
 
-METRIC_KEYS = ("fd_tagger", "tag_precision", "tag_recall", "mean_leak_slope", "mean_leak_r", "brightness_black",
+def fd_spread(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor, repeats: int = 20) -> list[float]:
+    """FD's 95 % bootstrap spread over resampled generated sets of the same N (same reference)."""
+    est = resample_spread(len(fake), lambda idx: M.frechet_distance(tagger, real, fake[torch.as_tensor(idx)]),
+                          repeats=repeats)
+    return [est.low, est.high]
+
+
+METRIC_KEYS = ("fd_tagger", "kid_tagger", "kid_tagger_std", "tag_precision", "tag_recall", "tag_recall_rare",
+               "tag_recall_common", "tag_leakage_common", "mean_leak_slope", "mean_leak_r", "brightness_black",
                "brightness_white", "brightness_err_black", "brightness_err_white", "nonfinite_samples")
 
 

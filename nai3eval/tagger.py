@@ -105,13 +105,20 @@ def train_tagger(images: torch.Tensor, targets: torch.Tensor, steps: int = 300, 
     return tagger.eval()
 
 
-def save_tagger(tagger: Tagger, vocab: list[str], report: TaggerReport, folder: str | Path) -> Path:
+def save_tagger(tagger: Tagger, vocab: list[str], report: TaggerReport, folder: str | Path,
+                tag_frequency: dict[str, float] | None = None) -> Path:
+    """Weights as safetensors plus JSON (config, vocabulary, validation report, the training set's
+    tag frequencies — which define the rare and common tag groups)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tagger.state_dict().items()}, str(folder / "tagger.safetensors"))
-    (folder / "tagger.json").write_text(json.dumps({"config": tagger.config, "vocab": vocab,
-                                                    "report": report.__dict__}, indent=2))
+    (folder / "tagger.json").write_text(json.dumps({"config": tagger.config, "vocab": vocab, "report": report.__dict__,
+                                                    "tag_frequency": tag_frequency or {}}, indent=2))
     return folder
+
+
+def load_tag_frequency(folder: str | Path) -> dict[str, float]:
+    return json.loads((Path(folder) / "tagger.json").read_text()).get("tag_frequency", {})
 
 
 def load_tagger(folder: str | Path) -> tuple[Tagger, list[str], TaggerReport]:
@@ -124,3 +131,26 @@ def load_tagger(folder: str | Path) -> tuple[Tagger, list[str], TaggerReport]:
     tagger = Tagger(**meta["config"])
     tagger.load_state_dict(load_file(str(w_f)))
     return tagger.eval(), meta["vocab"], TaggerReport(**meta["report"])
+
+
+def ensure_tagger(train_dir: str | Path, eval_dir: str | Path, resolution: int, steps: int, seed: int,
+                  folder: str | Path) -> tuple[Path, TaggerReport]:
+    """The domain tagger for a dataset: loaded from ``folder`` when trained before, else trained on
+    the square training images (a centre crop cannot cut their objects off), validated on the eval
+    split, and saved with the training set's tag frequencies."""
+    from nai3train.data import DatasetError, Vocabulary, load_folder, scan_folder, tag_frequencies
+
+    folder = Path(folder)
+    if (folder / "tagger.json").is_file():
+        return folder, load_tagger(folder)[2]
+    try:
+        train = load_folder(train_dir, resolution, square_only=True)
+    except DatasetError:
+        train = load_folder(train_dir, resolution)
+    ev = load_folder(eval_dir, resolution)
+    all_tags = [r.tags for r in scan_folder(train_dir).records]
+    vocab = Vocabulary.build(all_tags)
+    tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=steps, seed=seed)
+    report = validate(tagger, ev.images, vocab.multi_hot(ev.tags))
+    save_tagger(tagger, list(vocab.tags), report, folder, tag_frequency=tag_frequencies(all_tags))
+    return folder, report

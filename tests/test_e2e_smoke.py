@@ -21,7 +21,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     uri = f"sqlite:///{db}"
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), MLFLOW_TRACKING_URI="")
     env.pop("PREFECT_API_URL", None)
-    args = [sys.executable, "-m", "nai3train.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
+    args = [sys.executable, "-m", "flows.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
             "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
     for o in TINY:
         args += ["--set", o]
@@ -55,5 +55,25 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         ck = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
         assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
         assert "config.resolved.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
-    results = client.download_artifacts(pid, "results/results.json", str(tmp_path / "dl"))
-    assert len(json.loads(Path(results).read_text())["points"]) == 8
+    results = json.loads(Path(client.download_artifacts(pid, "results/results.json", str(tmp_path / "dl"))).read_text())
+    assert sum(len(v["points"]) for v in results["variants"]) == 8
+    report = {a.path for a in client.list_artifacts(pid, "report")}
+    assert {"report/report.md", "report/report.html", "report/claims.json", "report/fd_tagger_vs_cfg.png"} <= report
+    parent_tags = client.get_run(pid).data.tags
+    assert all(parent_tags[f"nai3.claim.C{i}"] in ("supported", "not supported", "inconclusive", "not measured")
+               for i in range(1, 10))
+
+    # the same report re-rendered from the run, and a checkpoint evaluated on its own by run id
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "report", pid, "--tracking-uri", uri, "--out",
+                        str(tmp_path / "rerender")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert (tmp_path / "rerender" / "report.html").is_file() and "C9" in p.stdout
+    train_id = next(r.info.run_id for r in train if r.data.tags["nai3.variant"] == "nai-v-ztsnr")
+    args = [sys.executable, "-m", "flows.cli", "eval", train_id, "--config", str(ROOT / "configs/smoke.yaml"),
+            "--tracking-uri", uri, "--work-dir",
+            str(tmp_path / "work"), "--no-progress", "--set", "eval.cfg_scales=[3.5]", "--set", "eval.first_sigmas=[inf]"]
+    for o in TINY:
+        args += ["--set", o]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "cfg3.5-sigmainf" in " ".join(r.info.run_name for r in client.search_runs([exp.experiment_id]))

@@ -135,7 +135,7 @@ def test_cli_data_inspect_json(tmp_path):
     from nai3train.data import synthesize
 
     synthesize(tmp_path / "b", 40, 4, 16, seed=1)
-    out = subprocess.run([sys.executable, "-m", "nai3train.cli", "data", "inspect", str(tmp_path / "b" / "train"),
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "data", "inspect", str(tmp_path / "b" / "train"),
                           "--resolution", "16", "--json"], capture_output=True, text=True, check=True).stdout
     card = json.loads(out)
     assert card["count"] == 40 and card["skipped_count"] == 0

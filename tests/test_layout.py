@@ -16,14 +16,14 @@ def test_import_mlflow_from_repo_root_is_the_installed_package():
 
 
 def test_cli_help_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "nai3train.cli", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
     for cmd in ("schedule", "data", "ablation"):
         assert cmd in out
 
 
 def test_cli_schedule_json():
-    out = subprocess.run([sys.executable, "-m", "nai3train.cli", "schedule", "--ztsnr", "--steps", "28",
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "schedule", "--ztsnr", "--steps", "28",
                           "--first-sigma", "20000", "--json"], capture_output=True, text=True, check=True).stdout
     sig = json.loads(out)
     assert len(sig) == 29 and sig[0] == 20000 and abs(sig[1] - 56.18) < 0.01 and sig[-1] == 0
@@ -31,7 +31,7 @@ def test_cli_schedule_json():
 
 def test_cli_refuses_bad_config_before_any_work(tmp_path):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"))
-    p = subprocess.run([sys.executable, "-m", "nai3train.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
                         "--set", "train.steps=-1", "--work-dir", str(tmp_path / "w")], capture_output=True, text=True,
                        env=env, cwd=tmp_path)
     assert p.returncode == 2 and "train.steps" in p.stderr

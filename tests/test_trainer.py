@@ -76,7 +76,7 @@ def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_pa
 
 
 def _train_cmd(work: Path, extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "nai3train.cli", "train", str(ROOT / "configs/smoke.yaml"), "--variant",
+    cmd = [sys.executable, "-m", "flows.cli", "train", str(ROOT / "configs/smoke.yaml"), "--variant",
            "nai-v-ztsnr", "--work-dir", str(work), "--tracking-uri", f"sqlite:///{work}/mlflow.db", "--no-progress"]
     for o in TINY + ["train.steps=150", "train.checkpoint_every=10", "train.threads=1"]:
         cmd += ["--set", o]
@@ -174,7 +174,7 @@ def test_two_process_accelerate_run(tmp_path):
     env = dict(os.environ, MLFLOW_TRACKING_URI="")
     work = tmp_path / "acc"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nai3train.cli", "train",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "flows.cli", "train",
            str(ROOT / "configs/smoke.yaml"), "--variant", "nai-v-ztsnr", "--work-dir", str(work), "--tracking-uri",
            f"sqlite:///{work}/mlflow.db", "--no-progress"]
     for o in TINY + ["train.steps=6", "train.threads=1"]:

@@ -59,3 +59,32 @@ def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = No
         "bucketing": {"resolution": resolution, **bucketed.report()},
         "tag_weights": weight_histogram(weights),
     }
+
+
+def claim_measurements(scan: FolderScan, resolution: int) -> dict:
+    """Per-image data for claims C7 (pixels kept by bucketing vs a centre square) and C8 (channels
+    after per-channel normalisation), from the training set itself."""
+    from .bucketing import assign_bucket, kept_fraction, square_kept_fraction
+    from .normalize import RunningChannelStats
+
+    buckets = default_buckets(resolution)
+    kept, square = [], []
+    for r in scan.records:
+        h, w = r.pixels.shape[:2]
+        kept.append(kept_fraction(w, h, buckets[assign_bucket(w, h, buckets)]))
+        square.append(square_kept_fraction(w, h))
+    before = RunningChannelStats()
+    for r in scan.records:
+        before.update(to_tensor(r.pixels).unsqueeze(0))
+    stats = before.compute()
+    after = RunningChannelStats()
+    per_image = []
+    for r in scan.records:
+        z = stats.apply(to_tensor(r.pixels).unsqueeze(0).double())
+        after.update(z)
+        per_image.append(float(z.mean()))
+    done = after.compute()
+    return {"bucketing": {"kept": kept, "kept_square": square},
+            "normalisation": {"mean_before": list(stats.mean), "std_before": list(stats.std),
+                              "mean_after": list(done.mean), "std_after": list(done.std),
+                              "per_image_mean_after": per_image}}

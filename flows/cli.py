@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -108,6 +109,82 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_from(arg: str, uri: str, dest: Path) -> Path:
+    """A checkpoint folder as given, or the ``checkpoint`` artifact of an MLflow run id / runs:/ URI."""
+    p = Path(arg)
+    if (p / "meta.json").is_file():
+        return p
+    if p.exists():
+        raise FileNotFoundError(f"{p} is not a nai3 checkpoint (no meta.json)")
+    from mlflow.tracking import MlflowClient
+
+    run_id = arg.removeprefix("runs:/").split("/")[0]
+    try:
+        local = MlflowClient(uri).download_artifacts(run_id, "checkpoint", str(dest))
+    except Exception as e:
+        raise FileNotFoundError(f"{arg} is neither a checkpoint folder nor an MLflow run with a 'checkpoint' "
+                                f"artifact in {uri}: {e}") from None
+    return Path(local)
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from nai3train.config import load_config
+
+    cfg = load_config(a.config, a.set)
+    from nai3eval.report import summary_lines, write_report
+    from nai3eval.sweep import evaluate_checkpoint
+    from nai3eval.tagger import ensure_tagger, load_tag_frequency, load_tagger
+    from nai3train.data import load_folder, prepare_dataset
+    from nai3train.tracking import Tracker, open_experiment
+
+    from .summary import format_table
+
+    work = Path(a.work_dir).resolve()
+    uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
+    ckpt = _checkpoint_from(a.checkpoint, uri, work / "downloaded")
+    data = prepare_dataset(cfg.data, work)
+    tagger_dir, _ = ensure_tagger(data["train"], data["eval"], cfg.data.resolution, cfg.eval.tagger_steps,
+                                  cfg.train.seed, work / f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}")
+    ev = load_folder(data["eval"], cfg.data.resolution)
+    tagger, vocab, _ = load_tagger(tagger_dir)
+    parent = Tracker.start(uri, experiment_id, f"eval/{Path(ckpt).parent.name}", tags={"nai3.kind": "eval-only",
+                                                                                      "nai3.checkpoint": str(ckpt)})
+    try:
+        result = evaluate_checkpoint(ckpt, cfg.eval, ev.images, ev.tags, tagger, vocab, parent=parent,
+                                     experiment_id=experiment_id, tag_frequency=load_tag_frequency(tagger_dir),
+                                     grid_dir=work / "eval-grids", progress=not a.no_progress)
+        claims, folder = write_report([result], work / f"eval-report-{parent.run_id[:8]}")
+        parent.log_artifact(folder, "report")
+        parent.finish(True)
+    except BaseException:
+        parent.finish(False)
+        raise
+    print(format_table(result["points"]))
+    print("\n".join(summary_lines(claims)))
+    print(f"report: {folder / 'report.html'}  (MLflow run {parent.run_id})")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.report import summary_lines, write_report
+    from nai3train.tracking import resolve_tracking
+
+    uri, _ = resolve_tracking(a.tracking_uri)
+    out = Path(a.out or f"runs/report-{a.parent_run[:8]}").resolve()
+    try:
+        local = MlflowClient(uri).download_artifacts(a.parent_run, "results/results.json", str(out / "download"))
+    except Exception as e:
+        raise FileNotFoundError(f"run {a.parent_run} in {uri} has no results/results.json artifact "
+                                f"(is it an ablation parent run?): {e}") from None
+    res = json.loads(Path(local).read_text())
+    claims, folder = write_report(res["variants"], out, res.get("bucketing"), res.get("normalisation"))
+    print("\n".join(summary_lines(claims)))
+    print(f"report: {folder / 'report.html'}")
+    return 0
+
+
 def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
@@ -165,6 +242,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint (folder or MLflow run id) over a CFG × σ sweep",
+                        description="Sample the checkpoint at every (CFG, starting σ) of the config's eval section "
+                                    "with shared prompts and noise, compute FD/KID, tag adherence and the pure-noise "
+                                    "probes, log a parent run with one child per point, and write a report.")
+    ev.add_argument("checkpoint", help="checkpoint folder (with meta.json) or an MLflow run id holding a "
+                                       "'checkpoint' artifact")
+    ev.add_argument("--config", default="configs/smoke.yaml", help="config whose data and eval sections to use")
+    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override, e.g. --set eval.cfg_scales='[1,2,3.5,5,7.5,10]' --set eval.sampler=dpmpp_2m")
+    ev.add_argument("--work-dir", default="runs", help="data, tagger, report (default ./runs)")
+    ev.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(fn=cmd_eval)
+
+    rp = sub.add_parser("report", help="re-render the claims report of an ablation's parent MLflow run",
+                        description="Download results/results.json from the parent run and write report.md, "
+                                    "report.html, claims.json and the plots.")
+    rp.add_argument("parent_run", help="MLflow run id of the ablation's parent run")
+    rp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
+    rp.add_argument("--out", default=None, help="output folder (default runs/report-<id>)")
+    rp.set_defaults(fn=cmd_report)
 
     ab = sub.add_parser("ablation", help="run the ablation flow (train variants, evaluate, log to MLflow)",
                         description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "
