@@ -7,6 +7,7 @@ the checkpoint's schedule maps them to model units.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import tempfile
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from .stats import resample_spread
 from .tagger import Tagger
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class EvalPoint:
     cfg_scale: float
@@ -47,9 +51,51 @@ class EvalPoint:
         return f"cfg{self.cfg_scale:g}-sigma{s}-{self.sampler}{self.steps}"
 
 
-def sweep_points(ec: EvalConfig) -> list[EvalPoint]:
+def sweep_points(ec: EvalConfig, top_sigma: float = math.inf) -> list[EvalPoint]:
+    """CFG × starting σ; a start of +∞ only where the variant was trained on σ = ∞ (ZTSNR).
+
+    Finite starts above the trained maximum are kept: an extrapolation, flagged as such per point."""
     return [EvalPoint(c, s, ec.sampler, ec.schedule, ec.steps, ec.cfg_rescale)
-            for s in ec.first_sigmas for c in ec.cfg_scales]
+            for s in ec.first_sigmas if not (math.isinf(s) and math.isfinite(top_sigma)) for c in ec.cfg_scales]
+
+
+class RealDataMetrics:
+    """Inception FID (clean-fid) and CLIPScore (torchmetrics) when their local weights are configured.
+
+    A missing file is reported once (logged and kept in ``problems``) and the sweep goes on without
+    that metric."""
+
+    def __init__(self, ec: EvalConfig):
+        from . import realdata
+
+        self.problems: list[str] = []
+        self.inception = self.clip = None
+        if ec.inception_weights:
+            try:
+                self.inception = realdata.InceptionFeatures(ec.inception_weights)
+            except (FileNotFoundError, RuntimeError) as e:
+                self._skip("Inception FID", e)
+        if ec.clip_path:
+            try:
+                self.clip = realdata.load_clip(ec.clip_path)
+            except (FileNotFoundError, OSError) as e:
+                self._skip("CLIPScore", e)
+
+    def _skip(self, what: str, e: Exception) -> None:
+        msg = f"{what} skipped: {e}"
+        log.warning(msg)
+        self.problems.append(msg)
+
+    def __call__(self, real: torch.Tensor, fake: torch.Tensor, prompts: list[list[str]]) -> dict:
+        from . import realdata
+
+        out = {}
+        if self.inception is not None:
+            out["fid_inception"] = realdata.inception_fid(real, fake, "", extractor=self.inception)
+        if self.clip is not None:
+            texts = [", ".join(p).replace("_", " ") for p in prompts]
+            out["clip_score"] = realdata.clip_score(fake, texts, "", loaded=self.clip)
+        return out
 
 
 @dataclass
@@ -157,8 +203,9 @@ def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: tor
     ps = make_prompt_set(real_tags, ec.prompts, ec.seeds_per_prompt, (ck.denoiser_channels, r, r), ec.seed)
     prompted = Vocabulary(tuple(tagger_vocab)).multi_hot(ps.per_image)
     rare, common = M.tag_groups(tag_frequency or {}, tagger_vocab) if tag_frequency else (None, None)
-    points = sweep_points(ec)
+    points = sweep_points(ec, ck.variant.top_sigma)
     ztsnr = math.isinf(ck.variant.top_sigma)
+    real_metrics = RealDataMetrics(ec)
     n_batches = math.ceil(len(ps.prompt_index) / 64)
     total = sum(p.steps for p in points) + (ec.steps * (len(PRACTICAL_STARTS)) if ztsnr else 0)
     bar = tqdm(total=total * n_batches, desc=f"eval {name}", disable=not progress, leave=False)
@@ -175,6 +222,7 @@ def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: tor
         row.update(M.mean_leak(images, start_means, ps.prompt_index))
         row.update(M.brightness(images, ps.per_image, real_images, real_tags))
         row["fd_tagger_spread"] = fd_spread(tagger, real_images, images)
+        row.update(real_metrics(real_images, images, ps.per_image))
         rows.append(row)
         if grid_dir is not None:
             save_grid(images[:16], Path(grid_dir) / f"{name}__{point.name}.png")
@@ -188,7 +236,7 @@ def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: tor
         bar.update(ec.steps * len(PRACTICAL_STARTS) * n_batches)
     bar.close()
     return {"variant": name, "variant_config": ck.meta["variant"], "prompt_index": ps.prompt_index.tolist(),
-            "prompts": ps.prompts, "points": rows, "probes": probes}
+            "prompts": ps.prompts, "points": rows, "probes": probes, "problems": real_metrics.problems}
 
 
 def fd_spread(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor, repeats: int = 20) -> list[float]:
@@ -198,7 +246,7 @@ def fd_spread(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor, repeats: i
     return [est.low, est.high]
 
 
-METRIC_KEYS = ("fd_tagger", "kid_tagger", "kid_tagger_std", "tag_precision", "tag_recall", "tag_recall_rare",
+METRIC_KEYS = ("fd_tagger", "fid_inception", "clip_score", "kid_tagger", "kid_tagger_std", "tag_precision", "tag_recall", "tag_recall_rare",
                "tag_recall_common", "tag_leakage_common", "mean_leak_slope", "mean_leak_r", "brightness_black",
                "brightness_white", "brightness_err_black", "brightness_err_white", "nonfinite_samples")
 

@@ -141,8 +141,8 @@ class VariantConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    cfg_scales: tuple[float, ...] = (1.0, 5.0)
-    first_sigmas: tuple[float, ...] = (14.6, 20000.0)  # SDXL units
+    cfg_scales: tuple[float, ...] = (1.0, 2.0, 3.5, 5.0, 7.5, 10.0)
+    first_sigmas: tuple[float, ...] = (14.6, 29.0, 136.0, 20000.0, math.inf)  # SDXL units; ∞ only for ZTSNR
     sampler: str = "euler"
     schedule: str = "native"
     steps: int = 28
@@ -151,6 +151,8 @@ class EvalConfig:
     seeds_per_prompt: int = 4
     seed: int = 1234
     tagger_steps: int = 800
+    inception_weights: str = ""  # local torchvision inception_v3 weights → Inception FID via clean-fid
+    clip_path: str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
 
     def validate(self) -> None:
         from nai3train.diffusion.schedules import _check_steps  # local: keep config import-light

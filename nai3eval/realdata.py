@@ -1,0 +1,102 @@
+"""Real-data metrics from local weights, through the real libraries — nothing is downloaded.
+
+* Inception FID via **clean-fid** (``compute_fid`` with ``custom_feat_extractor``): a torchvision
+  ``inception_v3`` built from a local weights file (``.pth`` state dict read with
+  ``torch.load(weights_only=True)``, or ``.safetensors``), 2048-d pool features. Note: torchvision's
+  Inception weights give FIDs comparable among themselves, not to TF-Inception numbers in papers.
+* **CLIPScore** via torchmetrics from a local ``CLIPModel``/``CLIPProcessor`` folder
+  (``save_pretrained`` layout, e.g. a copy of openai/clip-vit-large-patch14).
+
+Each loader fails with a message naming the missing path; the sweep then logs the message and
+carries on with the metrics it can compute.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .metrics import to_unit
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class InceptionFeatures(nn.Module):
+    """clean-fid feature extractor: (B, 3, 299, 299) floats in [0, 255] → (B, 2048) pool features."""
+
+    def __init__(self, weights: str | Path):
+        super().__init__()
+        from torchvision.models import inception_v3
+
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"Inception weights file {path} is missing (a torchvision inception_v3 state dict, "
+                                    "e.g. inception_v3_google-0cc3c7bd.pth copied from a machine with internet)")
+        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        net.load_state_dict(_read_state(path))
+        net.fc = nn.Identity()
+        self.net = net.eval()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x / 255.0 - self.mean) / self.std)
+
+
+def write_pngs(images: torch.Tensor, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        Image.fromarray(np.ascontiguousarray(a)).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def inception_fid(real: torch.Tensor | str | Path, fake: torch.Tensor | str | Path, weights: str | Path,
+                  device: str = "cpu", extractor: InceptionFeatures | None = None) -> float:
+    """clean-fid FID ("clean" resizing) between two image sets (tensors in [−1, 1] or folders)."""
+    from cleanfid import fid
+
+    model = (extractor if extractor is not None else InceptionFeatures(weights)).to(device)
+    with tempfile.TemporaryDirectory() as d:
+        dirs = []
+        for name, x in (("real", real), ("fake", fake)):
+            dirs.append(str(write_pngs(x, Path(d) / name)) if torch.is_tensor(x) else str(x))
+        return float(fid.compute_fid(dirs[0], dirs[1], mode="clean", custom_feat_extractor=model, num_workers=0,
+                                     batch_size=32, device=torch.device(device), verbose=False,
+                                     use_dataparallel=False))
+
+
+def load_clip(folder: str | Path):
+    """(CLIPModel, CLIPProcessor) from a local folder; a clear error when it is not there."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"CLIP folder {path} is missing or has no config.json (save_pretrained layout of "
+                                "a CLIPModel plus its CLIPProcessor)")
+    return CLIPModel.from_pretrained(path, local_files_only=True).eval(), CLIPProcessor.from_pretrained(
+        path, local_files_only=True)
+
+
+def clip_score(images: torch.Tensor, prompts: list[str], folder: str | Path, loaded=None) -> float:
+    """torchmetrics CLIPScore — max(100 · mean cosine, 0) — of images in [−1, 1] against prompts."""
+    from torchmetrics.multimodal.clip_score import CLIPScore
+
+    model, processor = loaded or load_clip(folder)
+    metric = CLIPScore(model_name_or_path=lambda: (model, processor))
+    metric.update((to_unit(images) * 255).round().to(torch.uint8), prompts)
+    return float(metric.compute())
