@@ -56,15 +56,21 @@ def prepare_tagger(config: str | None, overrides: list[str], data: dict, work_di
 
 @task(name="train-variant", retries=1)
 def train_variant_task(config: str | None, overrides: list[str], variant_name: str, data: dict, work_dir: str,
-                       uri: str, experiment_id: str, parent_run_id: str) -> dict:
-    """Train one variant; a retry (or a re-run of the flow) resumes from its newest checkpoint."""
+                       uri: str, experiment_id: str, parent_run_id: str, force: bool = False) -> dict:
+    """Train one variant — or reuse its FINISHED run (same config, data and code). A retry, or a
+    re-run after a crash, resumes from the newest checkpoint."""
     from nai3train.run import run_training
 
     cfg = load_config(config, overrides)
     variant = next(v for v in cfg.variants if v.name == variant_name)
-    trained = run_training(cfg, variant, data, work_dir, uri, experiment_id, parent=Tracker(uri, parent_run_id))
-    _logger().info("trained %s: loss %.4f, %.0f img/s (resumed from step %d)", variant.name, trained["final_loss"],
-                   trained["img_per_s"], trained["resumed_from"])
+    trained = run_training(cfg, variant, data, work_dir, uri, experiment_id, parent=Tracker(uri, parent_run_id),
+                           force=force)
+    if trained["reused"]:
+        Tracker(uri, parent_run_id).set_tags({f"nai3.reused.{variant.name}": trained["run_id"]})
+        _logger().info("reused %s from FINISHED run %s", variant.name, trained["run_id"])
+    else:
+        _logger().info("trained %s: loss %.4f, %.0f img/s (resumed from step %d)", variant.name,
+                       trained["final_loss"], trained["img_per_s"], trained["resumed_from"])
     return trained
 
 
@@ -113,7 +119,7 @@ def report_task(results: list[dict], trained: list[dict], data: dict, resolution
 
 @flow(name="nai3-ablation", log_prints=True)
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
-             tracking_uri: str | None = None) -> dict:
+             tracking_uri: str | None = None, force: bool = False) -> dict:
     """Train every variant of the matrix in ``config`` and evaluate each over its CFG × σ sweep.
 
     ``overrides`` are ``key.path=value`` strings; the config is validated before any work.
@@ -139,8 +145,12 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         parent.log_json(to_dict(cfg), "config.resolved.json")
         data = prepare_data(config, overrides, str(work))
         tagger_dir = prepare_tagger(config, overrides, data, str(work), uri, parent.run_id)
-        trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id)
-                   for v in cfg.variants]
+        if cfg.skipped_variants:
+            parent.log_json(list(cfg.skipped_variants), "skipped_variants.json")
+            for s in cfg.skipped_variants:
+                print(f"skipped variant {s}")
+        trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id,
+                                      force) for v in cfg.variants]
         results = [evaluate_task(config, overrides, t, data, tagger_dir, uri, experiment_id, parent.run_id, str(work))
                    for t in trained]
         table, claims = report_task(results, trained, data, cfg.data.resolution, uri, parent.run_id, str(work))

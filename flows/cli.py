@@ -79,7 +79,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         data = prepare_dataset(cfg.data, a.work_dir)
     try:
         out = run_training(cfg, variant, data, a.work_dir, uri, experiment_id, resume=a.resume,
-                           progress=not a.no_progress)
+                           progress=not a.no_progress, force=a.force)
     except TrainingDiverged as e:
         print(f"nai3: training stopped: {e}", file=sys.stderr)
         return 3
@@ -191,7 +191,7 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     load_config(a.config, a.set)  # refuse a bad config before Prefect starts
     from flows.ablation import ablation
 
-    ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri)
+    ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force)
     return 0
 
 
@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--variant", default=None, help="which variant (required when the config has several)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this run")
+    tr.add_argument("--force", action="store_true",
+                    help="retrain from scratch even if a FINISHED run with the same config, data and code exists")
     tr.add_argument("--work-dir", default="runs", help="data, checkpoints (default ./runs)")
     tr.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config value, e.g. --set train.steps=100 (repeatable)")
     ab.add_argument("--work-dir", default="runs", help="where data, checkpoints and results go (default ./runs)")
     ab.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
+    ab.add_argument("--force", action="store_true", help="retrain variants that already have a FINISHED run")
     ab.set_defaults(fn=cmd_ablation)
     return p
 

@@ -181,6 +181,7 @@ class AblationConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     variants: tuple[VariantConfig, ...] = ()
+    skipped_variants: tuple[str, ...] = ()  # factorial combinations refused, each with its reason
 
     def validate(self) -> "AblationConfig":
         self.data.validate()
@@ -307,8 +308,58 @@ def apply_override(tree: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+FACTORIAL_AXES = ("prediction", "sigma_max", "ztsnr", "tag_weighting", "min_snr_gamma", "normalize")
+
+
+def _axis_label(key: str, value: Any) -> str:
+    if key == "prediction":
+        return str(value)
+    if key == "sigma_max":
+        return "smaxinf" if value in ("inf", math.inf) or value is None else f"smax{float(value):g}"
+    if key in ("ztsnr", "tag_weighting"):
+        short = {"ztsnr": "ztsnr", "tag_weighting": "tagw"}[key]
+        return short if value else f"no{short}"
+    if key == "min_snr_gamma":
+        return f"minsnr{value:g}" if value else "nominsnr"
+    return f"{key}-{value}"
+
+
+def expand_factorial(axes: dict[str, list], base: dict | None = None) -> tuple[list[dict], list[str]]:
+    """The full product of ``axes`` as variant dicts, and the refused combinations with reasons.
+
+    A combination is refused when the variant would not validate, or when its σ_max cannot be
+    applied to its table (a finite clamp below ZTSNR's σ_998 ≈ 2254, for instance).
+    """
+    import itertools
+
+    from .diffusion import Schedule
+
+    unknown = sorted(set(axes) - set(FACTORIAL_AXES))
+    if unknown:
+        raise ConfigError(f"config error at factorial: unknown axes {unknown}; known: {list(FACTORIAL_AXES)}")
+    keys = list(axes)
+    variants, skipped = [], []
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        d = {**(base or {}), **dict(zip(keys, combo))}
+        d["name"] = "-".join(_axis_label(k, v) for k, v in zip(keys, combo))
+        try:
+            v = from_dict(VariantConfig, d, f"factorial[{d['name']}]")
+            v.validate(f"factorial[{d['name']}]")
+            Schedule.sdxl(ztsnr=v.ztsnr, sigma_max=None if v.sigma_max is None or math.isinf(v.sigma_max) and v.ztsnr
+                          else v.sigma_max)
+        except (ConfigError, ValueError) as e:
+            skipped.append(f"{d['name']}: {e}")
+            continue
+        variants.append(d)
+    return variants, skipped
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> AblationConfig:
-    """Read a YAML config (or the defaults), apply overrides, validate. Raises ConfigError."""
+    """Read a YAML config (or the defaults), apply overrides, validate. Raises ConfigError.
+
+    A ``factorial:`` mapping of axis → values (with an optional ``factorial_base:`` of shared variant
+    fields) expands into ``variants`` (the full product); combinations that cannot be trained are
+    listed in ``skipped_variants`` with the reason."""
     tree: dict = {}
     if path is not None:
         p = Path(path)
@@ -320,4 +371,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
     for o in overrides:
         apply_override(tree, o)
+    if "factorial" in tree:
+        axes = tree.pop("factorial")
+        if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+            raise ConfigError("config error at factorial: expected a mapping of axis → non-empty list of values")
+        variants, skipped = expand_factorial(axes, tree.pop("factorial_base", None))
+        tree["variants"] = list(tree.get("variants", [])) + variants
+        tree["skipped_variants"] = skipped
     return from_dict(AblationConfig, tree).validate()
