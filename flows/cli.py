@@ -109,24 +109,6 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_from(arg: str, uri: str, dest: Path) -> Path:
-    """A checkpoint folder as given, or the ``checkpoint`` artifact of an MLflow run id / runs:/ URI."""
-    p = Path(arg)
-    if (p / "meta.json").is_file():
-        return p
-    if p.exists():
-        raise FileNotFoundError(f"{p} is not a nai3 checkpoint (no meta.json)")
-    from mlflow.tracking import MlflowClient
-
-    run_id = arg.removeprefix("runs:/").split("/")[0]
-    try:
-        local = MlflowClient(uri).download_artifacts(run_id, "checkpoint", str(dest))
-    except Exception as e:
-        raise FileNotFoundError(f"{arg} is neither a checkpoint folder nor an MLflow run with a 'checkpoint' "
-                                f"artifact in {uri}: {e}") from None
-    return Path(local)
-
-
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
@@ -135,13 +117,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from nai3eval.sweep import evaluate_checkpoint
     from nai3eval.tagger import ensure_tagger, load_tag_frequency, load_tagger
     from nai3train.data import load_folder, prepare_dataset
-    from nai3train.tracking import Tracker, open_experiment
+    from nai3train.tracking import Tracker, open_experiment, resolve_checkpoint
 
     from .summary import format_table
 
     work = Path(a.work_dir).resolve()
     uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
-    ckpt = _checkpoint_from(a.checkpoint, uri, work / "downloaded")
+    ckpt = resolve_checkpoint(a.checkpoint, uri, work / "downloaded")
     data = prepare_dataset(cfg.data, work)
     tagger_dir, _ = ensure_tagger(data["train"], data["eval"], cfg.data.resolution, cfg.eval.tagger_steps,
                                   cfg.train.seed, work / f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}")

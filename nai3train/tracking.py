@@ -118,3 +118,20 @@ class Tracker:
             t["mlflow.parentRunId"] = parent.run_id
         run = MlflowClient(tracking_uri=uri).create_run(experiment_id, run_name=name, tags=t)
         return cls(uri=uri, run_id=run.info.run_id)
+
+
+def resolve_checkpoint(ref: str, uri: str, dest: str | Path) -> Path:
+    """A checkpoint folder as given, or the ``checkpoint`` artifact of an MLflow run — by run id or
+    ``runs:/<run id>/…`` model URI — downloaded under ``dest``."""
+    p = Path(ref)
+    if (p / "meta.json").is_file():
+        return p
+    if p.exists():
+        raise FileNotFoundError(f"{p} is not a nai3 checkpoint (no meta.json)")
+    run_id = ref.removeprefix("runs:/").split("/")[0]
+    try:
+        local = MlflowClient(tracking_uri=uri).download_artifacts(run_id, "checkpoint", str(Path(dest) / run_id))
+    except Exception as e:
+        raise FileNotFoundError(f"{ref} is neither a checkpoint folder nor an MLflow run with a 'checkpoint' "
+                                f"artifact in {uri}: {e}") from None
+    return Path(local)

@@ -77,3 +77,32 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "cfg3.5-sigmainf" in " ".join(r.info.run_name for r in client.search_runs([exp.experiment_id]))
+
+
+@pytest.mark.slow
+def test_eval_only_flow_on_a_checkpoint_folder(tmp_path):
+    """The eval-only flow (ephemeral Prefect) evaluates a checkpoint trained by `nai3 train`."""
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), MLFLOW_TRACKING_URI="")
+    env.pop("PREFECT_API_URL", None)
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    sets = []
+    for o in TINY:
+        sets += ["--set", o]
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "train", str(ROOT / "configs/smoke.yaml"), "--variant",
+                        "nai-v-ztsnr", "--work-dir", str(tmp_path / "w"), "--tracking-uri", uri, "--no-progress", *sets],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ckpt = json.loads(p.stdout[p.stdout.index("{"):])["checkpoint"]
+    code = ("import json, sys; from flows.eval_only import eval_only; "
+            f"r = eval_only([{ckpt!r}], config={str(ROOT / 'configs/smoke.yaml')!r}, overrides={TINY!r}, "
+            f"work_dir={str(tmp_path / 'w')!r}, tracking_uri={uri!r}); "
+            "print('POINTS', len(r['results'][0]['points']))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "POINTS 4" in p.stdout
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("nai3-smoke")
+    parent = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("nai3.mode") == "eval-only"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert "report/report.html" in {a.path for a in client.list_artifacts(parent[0].info.run_id, "report")}
