@@ -117,6 +117,17 @@ def report_task(results: list[dict], trained: list[dict], data: dict, resolution
     return table, summary_lines(claims)
 
 
+def evaluate_and_report(config: str | None, overrides: list[str], checkpoints: list[dict], data: dict,
+                        tagger_dir: str, uri: str, experiment_id: str, parent_run_id: str, work_dir: str,
+                        resolution: int) -> tuple[list[dict], str, list[str]]:
+    """Evaluate each checkpoint ({"checkpoint", "variant"}) and write the report: shared by the
+    ablation and eval-only flows."""
+    results = [evaluate_task(config, overrides, c, data, tagger_dir, uri, experiment_id, parent_run_id, work_dir)
+               for c in checkpoints]
+    table, claims = report_task(results, checkpoints, data, resolution, uri, parent_run_id, work_dir)
+    return results, table, claims
+
+
 @flow(name="nai3-ablation", log_prints=True)
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
              tracking_uri: str | None = None, force: bool = False) -> dict:
@@ -151,9 +162,8 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
                 print(f"skipped variant {s}")
         trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id,
                                       force) for v in cfg.variants]
-        results = [evaluate_task(config, overrides, t, data, tagger_dir, uri, experiment_id, parent.run_id, str(work))
-                   for t in trained]
-        table, claims = report_task(results, trained, data, cfg.data.resolution, uri, parent.run_id, str(work))
+        results, table, claims = evaluate_and_report(config, overrides, trained, data, tagger_dir, uri, experiment_id,
+                                                     parent.run_id, str(work), cfg.data.resolution)
         parent.finish(True)
     except BaseException:
         parent.finish(False)

@@ -10,7 +10,7 @@ from nai3train.checkpoint import load_meta
 from nai3train.config import load_config
 from nai3train.tracking import Tracker, open_experiment, resolve_checkpoint
 
-from .ablation import evaluate_task, prepare_data, prepare_tagger, report_task
+from .ablation import evaluate_and_report, prepare_data, prepare_tagger
 
 
 @task(name="resolve-checkpoint", retries=2)
@@ -37,9 +37,8 @@ def eval_only(checkpoints: list[str], config: str | None = "configs/smoke.yaml",
         data = prepare_data(config, overrides, str(work))
         tagger_dir = prepare_tagger(config, overrides, data, str(work), uri, parent.run_id)
         resolved = [resolve_task(c, uri, str(work)) for c in checkpoints]
-        results = [evaluate_task(config, overrides, r, data, tagger_dir, uri, experiment_id, parent.run_id, str(work))
-                   for r in resolved]
-        table, claims = report_task(results, resolved, data, cfg.data.resolution, uri, parent.run_id, str(work))
+        results, table, claims = evaluate_and_report(config, overrides, resolved, data, tagger_dir, uri, experiment_id,
+                                                     parent.run_id, str(work), cfg.data.resolution)
         parent.finish(True)
     except BaseException:
         parent.finish(False)

@@ -58,7 +58,8 @@ def tag_adherence(tagger: Tagger, images: torch.Tensor, prompted: torch.Tensor,
     per_image_recall = (pred * prompted).sum(1) / prompted.sum(1).clamp_min(1)
     out: dict = {"tag_precision": float(tp / pred.sum().clamp_min(1)),
                  "tag_recall": float(tp / prompted.sum().clamp_min(1)),
-                 "per_image_recall": per_image_recall.tolist()}
+                 "per_image_recall": per_image_recall.tolist(),
+                 "per_image_found": [torch.nonzero(row).flatten().tolist() for row in pred]}
     if rare is not None and common is not None:
         for name, mask in (("rare", rare), ("common", common)):
             p = prompted * mask.float()

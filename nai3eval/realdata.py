@@ -6,6 +6,8 @@
   Inception weights give FIDs comparable among themselves, not to TF-Inception numbers in papers.
 * **CLIPScore** via torchmetrics from a local ``CLIPModel``/``CLIPProcessor`` folder
   (``save_pretrained`` layout, e.g. a copy of openai/clip-vit-large-patch14).
+* A **WD14-style tagger** (ONNX model + ``selected_tags.csv``) via onnxruntime: prompt adherence as
+  anime practitioners measure it.
 
 Each loader fails with a message naming the missing path; the sweep then logs the message and
 carries on with the metrics it can compute.
@@ -100,3 +102,50 @@ def clip_score(images: torch.Tensor, prompts: list[str], folder: str | Path, loa
     metric = CLIPScore(model_name_or_path=lambda: (model, processor))
     metric.update((to_unit(images) * 255).round().to(torch.uint8), prompts)
     return float(metric.compute())
+
+
+class WD14Tagger:
+    """A WD14-style anime tagger from local files: ``model.onnx`` (NHWC float32 BGR in 0–255, square
+    input, sigmoid outputs) and ``selected_tags.csv`` (columns tag_id, name, category, count), run
+    with onnxruntime. Images are padded to square on white and resized to the model's input side."""
+
+    def __init__(self, model_path: str | Path, tags_csv: str | Path, threshold: float = 0.35):
+        import csv
+
+        import onnxruntime as ort
+
+        for f in (Path(model_path), Path(tags_csv)):
+            if not f.is_file():
+                raise FileNotFoundError(f"WD14 tagger file {f} is missing (model.onnx and selected_tags.csv)")
+        with open(tags_csv, newline="") as fh:
+            self.tags = [row["name"] for row in csv.DictReader(fh)]
+        self.session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name, self.side = inp.name, int(inp.shape[1])
+        self.threshold = threshold
+
+    def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        """(N, n_tags) probabilities for images in [−1, 1]."""
+        batch = []
+        for a in (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy():
+            im = Image.fromarray(np.ascontiguousarray(a))
+            side = max(im.size)
+            canvas = Image.new("RGB", (side, side), (255, 255, 255))
+            canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
+            canvas = canvas.resize((self.side, self.side), Image.Resampling.BICUBIC)
+            batch.append(np.asarray(canvas, dtype=np.float32)[:, :, ::-1])  # RGB → BGR
+        return self.session.run(None, {self.input_name: np.stack(batch)})[0]
+
+    def adherence(self, images: torch.Tensor, prompts: list[list[str]]) -> dict:
+        """Precision and recall of the prompted tags among the tagger's detections (tags it knows)."""
+        found = self.probabilities(images) >= self.threshold
+        index = {t: i for i, t in enumerate(self.tags)}
+        tp = n_prompted = n_found = 0
+        for row, prompt in zip(found, prompts):
+            wanted = {index[t] for t in prompt if t in index}
+            got = set(np.flatnonzero(row).tolist())
+            tp += len(wanted & got)
+            n_prompted += len(wanted)
+            n_found += len(got)
+        return {"wd14_precision": tp / n_found if n_found else float("nan"),
+                "wd14_recall": tp / n_prompted if n_prompted else float("nan")}

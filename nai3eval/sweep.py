@@ -80,6 +80,12 @@ class RealDataMetrics:
                 self.clip = realdata.load_clip(ec.clip_path)
             except (FileNotFoundError, OSError) as e:
                 self._skip("CLIPScore", e)
+        self.wd14 = None
+        if ec.wd14_model or ec.wd14_tags:
+            try:
+                self.wd14 = realdata.WD14Tagger(ec.wd14_model, ec.wd14_tags)
+            except (FileNotFoundError, OSError, RuntimeError) as e:
+                self._skip("WD14 tag adherence", e)
 
     def _skip(self, what: str, e: Exception) -> None:
         msg = f"{what} skipped: {e}"
@@ -95,6 +101,8 @@ class RealDataMetrics:
         if self.clip is not None:
             texts = [", ".join(p).replace("_", " ") for p in prompts]
             out["clip_score"] = realdata.clip_score(fake, texts, "", loaded=self.clip)
+        if self.wd14 is not None:
+            out.update(self.wd14.adherence(fake, prompts))
         return out
 
 
@@ -227,7 +235,7 @@ def evaluate_checkpoint(checkpoint: str | Path, ec: EvalConfig, real_images: tor
         if grid_dir is not None:
             save_grid(images[:16], Path(grid_dir) / f"{name}__{point.name}.png")
         if parent is not None and experiment_id is not None:
-            _log_point(parent, experiment_id, name, ck, point, row, images, ps)
+            _log_point(parent, experiment_id, name, ck, point, row, images, ps, tagger_vocab)
     probes = x0_at_infinity(ck, ps, real_images, real_tags)
     if ztsnr:
         probe_cfg = min(ec.cfg_scales, key=lambda c: abs(c - 5.0))
@@ -246,13 +254,13 @@ def fd_spread(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor, repeats: i
     return [est.low, est.high]
 
 
-METRIC_KEYS = ("fd_tagger", "fid_inception", "clip_score", "kid_tagger", "kid_tagger_std", "tag_precision", "tag_recall", "tag_recall_rare",
+METRIC_KEYS = ("fd_tagger", "fid_inception", "clip_score", "wd14_precision", "wd14_recall", "kid_tagger", "kid_tagger_std", "tag_precision", "tag_recall", "tag_recall_rare",
                "tag_recall_common", "tag_leakage_common", "mean_leak_slope", "mean_leak_r", "brightness_black",
                "brightness_white", "brightness_err_black", "brightness_err_white", "nonfinite_samples")
 
 
 def _log_point(parent: Tracker, experiment_id: str, name: str, ck: LoadedCheckpoint, point: EvalPoint, row: dict,
-               images: torch.Tensor, ps: PromptSet) -> None:
+               images: torch.Tensor, ps: PromptSet, tagger_vocab: list[str]) -> None:
     child = Tracker.start(parent.uri, experiment_id, f"eval/{name}/{point.name}", parent=parent,
                           tags={"nai3.kind": "eval", "nai3.variant": name, "nai3.variant_hash": ck.meta["variant_hash"]})
     try:
@@ -271,11 +279,15 @@ def _log_point(parent: Tracker, experiment_id: str, name: str, ck: LoadedCheckpo
             save_grid(images[:32], Path(d) / "samples.png")
             with open(Path(d) / "per_image.csv", "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["index", "prompt", "seed_index", "mean", "finite"])
-                means = torch.nan_to_num(images.flatten(1).mean(1), nan=float("nan"))
+                w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index",
+                            "mean", "brightness", "tags_found", "recall", "finite"])
+                seen: dict[int, int] = {}
                 for i, p in enumerate(ps.prompt_index.tolist()):
-                    w.writerow([i, ", ".join(ps.prompts[p]), i % max(1, (ps.prompt_index == p).sum().item()),
-                                f"{float(means[i]):.5f}", bool(torch.isfinite(images[i]).all())])
+                    seen[p] = seen.get(p, -1) + 1
+                    w.writerow([i, name, point.cfg_scale, point.first_sigma, ", ".join(ps.prompts[p]), p, seen[p],
+                                f"{row['per_image_out_mean'][i]:.5f}", f"{row['per_image_brightness'][i]:.5f}",
+                                ", ".join(tagger_vocab[k] for k in row["per_image_found"][i]),
+                                f"{row['per_image_recall'][i]:.3f}", bool(torch.isfinite(images[i]).all())])
             child.log_artifact(d)
         child.finish(True)
     except Exception:

@@ -153,6 +153,8 @@ class EvalConfig:
     tagger_steps: int = 800
     inception_weights: str = ""  # local torchvision inception_v3 weights → Inception FID via clean-fid
     clip_path: str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
+    wd14_model: str = ""  # local WD14-style tagger model.onnx → anime tag adherence via onnxruntime
+    wd14_tags: str = ""  # its selected_tags.csv
 
     def validate(self) -> None:
         from nai3train.diffusion.schedules import _check_steps  # local: keep config import-light

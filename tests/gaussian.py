@@ -8,7 +8,6 @@ and E → μ·1 as σ → ∞.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

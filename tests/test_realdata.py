@@ -94,3 +94,27 @@ def test_clip_score_from_a_local_folder_matches_the_formula(tmp_path):
         assert got == pytest.approx(max(100 * mean_cos, 0.0), rel=1e-4, abs=1e-4)  # CLIPScore floors the mean
         positive += mean_cos > 0
     assert positive > 0  # at least one case where the floor does not decide
+
+
+def test_wd14_tagger_from_local_onnx(tmp_path):
+    """A tiny ONNX tagger the test exports: it detects 'dark' when the image is dark, 'bright' when not."""
+    from nai3eval.realdata import WD14Tagger
+
+    class Toy(torch.nn.Module):  # NHWC BGR 0..255 → sigmoid([dark, bright, never])
+        def forward(self, x):
+            m = x.mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1) / 255.0
+            return torch.sigmoid(torch.cat([(0.5 - m) * 40, (m - 0.5) * 40, m * 0 - 20], dim=1))
+
+    torch.onnx.export(Toy(), torch.zeros(1, 24, 24, 3), str(tmp_path / "model.onnx"), input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "batch"}}, dynamo=False)
+    (tmp_path / "selected_tags.csv").write_text("tag_id,name,category,count\n1,dark,0,10\n2,bright,0,10\n"
+                                                "3,never,0,1\n")
+    tagger = WD14Tagger(tmp_path / "model.onnx", tmp_path / "selected_tags.csv")
+    assert tagger.side == 24 and tagger.tags == ["dark", "bright", "never"]
+    images = torch.cat([torch.full((2, 3, 8, 8), -0.9), torch.full((2, 3, 8, 8), 0.9)])
+    prompts = [["dark"], ["bright"], ["bright", "never"], ["bright", "unknown_tag"]]
+    out = tagger.adherence(images, prompts)
+    # found: dark, dark, bright, bright → tp = 1 (img0) + 1 (img2) + 1 (img3); prompted known = 1+1+2+1 = 5
+    assert out["wd14_recall"] == pytest.approx(3 / 5) and out["wd14_precision"] == pytest.approx(3 / 4)
+    with pytest.raises(FileNotFoundError, match="selected_tags.csv"):
+        WD14Tagger(tmp_path / "model.onnx", tmp_path / "nope" / "selected_tags.csv")

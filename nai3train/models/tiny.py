@@ -9,9 +9,6 @@ unconditional input for classifier-free guidance.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
@@ -63,6 +60,3 @@ class TinyTagUNet(nn.Module):
         c["block_out_channels"] = tuple(c["block_out_channels"])
         return cls(**c)
 
-
-def save_config(model: TinyTagUNet, path: Path) -> None:
-    path.write_text(json.dumps(model.config, indent=2))
