@@ -76,18 +76,37 @@ def train_variant_task(config: str | None, overrides: list[str], variant_name: s
 
 @task(name="evaluate-variant")
 def evaluate_task(config: str | None, overrides: list[str], trained: dict, data: dict, tagger_dir: str, uri: str,
-                  experiment_id: str, parent_run_id: str, work_dir: str) -> dict:
-    """The CFG × σ sweep and the pure-noise probes for one trained variant."""
+                  experiment_id: str, parent_run_id: str, work_dir: str, force: bool = False) -> dict:
+    """The CFG × σ sweep and the pure-noise probes for one trained variant — or, when this training
+    run was already evaluated with the same sweep, tagger and code, that evaluation reused."""
+    from mlflow.tracking import MlflowClient
+
     from nai3eval.sweep import evaluate_checkpoint
     from nai3eval.tagger import load_tag_frequency, load_tagger
+    from nai3train.run import code_version
 
     cfg = load_config(config, overrides)
+    run_id = trained.get("run_id")
+    key = stable_hash({"eval": to_dict(cfg.eval), "tagger": Path(tagger_dir).name, "code": code_version(),
+                       "run": run_id})[:12]
+    if run_id and not force:
+        name = MlflowClient(uri).get_run(run_id).data.tags.get(f"nai3.eval.{key}")
+        if name:
+            local = MlflowClient(uri).download_artifacts(run_id, name, str(Path(work_dir) / "downloaded" / key))
+            Tracker(uri, parent_run_id).set_tags({f"nai3.reused_eval.{trained['variant']}": run_id})
+            _logger().info("reused the evaluation of %s (training run %s)", trained["variant"], run_id)
+            return json.loads(Path(local).read_text())
     ev = load_folder(data["eval"], cfg.data.resolution)
     tagger, tagger_vocab, _ = load_tagger(tagger_dir)
-    return evaluate_checkpoint(trained["checkpoint"], cfg.eval, ev.images, ev.tags, tagger, tagger_vocab,
-                               parent=Tracker(uri, parent_run_id), experiment_id=experiment_id,
-                               variant_name=trained["variant"], tag_frequency=load_tag_frequency(tagger_dir),
-                               grid_dir=Path(work_dir) / "results" / "grids")
+    result = evaluate_checkpoint(trained["checkpoint"], cfg.eval, ev.images, ev.tags, tagger, tagger_vocab,
+                                 parent=Tracker(uri, parent_run_id), experiment_id=experiment_id,
+                                 variant_name=trained["variant"], tag_frequency=load_tag_frequency(tagger_dir),
+                                 grid_dir=Path(work_dir) / "results" / "grids")
+    if run_id:
+        train_run = Tracker(uri, run_id)
+        train_run.log_json(result, f"eval-{key}.json")
+        train_run.set_tags({f"nai3.eval.{key}": f"eval-{key}.json"})
+    return result
 
 
 @task(name="report")
@@ -119,11 +138,11 @@ def report_task(results: list[dict], trained: list[dict], data: dict, resolution
 
 def evaluate_and_report(config: str | None, overrides: list[str], checkpoints: list[dict], data: dict,
                         tagger_dir: str, uri: str, experiment_id: str, parent_run_id: str, work_dir: str,
-                        resolution: int) -> tuple[list[dict], str, list[str]]:
-    """Evaluate each checkpoint ({"checkpoint", "variant"}) and write the report: shared by the
-    ablation and eval-only flows."""
-    results = [evaluate_task(config, overrides, c, data, tagger_dir, uri, experiment_id, parent_run_id, work_dir)
-               for c in checkpoints]
+                        resolution: int, force: bool = False) -> tuple[list[dict], str, list[str]]:
+    """Evaluate each checkpoint ({"checkpoint", "variant", optional training "run_id"}) and write the
+    report: shared by the ablation and eval-only flows."""
+    results = [evaluate_task(config, overrides, c, data, tagger_dir, uri, experiment_id, parent_run_id, work_dir,
+                             force) for c in checkpoints]
     table, claims = report_task(results, checkpoints, data, resolution, uri, parent_run_id, work_dir)
     return results, table, claims
 
@@ -163,7 +182,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         trained = [train_variant_task(config, overrides, v.name, data, str(work), uri, experiment_id, parent.run_id,
                                       force) for v in cfg.variants]
         results, table, claims = evaluate_and_report(config, overrides, trained, data, tagger_dir, uri, experiment_id,
-                                                     parent.run_id, str(work), cfg.data.resolution)
+                                                     parent.run_id, str(work), cfg.data.resolution, force)
         parent.finish(True)
     except BaseException:
         parent.finish(False)

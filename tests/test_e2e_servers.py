@@ -117,11 +117,15 @@ def test_smoke_deployment_against_real_servers(tmp_path):
         report = _api(mlflow_url, f"/api/2.0/mlflow/artifacts/list?run_id={pid}&path=report")
         assert "report/report.html" in {f["path"] for f in report.get("files", [])}
 
-        # 2. again: every variant reused, nothing retrained
+        # 2. again: every variant reused, nothing retrained, nothing re-evaluated
         run_smoke(TINY)
-        assert len(runs("train")) == 2
+        assert len(runs("train")) == 2 and len(runs("eval")) == 8
         second = [p for p in runs("ablation") if p["info"]["run_id"] != pid][0]
-        assert {"nai3.reused.sdxl-eps", "nai3.reused.nai-v-ztsnr"} <= set(second["tags"])
+        assert {"nai3.reused.sdxl-eps", "nai3.reused.nai-v-ztsnr", "nai3.reused_eval.sdxl-eps",
+                "nai3.reused_eval.nai-v-ztsnr"} <= set(second["tags"])
+        assert second["info"]["status"] == "FINISHED"
+        report2 = _api(mlflow_url, f"/api/2.0/mlflow/artifacts/list?run_id={second['info']['run_id']}&path=report")
+        assert "report/report.html" in {f["path"] for f in report2.get("files", [])}
 
         # 3. kill the worker during a longer training, start it again, rerun: training resumes
         long = TINY + ["train.steps=400", "train.checkpoint_every=20", "variants.sdxl-eps.min_snr_gamma=5"]
