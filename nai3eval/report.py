@@ -267,7 +267,33 @@ def build_claims(results: list[dict], bucketing: dict | None = None, normalisati
 # ---------------------------------------------------------------- plots and rendering
 
 
-def make_plots(results: list[dict], out: Path) -> dict[str, Path]:
+def _grid_matrix(results: list[dict], grids: dict[str, Path], cols: list, pick, col_label, title: str, path: Path,
+                 plt) -> bool:
+    """A figure of sample grids: one row per variant, one column per value of ``cols``."""
+    cells = [[grids.get(f"{r['variant']}__{p['point']}") if (p := pick(r, c)) else None for c in cols]
+             for r in results]
+    if not any(c is not None for row in cells for c in row):
+        return False
+    fig, axes = plt.subplots(len(results), len(cols), figsize=(2.6 * len(cols), 2.0 * len(results)), squeeze=False)
+    for i, r in enumerate(results):
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if cells[i][j] is not None:
+                ax.imshow(plt.imread(cells[i][j]), interpolation="nearest")
+            if i == 0:
+                ax.set_title(col_label(c), fontsize=8)
+            if j == 0:
+                ax.text(-0.05, 0.5, r["variant"], transform=ax.transAxes, rotation=90, ha="right", va="center",
+                        fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = None) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,6 +349,18 @@ def make_plots(results: list[dict], out: Path) -> dict[str, Path]:
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
     save(fig, "brightness_histogram")
+    if grids:
+        cfg = _cfg_star(results)
+        scales = sorted({p["cfg_scale"] for r in results for p in r["points"]})
+        firsts = sorted({p["first_sigma"] for r in results for p in r["points"]})
+        top = lambda r, c: max((p for p in r["points"] if p["cfg_scale"] == c), key=lambda p: p["first_sigma"],  # noqa: E731
+                               default=None)
+        at = lambda r, f: next((p for p in r["points"] if p["cfg_scale"] == cfg and p["first_sigma"] == f), None)  # noqa: E731
+        for name, cols, pick, label, title in (
+                ("samples_variant_x_cfg", scales, top, lambda c: f"CFG {c:g}", "variant × CFG (highest start σ)"),
+                ("samples_variant_x_sigma", firsts, at, lambda f: f"σ₀ {f:g}", f"variant × starting σ (CFG {cfg:g})")):
+            if _grid_matrix(results, grids, cols, pick, label, title, out / f"{name}.png", plt):
+                paths[name] = out / f"{name}.png"
     return paths
 
 
@@ -381,8 +419,8 @@ def write_report(results: list[dict], out: str | Path, bucketing: dict | None = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     claims = build_claims(results, bucketing, normalisation)
-    plots = make_plots(results, out)
     grids = grids or {}
+    plots = make_plots(results, out, grids)
     (out / "report.md").write_text(render_markdown(claims, results, plots, grids))
     (out / "report.html").write_text(render_html(claims, results, plots, grids))
     (out / "claims.json").write_text(json.dumps([c.to_dict() for c in claims], indent=2, default=str))
