@@ -139,16 +139,18 @@ def ensure_tagger(train_dir: str | Path, eval_dir: str | Path, resolution: int, 
     the square training images (a centre crop cannot cut their objects off), validated on the eval
     split, and saved with the training set's tag frequencies."""
     from nai3train.data import DatasetError, Vocabulary, load_folder, scan_folder, tag_frequencies
+    from nai3train.data.folder import squares
 
     folder = Path(folder)
     if (folder / "tagger.json").is_file():
         return folder, load_tagger(folder)[2]
+    scan = scan_folder(train_dir)  # decoded once: squares for training, every image's tags for the vocabulary
     try:
-        train = load_folder(train_dir, resolution, square_only=True)
+        train = squares(scan, resolution, square_only=True, root=train_dir)
     except DatasetError:
-        train = load_folder(train_dir, resolution)
+        train = squares(scan, resolution, root=train_dir)
     ev = load_folder(eval_dir, resolution)
-    all_tags = [r.tags for r in scan_folder(train_dir).records]
+    all_tags = [r.tags for r in scan.records]
     vocab = Vocabulary.build(all_tags)
     tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=steps, seed=seed)
     report = validate(tagger, ev.images, vocab.multi_hot(ev.tags))

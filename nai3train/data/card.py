@@ -15,7 +15,7 @@ import numpy as np
 
 from .bucketed import BucketedDataset, default_buckets
 from .folder import FolderScan, scan_folder, to_tensor
-from .normalize import RunningChannelStats
+from .normalize import ChannelStats, RunningChannelStats, channel_stats
 from .tag_weights import TagWeighting, tag_frequencies, weight_histogram
 
 ASPECT_EDGES = (0.0, 0.5, 0.67, 0.8, 0.95, 1.05, 1.25, 1.5, 2.0, math.inf)
@@ -30,11 +30,9 @@ def content_hash(scan: FolderScan, root: Path) -> str:
     return h.hexdigest()
 
 
-def pixel_stats(scan: FolderScan) -> dict:
-    acc = RunningChannelStats()
-    for r in scan.records:
-        acc.update(to_tensor(r.pixels).unsqueeze(0))
-    return acc.compute().to_dict()
+def pixel_stats(scan: FolderScan) -> ChannelStats:
+    """Per-channel statistics of the decoded pixels in [−1, 1], streamed image by image."""
+    return channel_stats(to_tensor(r.pixels).unsqueeze(0) for r in scan.records)
 
 
 def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = None) -> dict:
@@ -55,7 +53,7 @@ def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = No
         "tag_frequency": tag_frequencies([r.tags for r in scan.records]),
         "size_histogram": {f"{w}x{h}": c for (h, w), c in sorted(Counter(sizes).items())},
         "aspect_histogram": dict(zip(labels, hist.tolist())),
-        "pixel_stats": pixel_stats(scan),
+        "pixel_stats": pixel_stats(scan).to_dict(),
         "bucketing": {"resolution": resolution, **bucketed.report()},
         "tag_weights": weight_histogram(weights),
     }
@@ -65,18 +63,13 @@ def claim_measurements(scan: FolderScan, resolution: int) -> dict:
     """Per-image data for claims C7 (pixels kept by bucketing vs a centre square) and C8 (channels
     after per-channel normalisation), from the training set itself."""
     from .bucketing import assign_bucket, kept_fraction, square_kept_fraction
-    from .normalize import RunningChannelStats
-
     buckets = default_buckets(resolution)
     kept, square = [], []
     for r in scan.records:
         h, w = r.pixels.shape[:2]
         kept.append(kept_fraction(w, h, buckets[assign_bucket(w, h, buckets)]))
         square.append(square_kept_fraction(w, h))
-    before = RunningChannelStats()
-    for r in scan.records:
-        before.update(to_tensor(r.pixels).unsqueeze(0))
-    stats = before.compute()
+    stats = pixel_stats(scan)
     after = RunningChannelStats()
     per_image = []
     for r in scan.records:

@@ -149,11 +149,15 @@ def centre_square(pixels: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def load_folder(root: str | Path, resolution: int, square_only: bool = False) -> FolderDataset:
-    """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger).
+    """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger)."""
+    return squares(scan_folder(root), resolution, square_only, root)
+
+
+def squares(scan: FolderScan, resolution: int, square_only: bool = False, root: str | Path = "") -> FolderDataset:
+    """An already decoded folder as centre squares at ``resolution``.
 
     ``square_only`` keeps only images that are square already (no crop can cut an object off).
     """
-    scan = scan_folder(root)
     recs = [r for r in scan.records if not square_only or r.pixels.shape[0] == r.pixels.shape[1]]
     if not recs:
         raise DatasetError(f"no square images under {root}")
