@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from nai3eval.samplers import GuidedDenoiser, get_sampler, initial_state
+from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 from nai3train.config import VariantConfig, load_config
 from nai3train.data import PAD
 from nai3train.diffusion import sampling_sigmas

@@ -63,28 +63,28 @@ def cmd_train(a: argparse.Namespace) -> int:
     name = a.variant or names[0]
     if name not in names:
         raise ConfigError(f"no variant named {name!r} in the config; it has {names}")
-    from nai3train.data import prepare_dataset
-    from nai3train.run import run_training
-    from nai3train.tracking import open_experiment
+    from dataclasses import asdict
+
     from nai3train.trainer import TrainingDiverged
+
+    from . import pipeline
 
     variant = next(v for v in cfg.variants if v.name == name)
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
-        uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
-        data = prepare_dataset(cfg.data, a.work_dir)
+        ws = pipeline.Workspace.open(cfg, a.work_dir, a.tracking_uri)
+        data = pipeline.prepare_data(cfg, ws)
     _barrier()  # other ranks (accelerate launch / torchrun) read what rank 0 wrote
     if rank != 0:
-        uri, experiment_id = "", ""
-        data = prepare_dataset(cfg.data, a.work_dir)
+        ws = pipeline.Workspace(Path(a.work_dir).resolve(), "", "")
+        data = pipeline.prepare_data(cfg, ws)
     try:
-        out = run_training(cfg, variant, data, a.work_dir, uri, experiment_id, resume=a.resume,
-                           progress=not a.no_progress, force=a.force)
+        out = pipeline.train(cfg, variant, data, ws, resume=a.resume, progress=not a.no_progress, force=a.force)
     except TrainingDiverged as e:
         print(f"nai3: training stopped: {e}", file=sys.stderr)
         return 3
     if rank == 0:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(asdict(out), indent=2))
     return 0
 
 
@@ -113,37 +113,29 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)
-    from nai3eval.report import summary_lines, write_report
-    from nai3eval.sweep import evaluate_checkpoint
-    from nai3eval.tagger import ensure_tagger, load_tag_frequency, load_tagger
-    from nai3train.data import load_folder, prepare_dataset
-    from nai3train.tracking import Tracker, open_experiment, resolve_checkpoint
+    from nai3train.checkpoint import load_meta
+    from nai3train.run import TrainedVariant
+    from nai3train.tracking import Tracker, resolve_checkpoint
 
-    from .summary import format_table
+    from . import pipeline
 
-    work = Path(a.work_dir).resolve()
-    uri, experiment_id = open_experiment(cfg.experiment, a.tracking_uri)
-    ckpt = resolve_checkpoint(a.checkpoint, uri, work / "downloaded")
-    data = prepare_dataset(cfg.data, work)
-    tagger_dir, _ = ensure_tagger(data["train"], data["eval"], cfg.data.resolution, cfg.eval.tagger_steps,
-                                  cfg.train.seed, work / f"tagger-{data['content_hash'][:12]}-{cfg.eval.tagger_steps}")
-    ev = load_folder(data["eval"], cfg.data.resolution)
-    tagger, vocab, _ = load_tagger(tagger_dir)
-    parent = Tracker.start(uri, experiment_id, f"eval/{Path(ckpt).parent.name}", tags={"nai3.kind": "eval-only",
-                                                                                      "nai3.checkpoint": str(ckpt)})
+    ws = pipeline.Workspace.open(cfg, a.work_dir, a.tracking_uri)
+    ckpt = resolve_checkpoint(a.checkpoint, ws.uri, ws.work / "downloaded")
+    data = pipeline.prepare_data(cfg, ws)
+    tagger = pipeline.prepare_tagger(cfg, data, ws)
+    trained = TrainedVariant(load_meta(ckpt)["variant"]["name"], str(ckpt), None)
+    parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{Path(ckpt).parent.name}",
+                           tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
     try:
-        result = evaluate_checkpoint(ckpt, cfg.eval, ev.images, ev.tags, tagger, vocab, parent=parent,
-                                     experiment_id=experiment_id, tag_frequency=load_tag_frequency(tagger_dir),
-                                     grid_dir=work / "eval-grids", progress=not a.no_progress)
-        claims, folder = write_report([result], work / f"eval-report-{parent.run_id[:8]}")
-        parent.log_artifact(folder, "report")
+        result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress)
+        out = pipeline.report(cfg, [result], [trained], data, ws, parent, out=ws.work / f"eval-{parent.run_id[:8]}")
         parent.finish(True)
     except BaseException:
         parent.finish(False)
         raise
-    print(format_table(result["points"]))
-    print("\n".join(summary_lines(claims)))
-    print(f"report: {folder / 'report.html'}  (MLflow run {parent.run_id})")
+    print(out.table)
+    print("\n".join(out.summary))
+    print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id})")
     return 0
 
 
@@ -153,6 +145,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     from nai3eval.report import summary_lines, write_report
     from nai3train.tracking import resolve_tracking
 
+    from .pipeline import read_results
+
     uri, _ = resolve_tracking(a.tracking_uri)
     out = Path(a.out or f"runs/report-{a.parent_run[:8]}").resolve()
     try:
@@ -160,8 +154,8 @@ def cmd_report(a: argparse.Namespace) -> int:
     except Exception as e:
         raise FileNotFoundError(f"run {a.parent_run} in {uri} has no results/results.json artifact "
                                 f"(is it an ablation parent run?): {e}") from None
-    res = json.loads(Path(local).read_text())
-    claims, folder = write_report(res["variants"], out, res.get("bucketing"), res.get("normalisation"))
+    results, res = read_results(local)
+    claims, folder = write_report(results, out, res.get("bucketing"), res.get("normalisation"))
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0
@@ -170,10 +164,11 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
-    load_config(a.config, a.set)  # refuse a bad config before Prefect starts
+    cfg = load_config(a.config, a.set)  # refuse a bad config before Prefect starts
     from flows.ablation import ablation
 
-    ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force)
+    ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
+             settings=cfg)
     return 0
 
 

@@ -5,43 +5,41 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from nai3train.checkpoint import load_meta
-from nai3train.config import load_config
-from nai3train.tracking import Tracker, open_experiment, resolve_checkpoint
+from nai3train.config import AblationConfig
+from nai3train.run import TrainedVariant
+from nai3train.tracking import resolve_checkpoint
 
-from .ablation import evaluate_and_report, prepare_data, prepare_tagger
+from .ablation import evaluate_and_report, prepare_data_task, prepare_tagger_task, resolve, start_parent
+from .pipeline import Workspace
 
 
-@task(name="resolve-checkpoint", retries=2)
-def resolve_task(ref: str, uri: str, work_dir: str) -> dict:
-    ckpt = resolve_checkpoint(ref, uri, Path(work_dir) / "downloaded")
-    return {"checkpoint": str(ckpt), "variant": load_meta(ckpt)["variant"]["name"], "source": ref}
+@task(name="resolve-checkpoint", retries=2, cache_policy=NO_CACHE)
+def resolve_task(ref: str, ws: Workspace) -> TrainedVariant:
+    ckpt = resolve_checkpoint(ref, ws.uri, Path(ws.work) / "downloaded")
+    return TrainedVariant(load_meta(ckpt)["variant"]["name"], str(ckpt), None)
 
 
 @flow(name="nai3-eval", log_prints=True)
 def eval_only(checkpoints: list[str], config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None,
-              work_dir: str = "runs", tracking_uri: str | None = None) -> dict:
+              work_dir: str = "runs", tracking_uri: str | None = None, settings: AblationConfig | None = None) -> dict:
     """Evaluate each checkpoint over the config's sweep (same prompts and noise for all) and report."""
-    overrides = list(overrides or [])
-    cfg = load_config(config, overrides)
+    cfg = resolve(config, overrides, settings)
     if not checkpoints:
         raise ValueError("eval-only needs at least one checkpoint folder or MLflow run id (parameter checkpoints)")
-    work = Path(work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    uri, experiment_id = open_experiment(cfg.experiment, tracking_uri)
-    parent = Tracker.start(uri, experiment_id, f"eval-only/{cfg.name}", tags={"nai3.kind": "ablation",
-                                                                              "nai3.mode": "eval-only"})
+    ws = Workspace.open(cfg, work_dir, tracking_uri)
+    parent = start_parent(cfg, ws, f"eval-only/{cfg.name}", {"nai3.kind": "ablation", "nai3.mode": "eval-only"})
     try:
         parent.log_params({"checkpoints": ",".join(checkpoints)})
-        data = prepare_data(config, overrides, str(work))
-        tagger_dir = prepare_tagger(config, overrides, data, str(work), uri, parent.run_id)
-        resolved = [resolve_task(c, uri, str(work)) for c in checkpoints]
-        results, table, claims = evaluate_and_report(config, overrides, resolved, data, tagger_dir, uri, experiment_id,
-                                                     parent.run_id, str(work), cfg.data.resolution)
+        data = prepare_data_task(cfg, ws)
+        tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
+        resolved = [resolve_task(c, ws) for c in checkpoints]
+        results, out = evaluate_and_report(cfg, resolved, data, tagger, ws, parent.run_id)
         parent.finish(True)
     except BaseException:
         parent.finish(False)
         raise
-    print("\n" + table + "\n" + "\n".join(claims))
+    print("\n" + out.table + "\n" + "\n".join(out.summary))
     return {"parent_run_id": parent.run_id, "results": results}

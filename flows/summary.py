@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import math
 
+from nai3eval.results import PointResult
+
 COLUMNS = (("variant", "{}"), ("cfg_scale", "{:g}"), ("first_sigma", "{:g}"), ("fd_tagger", "{:.1f}"),
-           ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"), ("mean_leak_slope", "{:.3f}"),
-           ("brightness_black", "{:.3f}"), ("brightness_white", "{:.3f}"), ("nonfinite_samples", "{}"))
+           ("kid_tagger", "{:.4f}"), ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"),
+           ("mean_leak_slope", "{:.3f}"), ("brightness_black", "{:.3f}"), ("brightness_white", "{:.3f}"),
+           ("nonfinite_samples", "{}"))
 
 
 def _fmt(fmt: str, v) -> str:
@@ -14,9 +17,9 @@ def _fmt(fmt: str, v) -> str:
     return fmt.format(v)
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[PointResult]) -> str:
     head = [c for c, _ in COLUMNS]
-    body = [[_fmt(f, r.get(c)) for c, f in COLUMNS] for r in rows]
+    body = [[_fmt(f, getattr(r, c)) for c, f in COLUMNS] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])

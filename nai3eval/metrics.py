@@ -1,19 +1,32 @@
-"""Per-point metrics: domain Fréchet distance (torchmetrics FID with the tagger's features), tag
-adherence from the tagger's predictions, the mean-leak probe and extreme-brightness errors."""
+"""Per-point metrics as streaming objects built once per sweep.
+
+Each metric is called with a point's samples and fills its fields of the point's typed result.
+The expensive state lives for the whole sweep: the reference set is featurised once (torchmetrics
+FID and KID with ``reset_real_features=False``), and each generated image is featurised once —
+the tagger's penultimate features feed FD, KID and, through its head, the tag predictions.
+"""
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .tagger import Tagger, TaggerFeatures, tag_predictions
+from .prompts import PromptSet
+from .results import PointResult
+from .tagger import Tagger
+
+log = logging.getLogger(__name__)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """[−1, 1] model space → [0, 1]; non-finite pixels become 0.5 (they are counted separately)."""
+    """[−1, 1] pixels → [0, 1]; non-finite pixels become 0.5 (they are counted separately)."""
     x = torch.nan_to_num(images.float(), nan=0.0, posinf=1.0, neginf=-1.0)
     return ((x + 1) / 2).clamp(0, 1)
 
@@ -22,23 +35,66 @@ def nonfinite_count(images: torch.Tensor) -> int:
     return int((~torch.isfinite(images.flatten(1))).any(1).sum())
 
 
-def frechet_distance(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor) -> float:
-    """FD between tagger features of real and generated images (both in [−1, 1])."""
-    fid = FrechetInceptionDistance(feature=TaggerFeatures(tagger), normalize=True)
-    fid.update(to_unit(real), real=True)
-    fid.update(to_unit(fake), real=False)
-    return float(fid.compute())
+@dataclass
+class Samples:
+    """What a sampled point hands to its metrics: pixels in [−1, 1] on the CPU, each image's
+    starting-noise mean (model units) and the prompt set they came from."""
+
+    images: torch.Tensor
+    start_means: torch.Tensor
+    prompt_set: PromptSet
 
 
-def kernel_distance(tagger: Tagger, real: torch.Tensor, fake: torch.Tensor, subsets: int = 50) -> tuple[float, float]:
-    """KID (mean, std over subsets) of tagger features, torchmetrics' unbiased polynomial-kernel MMD²."""
-    size = min(len(real), len(fake))
-    kid = KernelInceptionDistance(feature=TaggerFeatures(tagger), normalize=True, subsets=subsets,
-                                  subset_size=max(2, size // 2 if subsets > 1 else size))
-    kid.update(to_unit(real), real=True)
-    kid.update(to_unit(fake), real=False)
-    m, s = kid.compute()
-    return float(m), float(s)
+class PointMetric(Protocol):
+    def __call__(self, samples: Samples, result: PointResult) -> None: ...
+
+
+class _Features(nn.Module):
+    """Identity 'feature extractor': torchmetrics is handed features computed once outside it."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class FeatureDistances:
+    """Fréchet distance and KID between a fixed reference feature set and each point's features:
+    one torchmetrics object each for the whole sweep, the reference statistics kept across points."""
+
+    def __init__(self, real_features: torch.Tensor, kid_subsets: int = 50):
+        dim = real_features.shape[1]
+        self.fid = FrechetInceptionDistance(feature=_Features(dim), reset_real_features=False)
+        self.fid.update(real_features.double(), real=True)
+        self.n_real = len(real_features)
+        self.kid_subsets = kid_subsets
+        self.real_features = real_features
+
+    def frechet(self, fake_features: torch.Tensor) -> float:
+        self.fid.reset()
+        self.fid.update(fake_features.double(), real=False)
+        return float(self.fid.compute())
+
+    def kernel(self, fake_features: torch.Tensor) -> tuple[float, float]:
+        """KID (mean, std over subsets): torchmetrics' unbiased polynomial-kernel MMD²."""
+        size = min(self.n_real, len(fake_features))
+        subsets = self.kid_subsets if size >= 4 else 1
+        kid = self._kid(subsets, max(2, size // 2 if subsets > 1 else size))
+        kid.reset()
+        kid.update(fake_features.double(), real=False)
+        m, s = kid.compute()
+        return float(m), float(s)
+
+    def _kid(self, subsets: int, subset_size: int) -> KernelInceptionDistance:
+        key = (subsets, subset_size)
+        if getattr(self, "_kid_key", None) != key:
+            self._kid_obj = KernelInceptionDistance(feature=_Features(self.real_features.shape[1]), subsets=subsets,
+                                                    subset_size=subset_size, reset_real_features=False)
+            self._kid_obj.update(self.real_features.double(), real=True)
+            self._kid_key = key
+        return self._kid_obj
 
 
 def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = 0.05,
@@ -48,30 +104,63 @@ def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = 0.0
     return f < rare_below, f >= common_from
 
 
-def tag_adherence(tagger: Tagger, images: torch.Tensor, prompted: torch.Tensor,
-                  rare: torch.Tensor | None = None, common: torch.Tensor | None = None) -> dict:
-    """Prompt adherence from the tagger: micro-averaged precision/recall of the prompted tags, recall
-    within rare and common tags, and leakage — common tags detected although not prompted. Also
-    per-image values (lists) for confidence intervals."""
-    pred = tag_predictions(tagger, to_unit(images) * 2 - 1).float()
+class TaggerMetrics:
+    """Domain FD/KID from the tagger's features and prompt adherence from its predictions.
+
+    Adherence: micro-averaged precision/recall of the prompted tags, recall within rare and common
+    tags, and leakage — common tags detected although not prompted (claim C6)."""
+
+    def __init__(self, tagger: Tagger, vocab: list[str], real_images: torch.Tensor,
+                 tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50):
+        self.tagger = tagger.eval()
+        self.vocab = vocab
+        self.threshold = threshold
+        self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
+        self.distances = FeatureDistances(self.features(real_images), kid_subsets)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        x = to_unit(images) * 2 - 1
+        return torch.cat([self.tagger.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+    def multi_hot(self, tag_lists: list[list[str]]) -> torch.Tensor:
+        index = {t: i for i, t in enumerate(self.vocab)}
+        out = torch.zeros(len(tag_lists), len(self.vocab))
+        for n, ts in enumerate(tag_lists):
+            for t in ts:
+                if t in index:
+                    out[n, index[t]] = 1.0
+        return out
+
+    @torch.no_grad()
+    def __call__(self, samples: Samples, result: PointResult) -> None:
+        feats = self.features(samples.images)
+        result.fd_tagger = self.distances.frechet(feats)
+        result.kid_tagger, result.kid_tagger_std = self.distances.kernel(feats)
+        pred = (torch.sigmoid(self.tagger.head(feats)) > self.threshold).float()
+        adherence(pred, self.multi_hot(samples.prompt_set.per_image), result, self.groups)
+
+
+def adherence(pred: torch.Tensor, prompted: torch.Tensor, result: PointResult,
+              groups: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    """Fill the adherence fields from boolean predictions and the prompted multi-hot targets."""
     tp = (pred * prompted).sum()
-    per_image_recall = (pred * prompted).sum(1) / prompted.sum(1).clamp_min(1)
-    out: dict = {"tag_precision": float(tp / pred.sum().clamp_min(1)),
-                 "tag_recall": float(tp / prompted.sum().clamp_min(1)),
-                 "per_image_recall": per_image_recall.tolist(),
-                 "per_image_found": [torch.nonzero(row).flatten().tolist() for row in pred]}
-    if rare is not None and common is not None:
-        for name, mask in (("rare", rare), ("common", common)):
-            p = prompted * mask.float()
-            out[f"tag_recall_{name}"] = float((pred * p).sum() / p.sum()) if p.sum() > 0 else float("nan")
-            out[f"per_image_recall_{name}"] = [float(v) if n > 0 else float("nan") for v, n in
-                                               zip(((pred * p).sum(1) / p.sum(1).clamp_min(1)).tolist(),
-                                                   p.sum(1).tolist())]
-        not_prompted = (1 - prompted) * common.float()
-        leak = (pred * not_prompted).sum(1) / not_prompted.sum(1).clamp_min(1)
-        out["tag_leakage_common"] = float((pred * not_prompted).sum() / not_prompted.sum().clamp_min(1))
-        out["per_image_leakage_common"] = leak.tolist()
-    return out
+    result.tag_precision = float(tp / pred.sum().clamp_min(1))
+    result.tag_recall = float(tp / prompted.sum().clamp_min(1))
+    result.per_image.recall = ((pred * prompted).sum(1) / prompted.sum(1).clamp_min(1)).tolist()
+    result.per_image.found = [torch.nonzero(row).flatten().tolist() for row in pred]
+    if groups is None:
+        return
+    rare, common = groups
+    for name, mask in (("rare", rare), ("common", common)):
+        p = prompted * mask.float()
+        setattr(result, f"tag_recall_{name}", float((pred * p).sum() / p.sum()) if p.sum() > 0 else math.nan)
+        if name == "rare":
+            per = ((pred * p).sum(1) / p.sum(1).clamp_min(1)).tolist()
+            result.per_image.recall_rare = [v if n > 0 else math.nan for v, n in zip(per, p.sum(1).tolist())]
+    not_prompted = (1 - prompted) * common.float()
+    result.tag_leakage_common = float((pred * not_prompted).sum() / not_prompted.sum().clamp_min(1))
+    result.per_image.leakage_common = ((pred * not_prompted).sum(1) / not_prompted.sum(1).clamp_min(1)).tolist()
 
 
 def within_group_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
@@ -93,32 +182,90 @@ def within_group_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tupl
     return slope, r
 
 
-def mean_leak(images: torch.Tensor, start_means: torch.Tensor, prompt_index: torch.Tensor) -> dict[str, float]:
-    """Mean-leak probe (claim C3): slope of the output image mean on the starting noise's mean."""
-    out_mean = torch.nan_to_num(images.float(), nan=0.0, posinf=0.0, neginf=0.0).flatten(1).mean(1)
-    slope, r = within_group_slope(start_means.numpy(), out_mean.numpy(), prompt_index.numpy())
-    return {"mean_leak_slope": slope, "mean_leak_r": r, "per_image_start_mean": start_means.tolist(),
-            "per_image_out_mean": out_mean.tolist()}
+class MeanLeak:
+    """Claim C3: within-prompt slope of the output image mean on the starting noise's mean."""
+
+    def __call__(self, samples: Samples, result: PointResult) -> None:
+        out_mean = torch.nan_to_num(samples.images.float(), nan=0.0, posinf=0.0, neginf=0.0).flatten(1).mean(1)
+        result.mean_leak_slope, result.mean_leak_r = within_group_slope(
+            samples.start_means.numpy(), out_mean.numpy(), samples.prompt_set.prompt_index.numpy())
+        result.per_image.start_mean = samples.start_means.tolist()
+        result.per_image.out_mean = out_mean.tolist()
 
 
-def brightness(images: torch.Tensor, prompts: list[list[str]], real_images: torch.Tensor,
-               real_tags: list[list[str]]) -> dict:
-    """Extreme-brightness probe (claim C2): output mean brightness for black/white-background
-    prompts, and its absolute error against the real images with the same background.
-    ``per_image_brightness_err`` holds each image's error (NaN for other prompts)."""
-    out: dict = {}
-    bright = to_unit(images).flatten(1).mean(1)
-    real_bright = to_unit(real_images).flatten(1).mean(1)
-    per_image = torch.full((len(images),), float("nan"))
-    for key in ("black", "white"):
-        tag = f"{key}_background"
-        sel = torch.tensor([tag in p for p in prompts])
-        ref = torch.tensor([tag in t for t in real_tags])
-        if sel.any() and ref.any():
-            err = (bright - real_bright[ref].mean()).abs()
-            per_image[sel] = err[sel]
-            out[f"brightness_{key}"] = float(bright[sel].mean())
-            out[f"brightness_err_{key}"] = float(err[sel].mean())
-    out["per_image_brightness_err"] = per_image.tolist()
-    out["per_image_brightness"] = bright.tolist()
-    return out
+class Brightness:
+    """Claim C2: output mean brightness for black/white-background prompts and its error against
+    the real images with the same background (per image; NaN for other prompts)."""
+
+    def __init__(self, real_images: torch.Tensor, real_tags: list[list[str]]):
+        real_bright = to_unit(real_images).flatten(1).mean(1)
+        self.reference: dict[str, float] = {}
+        for key in ("black", "white"):
+            sel = torch.tensor([f"{key}_background" in t for t in real_tags])
+            if sel.any():
+                self.reference[key] = float(real_bright[sel].mean())
+
+    def __call__(self, samples: Samples, result: PointResult) -> None:
+        bright = to_unit(samples.images).flatten(1).mean(1)
+        per_image = torch.full((len(bright),), math.nan)
+        prompts = samples.prompt_set.per_image
+        for key, ref in self.reference.items():
+            sel = torch.tensor([f"{key}_background" in p for p in prompts])
+            if sel.any():
+                err = (bright - ref).abs()
+                per_image[sel] = err[sel]
+                setattr(result, f"brightness_{key}", float(bright[sel].mean()))
+                setattr(result, f"brightness_err_{key}", float(err[sel].mean()))
+        result.per_image.brightness = bright.tolist()
+        result.per_image.brightness_err = per_image.tolist()
+
+
+class RealDataMetrics:
+    """Inception FID (clean-fid), CLIPScore (torchmetrics) and WD14 adherence from local weights.
+
+    A missing file is reported once (logged and kept in ``problems``) and the sweep goes on without
+    that metric."""
+
+    def __init__(self, real_images: torch.Tensor, inception_weights: str = "", clip_path: str = "",
+                 wd14_model: str = "", wd14_tags: str = ""):
+        from . import realdata
+
+        self.real = real_images
+        self.problems: list[str] = []
+        self.inception = self.clip = self.wd14 = None
+        if inception_weights:
+            try:
+                self.inception = realdata.InceptionFeatures(inception_weights)
+            except (FileNotFoundError, RuntimeError) as e:
+                self._skip("Inception FID", e)
+        if clip_path:
+            try:
+                self.clip = realdata.load_clip(clip_path)
+            except (FileNotFoundError, OSError) as e:
+                self._skip("CLIPScore", e)
+        if wd14_model or wd14_tags:
+            try:
+                self.wd14 = realdata.WD14Tagger(wd14_model, wd14_tags)
+            except (FileNotFoundError, OSError, RuntimeError) as e:
+                self._skip("WD14 tag adherence", e)
+
+    @property
+    def active(self) -> bool:
+        return any(m is not None for m in (self.inception, self.clip, self.wd14))
+
+    def _skip(self, what: str, e: Exception) -> None:
+        msg = f"{what} skipped: {e}"
+        log.warning(msg)
+        self.problems.append(msg)
+
+    def __call__(self, samples: Samples, result: PointResult) -> None:
+        from . import realdata
+
+        fake, prompts = samples.images, samples.prompt_set.per_image
+        if self.inception is not None:
+            result.fid_inception = realdata.inception_fid(self.real, fake, "", extractor=self.inception)
+        if self.clip is not None:
+            texts = [", ".join(p).replace("_", " ") for p in prompts]
+            result.clip_score = realdata.clip_score(fake, texts, "", loaded=self.clip)
+        if self.wd14 is not None:
+            result.wd14_precision, result.wd14_recall = self.wd14.adherence(fake, prompts)

@@ -14,9 +14,12 @@ import math
 import torch
 
 from nai3train.diffusion import sampling_sigmas
+from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 
 from .metrics import to_unit
-from .samplers import GuidedDenoiser, get_sampler, initial_state
+from .prompts import PromptSet
+from .results import PracticalInfinity, Probes, X0Probe
+from .sweep import LoadedCheckpoint
 
 PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
 
@@ -34,46 +37,52 @@ def background_reference(prompts: list[list[str]], real_images: torch.Tensor, re
 
 
 @torch.no_grad()
-def x0_at_infinity(ck, ps, real_images: torch.Tensor, real_tags: list[list[str]]) -> dict:
-    """Claim C1 for one checkpoint: brightness error of D(ε, σ) for σ ∈ {∞, 20000}, per image."""
-    ids = ck.vocab.ids(ps.per_image, ck.model.config["max_tags"])
-    ref = background_reference(ps.per_image, real_images, real_tags)
-    norm = ck.meta.get("normalization")
-    out: dict = {}
-    for label, sigma_sdxl in (("inf", math.inf), ("20000", 20000.0)):
-        sigma = ck.denoiser.schedule.to_model(sigma_sdxl)
-        x = initial_state(ps.noise, sigma)
-        d = ck.denoiser(x, sigma, ck.model.cond(ids))
-        if norm:
-            from nai3train.data import ChannelStats
-
-            d = ChannelStats(tuple(norm["mean"]), tuple(norm["std"])).invert(d)
-        finite = torch.isfinite(d.flatten(1)).all(1)
-        mean = torch.where(finite, ((d.flatten(1) + 1) / 2).mean(1), torch.full((len(d),), float("nan")))
-        err = (mean - ref).abs()
-        out[f"x0_{label}_nonfinite_frac"] = float((~finite).float().mean())
-        out[f"x0_{label}_max_abs"] = float(torch.nan_to_num(d.abs(), nan=math.inf).max())
-        out[f"x0_{label}_brightness_err"] = float(err[finite].mean()) if finite.any() else float("nan")
-        out[f"per_image_x0_{label}_err"] = err.tolist()
-    return out
+def x0_probe(ck: LoadedCheckpoint, ps: PromptSet, ref: torch.Tensor, sigma_sdxl: float) -> X0Probe:
+    """Brightness error of D(ε, σ) per image against ``ref`` (per-image reference brightness)."""
+    sigma = ck.denoiser.schedule.to_model(sigma_sdxl)
+    cond, _ = ck.conditioning(ps, slice(None))
+    x = initial_state(ps.noise.to(ck.bundle.device), sigma)
+    d = ck.bundle.to_pixels(ck.denoiser(x, sigma, cond)).float().cpu()
+    finite = torch.isfinite(d.flatten(1)).all(1)
+    mean = torch.where(finite, ((d.flatten(1) + 1) / 2).mean(1), torch.full((len(d),), math.nan))
+    err = (mean - ref).abs()
+    return X0Probe(sigma=sigma_sdxl, nonfinite_frac=float((~finite).float().mean()),
+                   max_abs=float(torch.nan_to_num(d.abs(), nan=math.inf).max()),
+                   brightness_err=float(err[finite].mean()) if finite.any() else math.nan,
+                   per_image_err=err.tolist())
 
 
 @torch.no_grad()
-def practical_infinity(ck, ps, cfg_scale: float, steps: int, sampler: str = "euler", schedule: str = "native",
-                       starts: tuple[float, ...] = PRACTICAL_STARTS) -> dict:
+def practical_infinity(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
+                       schedule: str = "native", starts: tuple[float, ...] = PRACTICAL_STARTS) -> PracticalInfinity:
     """Claim C9 for one checkpoint: per-image RMS distance between samples started at ``starts[0]``
     and at each other start, from the same noise and sampler."""
-    ids = ck.vocab.ids(ps.per_image, ck.model.config["max_tags"])
-    guided = GuidedDenoiser(ck.denoiser, ck.model.cond(ids), ck.model.cond(torch.zeros_like(ids)), cfg_scale)
+    cond, uncond = ck.conditioning(ps, slice(None))
+    guided = GuidedDenoiser(ck.denoiser, cond, uncond, cfg_scale)
     outs = {}
-    gen = torch.Generator().manual_seed(0)
+    noise = ps.noise.to(ck.bundle.device)
     for s in starts:
+        gen = torch.Generator(device=ck.bundle.device).manual_seed(0)
         sig = sampling_sigmas(ck.denoiser.schedule, steps, s, schedule)
-        outs[s] = get_sampler(sampler)(guided, initial_state(ps.noise, float(sig[0])), sig, generator=gen)
-    ref = to_unit(outs[starts[0]])
-    result: dict = {}
+        x = get_sampler(sampler)(guided, initial_state(noise, float(sig[0])), sig, generator=gen)
+        outs[s] = to_unit(ck.bundle.to_pixels(x).float().cpu())
+    ref = outs[starts[0]]
+    dist, per_image = {}, {}
     for s in starts[1:]:
-        d = (to_unit(outs[s]) - ref).flatten(1).pow(2).mean(1).sqrt()
-        result[f"start_dist_{s:g}"] = float(d.mean())
-        result[f"per_image_start_dist_{s:g}"] = d.tolist()
-    return result
+        d = (outs[s] - ref).flatten(1).pow(2).mean(1).sqrt()
+        dist[f"{s:g}"] = float(d.mean())
+        per_image[f"{s:g}"] = d.tolist()
+    return PracticalInfinity(cfg_scale=cfg_scale, reference_start=starts[0], distance=dist,
+                             per_image_distance=per_image)
+
+
+def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
+               cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str) -> Probes:
+    """Both x̂0 probes for every checkpoint; the practical-infinity probe for ZTSNR variants (at the
+    swept CFG nearest 5, the paper's recommendation)."""
+    ref = background_reference(ps.per_image, real_images, real_tags)
+    probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
+    if math.isinf(ck.variant.top_sigma):
+        cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
+        probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
+    return probes

@@ -136,8 +136,8 @@ class WD14Tagger:
             batch.append(np.asarray(canvas, dtype=np.float32)[:, :, ::-1])  # RGB → BGR
         return self.session.run(None, {self.input_name: np.stack(batch)})[0]
 
-    def adherence(self, images: torch.Tensor, prompts: list[list[str]]) -> dict:
-        """Precision and recall of the prompted tags among the tagger's detections (tags it knows)."""
+    def adherence(self, images: torch.Tensor, prompts: list[list[str]]) -> tuple[float, float]:
+        """(precision, recall) of the prompted tags among the tagger's detections (tags it knows)."""
         found = self.probabilities(images) >= self.threshold
         index = {t: i for i, t in enumerate(self.tags)}
         tp = n_prompted = n_found = 0
@@ -147,5 +147,4 @@ class WD14Tagger:
             tp += len(wanted & got)
             n_prompted += len(wanted)
             n_found += len(got)
-        return {"wd14_precision": tp / n_found if n_found else float("nan"),
-                "wd14_recall": tp / n_prompted if n_prompted else float("nan")}
+        return (tp / n_found if n_found else float("nan"), tp / n_prompted if n_prompted else float("nan"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import within_group_slope
+from .results import PointResult, VariantResult
 from .stats import Estimate, cluster_ci, mean_ci, paired_diff_ci
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not supported", "inconclusive", "not measured"
@@ -47,33 +48,32 @@ def verdict_from(est: Estimate, expect_positive: bool = True) -> str:
     return INCONCLUSIVE
 
 
-def _is_ztsnr(r: dict) -> bool:
-    v = r["variant_config"]
-    return v.get("ztsnr") and (v.get("sigma_max") in (None, "inf"))
-
-
-def _pick(results: list[dict]) -> tuple[dict | None, dict | None]:
+def _pick(results: list[VariantResult]) -> tuple[VariantResult | None, VariantResult | None]:
     """(baseline: ε without ZTSNR, nai: v with ZTSNR and σ_max = ∞) among the evaluated variants."""
-    base = next((r for r in results if r["variant_config"]["prediction"] == "eps"
-                 and not r["variant_config"]["ztsnr"]), None)
-    nai = next((r for r in results if r["variant_config"]["prediction"] == "v" and _is_ztsnr(r)), None)
+    base = next((r for r in results if r.prediction == "eps" and not r.ztsnr), None)
+    nai = next((r for r in results if r.prediction == "v" and math.isinf(r.top_sigma)), None)
     return base, nai
 
 
-def _point(r: dict, cfg: float, first: str) -> dict | None:
-    pts = [p for p in r["points"] if p["cfg_scale"] == cfg]
+def _point(r: VariantResult, cfg: float, first: str) -> PointResult | None:
+    pts = [p for p in r.points if p.cfg_scale == cfg]
     if not pts:
         return None
-    key = (lambda p: p["first_sigma"]) if first == "max" else (lambda p: abs(p["first_sigma"] - float(first)))
-    return max(pts, key=key) if first == "max" else min(pts, key=key)
+    if first == "max":
+        return max(pts, key=lambda p: p.first_sigma)
+    return min(pts, key=lambda p: abs(p.first_sigma - float(first)))
 
 
 def _arr(values) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def _cfg_star(results: list[dict]) -> float:
-    scales = sorted({p["cfg_scale"] for r in results for p in r["points"]})
+def _num(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _cfg_star(results: list[VariantResult]) -> float:
+    scales = sorted({p.cfg_scale for r in results for p in r.points})
     return min(scales, key=lambda c: abs(c - 5.0))
 
 
@@ -84,15 +84,18 @@ def claim_c1(base, nai) -> Claim:
     if not (base and nai):
         c.details.append("needs an ε variant and a v + ZTSNR variant")
         return c
-    pb, pn = base["probes"], nai["probes"]
-    c.details.append(f"σ = ∞: ε non-finite in {pb['x0_inf_nonfinite_frac']:.0%} of images (max |x̂0| "
-                     f"{pb['x0_inf_max_abs']:.3g}); v non-finite in {pn['x0_inf_nonfinite_frac']:.0%}, error "
-                     f"{mean_ci(pn['per_image_x0_inf_err'])}")
-    c.effect = paired_diff_ci(_arr(pb["per_image_x0_20000_err"]), _arr(pn["per_image_x0_20000_err"]))
-    c.details.append(f"σ = 20000: ε error {mean_ci(_arr(pb['per_image_x0_20000_err']))}, v error "
-                     f"{mean_ci(_arr(pn['per_image_x0_20000_err']))}; effect = paired difference")
+    if base.probes is None or nai.probes is None:
+        c.details.append("the x̂0 probes did not run")
+        return c
+    pb, pn = base.probes, nai.probes
+    c.details.append(f"σ = ∞: ε non-finite in {pb.x0_inf.nonfinite_frac:.0%} of images (max |x̂0| "
+                     f"{pb.x0_inf.max_abs:.3g}); v non-finite in {pn.x0_inf.nonfinite_frac:.0%}, error "
+                     f"{mean_ci(pn.x0_inf.per_image_err)}")
+    c.effect = paired_diff_ci(_arr(pb.x0_20000.per_image_err), _arr(pn.x0_20000.per_image_err))
+    c.details.append(f"σ = 20000: ε error {mean_ci(_arr(pb.x0_20000.per_image_err))}, v error "
+                     f"{mean_ci(_arr(pn.x0_20000.per_image_err))}; effect = paired difference")
     c.verdict = verdict_from(c.effect)
-    if pb["x0_inf_nonfinite_frac"] > 0.5 and pn["x0_inf_nonfinite_frac"] == 0 and c.verdict == INCONCLUSIVE:
+    if pb.x0_inf.nonfinite_frac > 0.5 and pn.x0_inf.nonfinite_frac == 0 and c.verdict == INCONCLUSIVE:
         c.verdict = SUPPORTED
         c.details.append("verdict from σ = ∞: ε's x̂0 is non-finite there, v's is finite")
     return c
@@ -108,17 +111,17 @@ def claim_c2(base, nai, cfg: float) -> Claim:
     pb, pn = _point(base, cfg, "14.6"), _point(nai, cfg, "max")
     if not (pb and pn):
         return c
-    c.effect = paired_diff_ci(_arr(pb["per_image_brightness_err"]), _arr(pn["per_image_brightness_err"]))
+    c.effect = paired_diff_ci(pb.arr("brightness_err"), pn.arr("brightness_err"))
     c.verdict = verdict_from(c.effect)
     for tag in ("black", "white"):
-        if f"brightness_{tag}" in pb and f"brightness_{tag}" in pn:
-            c.details.append(f"{tag} prompts: baseline ({pb['point']}) mean {pb['brightness_' + tag]:.3f}, "
-                             f"ZTSNR ({pn['point']}) mean {pn['brightness_' + tag]:.3f}")
+        b, n = getattr(pb, f"brightness_{tag}"), getattr(pn, f"brightness_{tag}")
+        if b is not None and n is not None:
+            c.details.append(f"{tag} prompts: baseline ({pb.name}) mean {b:.3f}, ZTSNR ({pn.name}) mean {n:.3f}")
     return c
 
 
 def _slope_stat(p: dict, prompt_index: np.ndarray):
-    x, y = _arr(p["per_image_start_mean"]), _arr(p["per_image_out_mean"])
+    x, y = p.arr("start_mean"), p.arr("out_mean")
 
     def stat(labels: np.ndarray) -> float:
         idx = np.concatenate([np.flatnonzero(prompt_index == g) for g in labels])
@@ -138,64 +141,54 @@ def claim_c3(base, nai, cfg: float) -> Claim:
     pb, pn = _point(base, cfg, "14.6"), _point(nai, cfg, "max")
     if not (pb and pn):
         return c
-    pi = np.asarray(base["prompt_index"])
+    pi = np.asarray(base.prompt_index)
     sb, sn = _slope_stat(pb, pi), _slope_stat(pn, pi)
     c.effect = cluster_ci(pi, lambda labels: sb(labels) - sn(labels))
-    c.details.append(f"baseline {pb['point']}: slope {cluster_ci(pi, sb)}; ZTSNR {pn['point']}: slope "
+    c.details.append(f"baseline {pb.name}: slope {cluster_ci(pi, sb)}; ZTSNR {pn.name}: slope "
                      f"{cluster_ci(pi, sn)}")
     c.verdict = verdict_from(c.effect)
     return c
 
 
-def claim_c5(results: list[dict], base, nai) -> Claim:
+def claim_c5(results: list[VariantResult], base, nai) -> Claim:
     c = Claim("C5", "v + ZTSNR is best at a lower CFG than the baseline",
-              "argmin over CFG of the domain FD (per variant, highest start σ for ZTSNR, 14.6 for the baseline); "
-              "95 % bootstrap spread of each FD", "optimal CFG(baseline) − optimal CFG(ZTSNR) > 0")
+              "CFG scale minimising KID (and FD) per variant: highest start σ for ZTSNR, 14.6 for the baseline",
+              "optimal CFG(baseline) − optimal CFG(ZTSNR) > 0")
     if not (base and nai):
         c.details.append("needs a non-ZTSNR baseline and a v + ZTSNR variant")
         return c
-    scales = sorted({p["cfg_scale"] for p in base["points"]} & {p["cfg_scale"] for p in nai["points"]})
-    if len(scales) < 2:
-        c.details.append("needs at least two CFG scales")
-        return c
-    best = {}
+    scales = sorted({p.cfg_scale for p in base.points} & {p.cfg_scale for p in nai.points})
     for r, first in ((base, "14.6"), (nai, "max")):
-        pts = [_point(r, s, first) for s in scales]
+        pts = [p for p in (_point(r, s, first) for s in scales) if p is not None and p.kid_tagger is not None]
         for p in pts:
-            c.details.append(f"{r['variant']} {p['point']}: FD {p['fd_tagger']:.4g} "
-                             f"[{p['fd_tagger_spread'][0]:.4g}, {p['fd_tagger_spread'][1]:.4g}]")
-        order = sorted(pts, key=lambda p: p["fd_tagger"])
-        separated = order[0]["fd_tagger_spread"][1] < order[1]["fd_tagger_spread"][0]
-        best[r["variant"]] = (order[0]["cfg_scale"], separated)
-    (cb, sep_b), (cn, sep_n) = best[base["variant"]], best[nai["variant"]]
-    diff = cb - cn
-    c.effect = Estimate(diff, diff if sep_b and sep_n else -math.inf, diff if sep_b and sep_n else math.inf)
-    c.details.append(f"optimal CFG: baseline {cb:g} ({'separated' if sep_b else 'not separated'} from the next best "
-                     f"by the FD spreads), ZTSNR {cn:g} ({'separated' if sep_n else 'not separated'})")
-    c.verdict = INCONCLUSIVE if not (sep_b and sep_n) or diff == 0 else (SUPPORTED if diff > 0 else NOT_SUPPORTED)
+            c.details.append(f"{r.variant} {p.name}: KID {p.kid_tagger:.4g}, FD {_num(p.fd_tagger):.4g}")
+        if pts:
+            c.details.append(f"{r.variant}: lowest KID at CFG {min(pts, key=lambda p: p.kid_tagger).cfg_scale:g}")
+    c.details.append("an optimum over CFG from one training run has no uncertainty measure (a resampled FD is "
+                     "biased, not an interval): the verdict needs training-seed replicates")
     return c
 
 
-def claim_c6(results: list[dict], cfg: float) -> Claim:
+def claim_c6(results: list[VariantResult], cfg: float) -> Claim:
     c = Claim("C6", "tag weighting helps rare concepts",
               f"rare-tag recall (paired per image) of a variant with tag_weighting vs its twin without, CFG {cfg:g}",
               "recall(weighted) − recall(unweighted) > 0; common-tag leakage down; FD not worse")
     for a in results:
-        if not a["variant_config"].get("tag_weighting"):
+        if not a.variant_config.get("tag_weighting"):
             continue
-        twin = next((b for b in results if {**b["variant_config"], "name": "", "tag_weighting": True} ==
-                     {**a["variant_config"], "name": ""}), None)
+        twin = next((b for b in results if {**b.variant_config, "name": "", "tag_weighting": True} ==
+                     {**a.variant_config, "name": ""}), None)
         if twin is None:
             continue
         pa, pb = _point(a, cfg, "max"), _point(twin, cfg, "max")
-        if "per_image_recall_rare" not in pa:
+        if pa.tag_recall_rare is None:
             c.details.append("tag groups unavailable (tagger without tag frequencies)")
             return c
-        c.effect = paired_diff_ci(_arr(pa["per_image_recall_rare"]), _arr(pb["per_image_recall_rare"]))
+        c.effect = paired_diff_ci(pa.arr("recall_rare"), pb.arr("recall_rare"))
         c.verdict = verdict_from(c.effect)
-        leak = paired_diff_ci(_arr(pb["per_image_leakage_common"]), _arr(pa["per_image_leakage_common"]))
-        c.details.append(f"{a['variant']} vs {twin['variant']} at {pa['point']}: common-tag leakage reduction {leak}; "
-                         f"FD {pa['fd_tagger']:.4g} vs {pb['fd_tagger']:.4g}")
+        leak = paired_diff_ci(pb.arr("leakage_common"), pa.arr("leakage_common"))
+        c.details.append(f"{a.variant} vs {twin.variant} at {pa.name}: common-tag leakage reduction {leak}; "
+                         f"FD {_num(pa.fd_tagger):.4g} vs {_num(pb.fd_tagger):.4g}")
         return c
     c.details.append("the matrix has no pair of variants that differ only in tag_weighting")
     return c
@@ -238,14 +231,15 @@ def claim_c9(nai) -> Claim:
     c = Claim("C9", "σ = 20000 is effectively ∞",
               "RMS distance of samples started at 317, 136, 56 to those started at 20000 (same noise, paired)",
               "distance(56) − distance(136) > 0, with 317 and 136 close to 20000")
-    if not nai or "per_image_start_dist_56" not in nai["probes"]:
+    pi = nai.probes.practical_infinity if nai and nai.probes else None
+    if pi is None or "56" not in pi.per_image_distance:
         c.details.append("needs a v + ZTSNR variant (the practical-infinity probe runs on ZTSNR variants)")
         return c
-    p = nai["probes"]
-    c.effect = paired_diff_ci(_arr(p["per_image_start_dist_56"]), _arr(p["per_image_start_dist_136"]))
+    d = pi.per_image_distance
+    c.effect = paired_diff_ci(_arr(d["56"]), _arr(d["136"]))
     c.verdict = verdict_from(c.effect)
-    c.details.append(f"{nai['variant']}, CFG {p['practical_infinity_cfg']:g}: distance to the 20000 start — "
-                     + ", ".join(f"{s}: {mean_ci(_arr(p['per_image_start_dist_' + s]))}" for s in ("317", "136", "56")))
+    c.details.append(f"{nai.variant}, CFG {pi.cfg_scale:g}: distance to the 20000 start — "
+                     + ", ".join(f"{k}: {mean_ci(_arr(d[k]))}" for k in ("317", "136", "56")))
     return c
 
 
@@ -256,7 +250,7 @@ def claim_c4() -> Claim:
     return c
 
 
-def build_claims(results: list[dict], bucketing: dict | None = None, normalisation: dict | None = None) -> list[Claim]:
+def build_claims(results: list[VariantResult], bucketing: dict | None = None, normalisation: dict | None = None) -> list[Claim]:
     base, nai = _pick(results)
     cfg = _cfg_star(results) if results else 5.0
     return [claim_c1(base, nai), claim_c2(base, nai, cfg), claim_c3(base, nai, cfg), claim_c4(),
@@ -267,10 +261,10 @@ def build_claims(results: list[dict], bucketing: dict | None = None, normalisati
 # ---------------------------------------------------------------- plots and rendering
 
 
-def _grid_matrix(results: list[dict], grids: dict[str, Path], cols: list, pick, col_label, title: str, path: Path,
+def _grid_matrix(results: list[VariantResult], grids: dict[str, Path], cols: list, pick, col_label, title: str, path: Path,
                  plt) -> bool:
     """A figure of sample grids: one row per variant, one column per value of ``cols``."""
-    cells = [[grids.get(f"{r['variant']}__{p['point']}") if (p := pick(r, c)) else None for c in cols]
+    cells = [[grids.get(f"{r.variant}__{p.name}") if (p := pick(r, c)) else None for c in cols]
              for r in results]
     if not any(c is not None for row in cells for c in row):
         return False
@@ -284,7 +278,7 @@ def _grid_matrix(results: list[dict], grids: dict[str, Path], cols: list, pick, 
             if i == 0:
                 ax.set_title(col_label(c), fontsize=8)
             if j == 0:
-                ax.text(-0.05, 0.5, r["variant"], transform=ax.transAxes, rotation=90, ha="right", va="center",
+                ax.text(-0.05, 0.5, r.variant, transform=ax.transAxes, rotation=90, ha="right", va="center",
                         fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -293,7 +287,7 @@ def _grid_matrix(results: list[dict], grids: dict[str, Path], cols: list, pick, 
     return True
 
 
-def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = None) -> dict[str, Path]:
+def make_plots(results: list[VariantResult], out: Path, grids: dict[str, Path] | None = None) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,19 +305,19 @@ def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = N
     for metric, label in (("fd_tagger", "domain FD (lower is better)"), ("tag_recall", "tag recall")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in results:
-            for first in sorted({p["first_sigma"] for p in r["points"]}):
-                pts = sorted((p for p in r["points"] if p["first_sigma"] == first), key=lambda p: p["cfg_scale"])
-                ax.plot([p["cfg_scale"] for p in pts], [p[metric] for p in pts], marker="o",
-                        label=f"{r['variant']} σ₀={first:g}")
+            for first in sorted({p.first_sigma for p in r.points}):
+                pts = sorted((p for p in r.points if p.first_sigma == first), key=lambda p: p.cfg_scale)
+                ax.plot([p.cfg_scale for p in pts], [_num(getattr(p, metric)) for p in pts], marker="o",
+                        label=f"{r.variant} σ₀={first:g}")
         ax.set_xlabel("CFG scale")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
         save(fig, f"{metric}_vs_cfg")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        ax.scatter([p["tag_recall"] for p in r["points"]], [p["fd_tagger"] for p in r["points"]], label=r["variant"])
-        for p in r["points"]:
-            ax.annotate(f"{p['cfg_scale']:g}/{p['first_sigma']:g}", (p["tag_recall"], p["fd_tagger"]), fontsize=6)
+        ax.scatter([_num(p.tag_recall) for p in r.points], [_num(p.fd_tagger) for p in r.points], label=r.variant)
+        for p in r.points:
+            ax.annotate(f"{p.cfg_scale:g}/{p.first_sigma:g}", (_num(p.tag_recall), _num(p.fd_tagger)), fontsize=6)
     ax.set_xlabel("tag recall (higher is better)")
     ax.set_ylabel("domain FD (lower is better)")
     ax.set_title("FD–adherence trade-off (labels: CFG/σ₀)")
@@ -331,10 +325,10 @@ def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = N
     save(fig, "pareto_fd_recall")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        for p in r["points"]:
-            if p["cfg_scale"] == _cfg_star(results):
-                ax.scatter(p["per_image_start_mean"], p["per_image_out_mean"], s=6,
-                           label=f"{r['variant']} σ₀={p['first_sigma']:g} slope {p['mean_leak_slope']:.2f}")
+        for p in r.points:
+            if p.cfg_scale == _cfg_star(results):
+                ax.scatter(p.per_image.start_mean, p.per_image.out_mean, s=6,
+                           label=f"{r.variant} σ₀={p.first_sigma:g} slope {_num(p.mean_leak_slope):.2f}")
     ax.set_xscale("symlog", linthresh=0.1)
     ax.set_ylim(-1.5, 1.5)  # model space is [−1, 1]; ε blow-ups leave the frame
     ax.set_xlabel("starting-noise mean (model units)")
@@ -343,19 +337,19 @@ def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = N
     save(fig, "mean_leak_scatter")
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in results:
-        p = max((p for p in r["points"] if p["cfg_scale"] == _cfg_star(results)), key=lambda p: p["first_sigma"])
-        ax.hist(p["per_image_brightness"], bins=20, range=(0, 1), alpha=0.5, label=f"{r['variant']} {p['point']}")
+        p = max((p for p in r.points if p.cfg_scale == _cfg_star(results)), key=lambda p: p.first_sigma)
+        ax.hist(p.per_image.brightness, bins=20, range=(0, 1), alpha=0.5, label=f"{r.variant} {p.name}")
     ax.set_xlabel("output mean brightness (0 black, 1 white)")
     ax.set_ylabel("images")
     ax.legend(fontsize=7)
     save(fig, "brightness_histogram")
     if grids:
         cfg = _cfg_star(results)
-        scales = sorted({p["cfg_scale"] for r in results for p in r["points"]})
-        firsts = sorted({p["first_sigma"] for r in results for p in r["points"]})
-        top = lambda r, c: max((p for p in r["points"] if p["cfg_scale"] == c), key=lambda p: p["first_sigma"],  # noqa: E731
+        scales = sorted({p.cfg_scale for r in results for p in r.points})
+        firsts = sorted({p.first_sigma for r in results for p in r.points})
+        top = lambda r, c: max((p for p in r.points if p.cfg_scale == c), key=lambda p: p.first_sigma,  # noqa: E731
                                default=None)
-        at = lambda r, f: next((p for p in r["points"] if p["cfg_scale"] == cfg and p["first_sigma"] == f), None)  # noqa: E731
+        at = lambda r, f: next((p for p in r.points if p.cfg_scale == cfg and p.first_sigma == f), None)  # noqa: E731
         for name, cols, pick, label, title in (
                 ("samples_variant_x_cfg", scales, top, lambda c: f"CFG {c:g}", "variant × CFG (highest start σ)"),
                 ("samples_variant_x_sigma", firsts, at, lambda f: f"σ₀ {f:g}", f"variant × starting σ (CFG {cfg:g})")):
@@ -364,7 +358,7 @@ def make_plots(results: list[dict], out: Path, grids: dict[str, Path] | None = N
     return paths
 
 
-def render_markdown(claims: list[Claim], results: list[dict], plots: dict[str, Path], grids: dict[str, Path]) -> str:
+def render_markdown(claims: list[Claim], results: list[VariantResult], plots: dict[str, Path], grids: dict[str, Path]) -> str:
     lines = ["# nai3 claims report", "",
              "Each claim from the NovelAI Diffusion V3 paper (paper.md §2): what was measured, the effect with its "
              "95 % CI, the expected direction, and the verdict read off the CI.", "",
@@ -380,18 +374,18 @@ def render_markdown(claims: list[Claim], results: list[dict], plots: dict[str, P
     lines += ["## Evaluation points", "", "| variant | point | FD | KID | recall | rare recall | leakage | leak slope |"
               " non-finite |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        for p in r["points"]:
-            lines.append(f"| {r['variant']} | {p['point']} | {p['fd_tagger']:.4g} | {p['kid_tagger']:.3g} | "
-                         f"{p['tag_recall']:.3f} | {p.get('tag_recall_rare', float('nan')):.3f} | "
-                         f"{p.get('tag_leakage_common', float('nan')):.3f} | {p['mean_leak_slope']:.3f} | "
-                         f"{p['nonfinite_samples']} |")
+        for p in r.points:
+            lines.append(f"| {r.variant} | {p.name} | {_num(p.fd_tagger):.4g} | {_num(p.kid_tagger):.3g} | "
+                         f"{_num(p.tag_recall):.3f} | {_num(p.tag_recall_rare):.3f} | "
+                         f"{_num(p.tag_leakage_common):.3f} | {_num(p.mean_leak_slope):.3f} | "
+                         f"{p.nonfinite_samples} |")
     lines += ["", "## Plots", ""] + [f"![{k}]({v.name})" for k, v in plots.items()]
     if grids:
         lines += ["", "## Sample grids", ""] + [f"**{k}**\n\n![{k}]({v.name})\n" for k, v in grids.items()]
     return "\n".join(lines) + "\n"
 
 
-def render_html(claims: list[Claim], results: list[dict], plots: dict[str, Path], grids: dict[str, Path]) -> str:
+def render_html(claims: list[Claim], results: list[VariantResult], plots: dict[str, Path], grids: dict[str, Path]) -> str:
     e = html.escape
     colour = {SUPPORTED: "#1a7f37", NOT_SUPPORTED: "#cf222e", INCONCLUSIVE: "#9a6700", NOT_MEASURED: "#6e7781"}
     rows = "".join(f"<tr><td><b>{c.id}</b> {e(c.claim)}</td><td style='color:{colour[c.verdict]}'><b>{c.verdict}</b>"
@@ -411,7 +405,7 @@ def render_html(claims: list[Claim], results: list[dict], plots: dict[str, Path]
             + "</table>" + sections + "<h2>Plots and samples</h2>" + imgs + "</body></html>")
 
 
-def write_report(results: list[dict], out: str | Path, bucketing: dict | None = None,
+def write_report(results: list[VariantResult], out: str | Path, bucketing: dict | None = None,
                  normalisation: dict | None = None, grids: dict[str, Path] | None = None) -> tuple[list[Claim], Path]:
     """Build claims, plots and both renderings under ``out``; returns (claims, folder)."""
     import json

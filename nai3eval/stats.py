@@ -1,6 +1,7 @@
 """Confidence intervals: percentile bootstrap (scipy) for per-image metrics, paired differences
 between variants (same prompts and noise, so image i of one variant pairs with image i of the
-other), prompt-clustered slopes, and the bootstrap spread of set-level metrics (FD, KID)."""
+other), and prompt-clustered slopes. Set-level metrics (FD, KID) get no resampled "spread": resampling
+with replacement biases FD upwards, so it is not an uncertainty measure (statistics.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,15 +55,5 @@ def cluster_ci(groups, statistic: Callable[[np.ndarray], float], confidence: flo
     draws = draws[np.isfinite(draws)]
     if len(draws) == 0:
         return Estimate(value, float("nan"), float("nan"))
-    alpha = (1 - confidence) / 2
-    return Estimate(value, float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)))
-
-
-def resample_spread(n: int, statistic: Callable[[np.ndarray], float], repeats: int = 20, confidence: float = 0.95,
-                    seed: int = 0) -> Estimate:
-    """Spread of a set-level metric over bootstrap resamples of the generated set at equal N."""
-    rng = np.random.default_rng(seed)
-    value = float(statistic(np.arange(n)))
-    draws = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(repeats)])
     alpha = (1 - confidence) / 2
     return Estimate(value, float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)))

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -27,8 +28,12 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], meta: dict,
-                    train_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the checkpoint folder atomically (temp folder + rename) and return its path."""
+                    train_state: dict[str, torch.Tensor] | None = None,
+                    write_extra: Callable[[Path], object] | None = None) -> Path:
+    """Write the checkpoint folder atomically (temp folder + rename) and return its path.
+
+    ``write_extra(tmp_folder)`` adds files before the folder becomes visible (the model bundle's
+    ``config.json``, which makes the folder loadable with ``load_bundle``)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
@@ -39,6 +44,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, t
     if train_state is not None:
         save_file(_tensors(train_state), str(tmp / "state.safetensors"))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    if write_extra is not None:
+        write_extra(tmp)
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
         os.replace(folder, old)
@@ -50,10 +57,11 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, t
 
 
 def save_step_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor],
-                         meta: dict, train_state: dict[str, torch.Tensor], keep: int = 2) -> Path:
+                         meta: dict, train_state: dict[str, torch.Tensor], keep: int = 2,
+                         write_extra: Callable[[Path], object] | None = None) -> Path:
     """``run_dir/checkpoints/step-00000123``; keeps the newest ``keep`` of them."""
     base = Path(run_dir) / "checkpoints"
-    path = save_checkpoint(base / f"step-{step:08d}", model, ema, {**meta, "step": step}, train_state)
+    path = save_checkpoint(base / f"step-{step:08d}", model, ema, {**meta, "step": step}, train_state, write_extra)
     for old in step_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path

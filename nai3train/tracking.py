@@ -135,3 +135,18 @@ def resolve_checkpoint(ref: str, uri: str, dest: str | Path) -> Path:
         raise FileNotFoundError(f"{ref} is neither a checkpoint folder nor an MLflow run with a 'checkpoint' "
                                 f"artifact in {uri}: {e}") from None
     return Path(local)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} → {'a.b': 1}: MLflow params are flat dotted names."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for i, item in enumerate(v):
+                out.update(flatten(item, f"{key}.{item.get('name', i)}."))
+        else:
+            out[key] = v
+    return out

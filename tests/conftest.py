@@ -1,9 +1,27 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+ROOT = Path(__file__).resolve().parents[1]
+# The smallest config that trains and evaluates in seconds: 8 px images, a two-level UNet.
+TINY = ["data.resolution=8", "data.train_size=64", "data.eval_size=8", "train.batch_size=4", "train.log_every=5",
+        "model.block_out_channels=[16,32]", "model.cross_attention_dim=16"]
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny_config(["train.steps=2", …])``: the smoke config shrunk to ``TINY``, plus overrides."""
+    from nai3train.config import load_config
+
+    def make(extra: list[str] | tuple[str, ...] = ()):
+        return load_config(ROOT / "configs" / "smoke.yaml", TINY + list(extra))
+
+    return make

@@ -1,10 +1,18 @@
 """Configs are validated before any work, overrides apply, variant hashes are stable."""
+import json
 import math
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from nai3train.config import ConfigError, VariantConfig, load_config
+from nai3train.config import (AblationConfig, ConfigError, DataConfig, EvalConfig, ModelConfig, TrainConfig,
+                              VariantConfig, from_dict, load_config, to_dict)
+from nai3train.diffusion import PREDICTIONS, SPACINGS
+from nai3train.diffusion.samplers import SAMPLERS
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
@@ -86,3 +94,104 @@ def test_factorial_refuses_unknown_axes(tmp_path):
     bad.write_text("factorial: {prediction: [v], colour: [red]}\n")
     with pytest.raises(ConfigError, match="unknown axes"):
         load_config(bad)
+
+
+_SMOKE_VARIANTS = {"sdxl-eps": 0, "nai-v-ztsnr": 1}  # their positions in smoke.yaml
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+_KEYS = ([*AblationConfig.model_fields]
+         + [f"{section}.{f}" for section, model in _SECTIONS.items() for f in model.model_fields]
+         + [f"variants.{name}.{f}" for name in _SMOKE_VARIANTS for f in VariantConfig.model_fields])
+_WORDS = ["eps", "v", "x0", "flow", "euler", "euler_a", "karras", "native", "folder", "sdxl", "tiny", "inf", ".inf",
+          "∞", "-inf", "nan", "null", "true", "yes", "0x10", "1e3", "1_000", "2024-01-01", "[1, 2]", "{a: 1}", "[",
+          "/tmp"]
+_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.sampled_from(_WORDS)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(st.text(max_size=4) | st.sampled_from(["name", "steps", "kind"]), inner,
+                                         max_size=3), max_leaves=6)
+_raw = (_values.map(lambda v: yaml.safe_dump(v, default_flow_style=True, allow_unicode=True))
+        | st.sampled_from(_WORDS) | st.text(max_size=12))
+
+
+def _locations(key: str) -> set[str]:
+    """Where an error about ``key`` may be reported: the key itself, or a variant's position."""
+    parts = key.split(".")
+    if parts[0] == "variants" and len(parts) == 3:
+        return {key, f"variants[{_SMOKE_VARIANTS[parts[1]]}].{parts[2]}"}
+    return {key}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_KEYS), _raw), min_size=1, max_size=3))
+def test_random_overrides_give_a_config_or_a_config_error_naming_the_key(overrides):
+    assignments = [f"{k}={v}" for k, v in overrides]
+    try:
+        cfg = load_config(SMOKE, assignments)
+    except ConfigError as e:
+        wanted = set().union(*(_locations(k) for k, _ in overrides))
+        assert any(w in str(e) for w in wanted), (assignments, str(e))
+    else:
+        assert isinstance(cfg, AblationConfig)
+
+
+def test_choices_are_the_registries():
+    def choices(model, name):
+        return set(typing.get_args(model.model_fields[name].annotation))
+
+    assert choices(EvalConfig, "sampler") == set(SAMPLERS)
+    assert choices(EvalConfig, "schedule") == set(SPACINGS)
+    assert choices(VariantConfig, "prediction") == set(PREDICTIONS)
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "paper.yaml", "factorial.yaml"])
+def test_json_round_trip(name):
+    """Configs travel as JSON (checkpoint metadata, Prefect parameters): infinities as the string 'inf'."""
+    cfg = load_config(SMOKE.parent / name)
+    text = json.dumps(to_dict(cfg))
+    assert "Infinity" not in text
+    back = AblationConfig.model_validate(json.loads(text))
+    assert back == cfg and back.skipped_variants == cfg.skipped_variants
+    assert json.loads(cfg.model_dump_json()) == to_dict(cfg)
+    assert [v.config_hash() for v in back.variants] == [v.config_hash() for v in cfg.variants]
+
+
+def test_json_round_trip_keeps_infinities():
+    cfg = load_config(SMOKE, ["eval.first_sigmas=[14.6, .inf]", "variants.nai-v-ztsnr.sigma_max=infinity"])
+    back = AblationConfig.model_validate(json.loads(json.dumps(to_dict(cfg))))
+    assert back == cfg and math.isinf(back.eval.first_sigmas[1]) and math.isinf(back.variants[1].sigma_max)
+
+
+@pytest.mark.parametrize("value", ["inf", ".inf", "+inf", "infinity", "∞", "INF"])
+def test_infinity_spellings(value):
+    cfg = load_config(SMOKE, [f"eval.first_sigmas=[{value!r}]"])
+    assert cfg.eval.first_sigmas == (math.inf,)
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("train.steps=true", "train.steps: expected an integer"),
+    ("train.steps=2.0", "train.steps: expected an integer"),
+    ("train.lr='0.1'", "train.lr: expected a number"),
+    ("variants.nai-v-ztsnr.ztsnr=1", "variants[1].ztsnr: expected true/false"),
+    ("eval.cfg_scales=[1, x]", "eval.cfg_scales[1]: expected a number"),
+    ("variants.sdxl-eps.name=nai-v-ztsnr", "variants[1].name: names must be unique"),
+    ("variants.sdxl-eps.stepz=1", "variants[0].stepz: unknown key"),
+    ("model={kind: tiny, colour: red}", "model.colour: unknown key"),
+])
+def test_strict_types_and_locations(override, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        load_config(SMOKE, [override])
+
+
+def test_from_dict_rebuilds_a_variant_from_checkpoint_metadata():
+    v = VariantConfig(name="v", prediction="v", ztsnr=True, sigma_max=math.inf)
+    assert from_dict(VariantConfig, to_dict(v), "variant") == v
+    with pytest.raises(ConfigError, match=r"variant\.prediction"):
+        from_dict(VariantConfig, {**to_dict(v), "prediction": "flow"}, "variant")
+
+
+def test_cli_exit_code_names_the_key(capsys, tmp_path, monkeypatch):
+    from flows.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["ablation", str(SMOKE), "--set", "train.steps=0", "--work-dir", str(tmp_path / "w")]) == 2
+    assert "config error at train.steps" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nai3eval import report as R
-from nai3eval.metrics import kernel_distance, tag_adherence, to_unit
+from nai3eval.metrics import FeatureDistances, adherence
+from nai3eval.results import EvalPoint, PerImage, PointResult, PracticalInfinity, Probes, VariantResult, X0Probe
 from nai3eval.stats import Estimate, cluster_ci, mean_ci, paired_diff_ci
-from nai3eval.tagger import Tagger, TaggerFeatures
 
 
 def _kid_numpy(a: np.ndarray, b: np.ndarray) -> float:
@@ -21,17 +21,13 @@ def _kid_numpy(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_kid_equals_numpy_unbiased_mmd():
-    torch.manual_seed(0)
-    tagger = Tagger(num_tags=4, resolution=8, feature_dim=6).eval()
-    with torch.no_grad():
-        for p in tagger.parameters():
-            p.mul_(3.0)  # larger features: KID well above float32 round-off
-    real = torch.rand(40, 3, 8, 8) * 2 - 1
-    fake = torch.rand(40, 3, 8, 8) * 0.5 + 0.3
-    feats = TaggerFeatures(tagger)
-    a, b = feats(to_unit(real)).double().numpy(), feats(to_unit(fake)).double().numpy()
-    kid, _ = kernel_distance(tagger, real, fake, subsets=1)  # one subset of all N: no sampling
-    assert kid == pytest.approx(_kid_numpy(a, b), rel=1e-4, abs=1e-7)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 6)) * 2
+    b = rng.normal(size=(40, 6)) + 0.5
+    dist = FeatureDistances(torch.from_numpy(a), kid_subsets=1)  # one subset of all N: no sampling
+    for fake in (b, b * 0.5):  # the reference features are kept across points
+        kid, _ = dist.kernel(torch.from_numpy(fake))
+        assert kid == pytest.approx(_kid_numpy(a, fake), rel=1e-6, abs=1e-9)
 
 
 def test_bootstrap_ci_covers_the_true_mean_at_roughly_the_nominal_rate():
@@ -57,18 +53,14 @@ def test_paired_and_cluster_intervals():
 
 
 def test_tag_groups_and_leakage():
-    tagger = Tagger(num_tags=3, resolution=4)
-    with torch.no_grad():  # a tagger that always says "common" and never the others
-        for p in tagger.parameters():
-            p.zero_()
-        tagger.head.bias.copy_(torch.tensor([10.0, -10.0, -10.0]))
-    images = torch.zeros(4, 3, 4, 4)
+    pred = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0.0]])  # always "common", never the others
     prompted = torch.tensor([[0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1.0]])
-    out = tag_adherence(tagger, images, prompted, rare=torch.tensor([False, False, True]),
-                        common=torch.tensor([True, False, False]))
-    assert out["tag_recall_rare"] == 0.0 and out["tag_recall_common"] == 1.0
-    assert out["tag_leakage_common"] == 1.0  # the common tag shows up in all 3 images that did not ask for it
-    assert out["per_image_leakage_common"] == [1.0, 1.0, 0.0, 1.0]
+    r = PointResult(variant="x", point=EvalPoint(1.0, 14.6), n_images=4, extrapolated=False)
+    adherence(pred, prompted, r, (torch.tensor([False, False, True]), torch.tensor([True, False, False])))
+    assert r.tag_recall_rare == 0.0 and r.tag_recall_common == 1.0
+    assert r.tag_leakage_common == 1.0  # the common tag shows up in all 3 images that did not ask for it
+    assert r.per_image.leakage_common == [1.0, 1.0, 0.0, 1.0]
+    assert r.tag_precision == pytest.approx(1 / 4) and r.tag_recall == pytest.approx(1 / 5)
 
 
 @pytest.mark.parametrize("est,expect_positive,verdict", [
@@ -79,36 +71,39 @@ def test_verdict_follows_the_interval(est, expect_positive, verdict):
     assert R.verdict_from(est, expect_positive) == verdict
 
 
-def _fake_results(rng, leak_base=0.95, bright_gap=0.3):
+def _fake_results(rng, leak_base=0.95, bright_gap=0.3) -> list[VariantResult]:
     n, prompts = 32, np.repeat(np.arange(8), 4)
     start = rng.normal(size=n)
 
-    def point(variant, cfg, first, slope, bright_err, fd):
+    def point(variant, cfg, first, slope, bright_err, kid):
         out = np.sin(prompts) + slope * start + rng.normal(scale=0.01, size=n)
-        return {"variant": variant, "point": f"cfg{cfg}-sigma{first}", "cfg_scale": cfg, "first_sigma": first,
-                "fd_tagger": fd, "fd_tagger_spread": [fd * 0.9, fd * 1.1], "kid_tagger": 0.01, "tag_recall": 0.5,
-                "tag_recall_rare": 0.2, "tag_leakage_common": 0.1, "mean_leak_slope": slope, "nonfinite_samples": 0,
-                "per_image_start_mean": start.tolist(), "per_image_out_mean": out.tolist(),
-                "per_image_brightness_err": (bright_err + rng.normal(scale=0.02, size=n)).tolist(),
-                "per_image_brightness": rng.uniform(size=n).tolist(), "brightness_black": 0.4, "brightness_white": 0.6,
-                "per_image_recall_rare": rng.uniform(size=n).tolist(),
-                "per_image_leakage_common": rng.uniform(size=n).tolist()}
+        per = PerImage(out_mean=out.tolist(), start_mean=start.tolist(),
+                       brightness=rng.uniform(size=n).tolist(),
+                       brightness_err=(bright_err + rng.normal(scale=0.02, size=n)).tolist(),
+                       recall_rare=rng.uniform(size=n).tolist(), leakage_common=rng.uniform(size=n).tolist())
+        return PointResult(variant=variant, point=EvalPoint(cfg, first), n_images=n, extrapolated=False,
+                           fd_tagger=100 * kid, kid_tagger=kid, tag_recall=0.5, tag_recall_rare=0.2,
+                           tag_leakage_common=0.1, mean_leak_slope=slope, brightness_black=0.4, brightness_white=0.6,
+                           per_image=per)
 
-    base = {"variant": "sdxl-eps", "variant_config": {"prediction": "eps", "ztsnr": False, "sigma_max": None},
-            "prompt_index": prompts.tolist(), "points": [point("sdxl-eps", c, f, leak_base, bright_gap + 0.05,
-                                                              150 - 10 * c) for c in (1.0, 5.0) for f in (14.6, 20000.0)],
-            "probes": {"x0_inf_nonfinite_frac": 1.0, "x0_inf_max_abs": 1e38, "per_image_x0_inf_err": [math.nan] * 32,
-                       "per_image_x0_20000_err": (5 + rng.normal(size=32)).tolist()}}
-    nai = {"variant": "nai", "variant_config": {"prediction": "v", "ztsnr": True, "sigma_max": None},
-           "prompt_index": prompts.tolist(), "points": [point("nai", c, f, 0.0 if f > 100 else 0.6, 0.05,
-                                                            100 + 10 * c) for c in (1.0, 5.0) for f in (14.6, 20000.0)],
-           "probes": {"x0_inf_nonfinite_frac": 0.0, "x0_inf_max_abs": 1.0,
-                      "per_image_x0_inf_err": (0.1 + 0.01 * rng.normal(size=32)).tolist(),
-                      "per_image_x0_20000_err": (0.1 + 0.01 * rng.normal(size=32)).tolist(),
-                      "per_image_start_dist_317": (0.01 + 0.001 * rng.normal(size=32)).tolist(),
-                      "per_image_start_dist_136": (0.02 + 0.001 * rng.normal(size=32)).tolist(),
-                      "per_image_start_dist_56": (0.2 + 0.01 * rng.normal(size=32)).tolist(),
-                      "practical_infinity_cfg": 5.0}}
+    def x0(sigma, frac, err):
+        return X0Probe(sigma, frac, 1e38 if frac else 1.0, float(np.nanmean(err)) if frac < 1 else math.nan,
+                       list(err))
+
+    base = VariantResult("sdxl-eps", {"prediction": "eps", "ztsnr": False, "sigma_max": None},
+                         [["p"]] * 8, prompts.tolist(),
+                         [point("sdxl-eps", c, f, leak_base, bright_gap + 0.05, 0.15 - 0.01 * c)
+                          for c in (1.0, 5.0) for f in (14.6, 20000.0)],
+                         Probes(x0(math.inf, 1.0, [math.nan] * 32), x0(20000.0, 0.0, 5 + rng.normal(size=32))))
+    dist = {"317": 0.01 + 0.001 * rng.normal(size=32), "136": 0.02 + 0.001 * rng.normal(size=32),
+            "56": 0.2 + 0.01 * rng.normal(size=32)}
+    nai = VariantResult("nai", {"prediction": "v", "ztsnr": True, "sigma_max": None}, [["p"]] * 8, prompts.tolist(),
+                        [point("nai", c, f, 0.0 if f > 100 else 0.6, 0.05, 0.1 + 0.01 * c)
+                         for c in (1.0, 5.0) for f in (14.6, 20000.0)],
+                        Probes(x0(math.inf, 0.0, 0.1 + 0.01 * rng.normal(size=32)),
+                               x0(20000.0, 0.0, 0.1 + 0.01 * rng.normal(size=32)),
+                               PracticalInfinity(5.0, 20000.0, {k: float(v.mean()) for k, v in dist.items()},
+                                                 {k: v.tolist() for k, v in dist.items()})))
     return [base, nai]
 
 
@@ -125,7 +120,8 @@ def test_report_renders_every_section_and_verdicts_match_their_intervals(tmp_pat
         assert by_id[cid].verdict == R.SUPPORTED, by_id[cid]
         assert by_id[cid].effect.low > 0
     assert by_id["C4"].verdict == R.NOT_MEASURED and by_id["C6"].verdict == R.NOT_MEASURED
-    assert by_id["C5"].verdict == R.SUPPORTED  # baseline's FD is lowest at CFG 5, ZTSNR's at CFG 1
+    assert by_id["C5"].verdict == R.NOT_MEASURED  # one training run gives an optimum no interval
+    assert any("lowest KID at CFG 5" in d for d in by_id["C5"].details)
     for c in claims:
         if c.verdict in (R.SUPPORTED, R.NOT_SUPPORTED, R.INCONCLUSIVE) and c.id not in ("C1", "C5", "C8"):
             assert c.verdict == R.verdict_from(c.effect)

@@ -4,8 +4,9 @@ import pytest
 import torch
 from scipy import linalg
 
-from nai3eval.metrics import brightness, frechet_distance, mean_leak, to_unit, within_group_slope
-from nai3eval.tagger import Tagger, TaggerFeatures
+from nai3eval.metrics import Brightness, FeatureDistances, MeanLeak, Samples, within_group_slope
+from nai3eval.prompts import PromptSet
+from nai3eval.results import EvalPoint, PointResult
 
 
 def _fd_scipy(a: np.ndarray, b: np.ndarray) -> float:
@@ -15,15 +16,22 @@ def _fd_scipy(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
 
 
-def test_fd_equals_scipy_on_the_same_features():
-    torch.manual_seed(0)
-    tagger = Tagger(num_tags=5, resolution=8, feature_dim=6).eval()
-    real = torch.rand(80, 3, 8, 8) * 2 - 1
-    fake = (torch.rand(70, 3, 8, 8) * 2 - 1) * 0.7 + 0.2
-    feats = TaggerFeatures(tagger)
-    a = feats(to_unit(real)).double().numpy()
-    b = feats(to_unit(fake)).double().numpy()
-    assert frechet_distance(tagger, real, fake) == pytest.approx(_fd_scipy(a, b), rel=1e-4)
+def _result() -> PointResult:
+    return PointResult(variant="x", point=EvalPoint(1.0, 14.6), n_images=0, extrapolated=False)
+
+
+def _samples(images: torch.Tensor, start: torch.Tensor, prompts: list[list[str]], index: torch.Tensor) -> Samples:
+    return Samples(images, start, PromptSet(prompts, index, torch.zeros(len(index), 1)))
+
+
+def test_streaming_fd_equals_scipy_point_after_point():
+    """One FID object for the whole sweep: the reference statistics survive each point's reset."""
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(80, 6))
+    dist = FeatureDistances(torch.from_numpy(real))
+    for shift in (0.0, 0.7, 2.0):
+        fake = rng.normal(size=(70, 6)) * 0.8 + shift
+        assert dist.frechet(torch.from_numpy(fake)) == pytest.approx(_fd_scipy(real, fake), rel=1e-6)
 
 
 def test_mean_leak_slope_one_for_copier_zero_for_ignorer():
@@ -33,8 +41,12 @@ def test_mean_leak_slope_one_for_copier_zero_for_ignorer():
     start = torch.randn(n, generator=gen) * 0.3
     copier = (prompt_bright + start).reshape(n, 1, 1, 1).expand(n, 3, 4, 4)
     ignorer = (prompt_bright + 0.05 * torch.randn(n, generator=gen)).reshape(n, 1, 1, 1).expand(n, 3, 4, 4)
-    assert mean_leak(copier, start, prompts)["mean_leak_slope"] == pytest.approx(1.0, abs=1e-5)
-    assert abs(mean_leak(ignorer, start, prompts)["mean_leak_slope"]) < 0.1
+    names = [[f"p{i}"] for i in range(20)]
+    r1, r2 = _result(), _result()
+    MeanLeak()(_samples(copier, start, names, prompts), r1)
+    MeanLeak()(_samples(ignorer, start, names, prompts), r2)
+    assert r1.mean_leak_slope == pytest.approx(1.0, abs=1e-5)
+    assert abs(r2.mean_leak_slope) < 0.1
 
 
 def test_within_group_slope_matches_numpy_lstsq_with_fixed_effects():
@@ -49,8 +61,10 @@ def test_within_group_slope_matches_numpy_lstsq_with_fixed_effects():
 
 def test_brightness_error():
     imgs = torch.cat([torch.full((2, 3, 4, 4), -1.0), torch.full((2, 3, 4, 4), 0.0)])
-    prompts = [["black_background"]] * 2 + [["white_background"]] * 2
     real = torch.cat([torch.full((1, 3, 4, 4), -1.0), torch.full((1, 3, 4, 4), 1.0)])
-    out = brightness(imgs, prompts, real, [["black_background"], ["white_background"]])
-    assert out["brightness_black"] == 0.0 and out["brightness_err_black"] == 0.0
-    assert out["brightness_white"] == 0.5 and out["brightness_err_white"] == 0.5
+    r = _result()
+    Brightness(real, [["black_background"], ["white_background"]])(
+        _samples(imgs, torch.zeros(4), [["black_background"], ["white_background"]], torch.tensor([0, 0, 1, 1])), r)
+    assert r.brightness_black == 0.0 and r.brightness_err_black == 0.0
+    assert r.brightness_white == 0.5 and r.brightness_err_white == 0.5
+    assert r.per_image.brightness_err == [0.0, 0.0, 0.5, 0.5]

@@ -113,8 +113,8 @@ def test_wd14_tagger_from_local_onnx(tmp_path):
     assert tagger.side == 24 and tagger.tags == ["dark", "bright", "never"]
     images = torch.cat([torch.full((2, 3, 8, 8), -0.9), torch.full((2, 3, 8, 8), 0.9)])
     prompts = [["dark"], ["bright"], ["bright", "never"], ["bright", "unknown_tag"]]
-    out = tagger.adherence(images, prompts)
+    precision, recall = tagger.adherence(images, prompts)
     # found: dark, dark, bright, bright → tp = 1 (img0) + 1 (img2) + 1 (img3); prompted known = 1+1+2+1 = 5
-    assert out["wd14_recall"] == pytest.approx(3 / 5) and out["wd14_precision"] == pytest.approx(3 / 4)
+    assert recall == pytest.approx(3 / 5) and precision == pytest.approx(3 / 4)
     with pytest.raises(FileNotFoundError, match="selected_tags.csv"):
         WD14Tagger(tmp_path / "model.onnx", tmp_path / "nope" / "selected_tags.csv")

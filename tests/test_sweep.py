@@ -1,14 +1,26 @@
-"""The evaluation sweep: points per variant, common random numbers, missing real-data weights."""
+"""The evaluation sweep: points per variant, common random numbers, a value-level check of
+``run_sweep`` on the closed-form Gaussian bundle, and the tiny model through the same interface."""
+import json
 import math
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 
-from nai3eval.sweep import evaluate_checkpoint, make_prompt_set, sweep_points
+from nai3eval.evaluate import build_instruments, evaluate_variant
+from nai3eval.metrics import Brightness, MeanLeak
+from nai3eval.prompts import make_prompt_set
+from nai3eval.results import EvalPoint, VariantResult
+from nai3eval.sweep import LoadedCheckpoint, load_checkpoint, run_sweep, sweep_points
 from nai3eval.tagger import train_tagger
-from nai3train.config import EvalConfig, VariantConfig, load_config
+from nai3train.config import EvalConfig, VariantConfig
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, load_folder, scan_folder, synthesize
+from nai3train.diffusion import sampling_sigmas
 from nai3train.trainer import train_variant
+from nai3train.variant import build_denoiser, build_schedule
+
+from .gaussian import GaussianBundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,23 +43,74 @@ def test_prompt_set_is_shared_and_includes_extreme_brightness():
     assert a.prompt_index.tolist() == [0, 0, 1, 1, 2, 2]
 
 
-def test_sweep_runs_without_real_data_weights_and_says_why(tmp_path):
+def _euler_mean_gain(sig: list[float], v_a: float) -> float:
+    """Euler's map of (image mean − μ) over the steps of ``sig`` for the linear ideal denoiser:
+    each step multiplies it by 1 + σ_n(σ_{n+1} − σ_n)/(v_a + σ_n²), v_a the variance of x0 along
+    the unit mean direction (tests/gaussian.py)."""
+    return math.prod(1 + a * (b - a) / (v_a + a * a) for a, b in zip(sig[:-1], sig[1:]))
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
+def test_run_sweep_on_the_gaussian_bundle_equals_the_closed_form(cfg_scale):
+    """Through the bundle interface, the sweep's brightness and mean-leak values equal what the
+    linear ideal denoiser gives in closed form: image mean = μ_eff + G·(start mean − μ_eff) from a
+    finite start, μ_eff + G₁·σ₁·mean(ε) from ∞, with μ_eff = s·μ_prompt under CFG s (the empty
+    prompt's mean is 0) and G the product of Euler's per-step gains."""
+    side, mu = 4, 0.3
+    variant = VariantConfig(name="gauss", prediction="v", ztsnr=True)
+    schedule = build_schedule(variant, 3 * side * side)
+    bundle = GaussianBundle(mu=mu, s_m=0.05, s_r=0.04, side=side, prediction="v", schedule=schedule)
+    ck = LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, 3 * side * side), variant)
+    tags = [["black_background", "a"], ["white_background", "b"], ["grey_background", "c"]]
+    ps = make_prompt_set(tags, 3, 40, ck.sample_shape, seed=0)
+    ps.noise = ps.noise.double()
+    real = torch.stack([torch.full((3, side, side), v) for v in (-mu, mu, 0.0)])
+    points = [EvalPoint(cfg_scale, 14.6, steps=12), EvalPoint(cfg_scale, math.inf, steps=12)]
+    results = run_sweep(ck, points, ps, [MeanLeak(), Brightness(real, tags)], progress=False)
+
+    v_a = bundle.images.v_a
+    mu_prompt = torch.tensor([bundle.prompt_mean(t) for t in ps.texts], dtype=torch.float64)
+    mu_eff = cfg_scale * mu_prompt
+    noise_mean = ps.noise.flatten(1).mean(1)
+    black = torch.tensor(["black_background" in t for t in ps.texts])
+    for r in results:
+        sig = [float(s) for s in sampling_sigmas(schedule, 12, r.first_sigma, "native")]
+        if math.isinf(sig[0]):
+            gain = _euler_mean_gain(sig[1:], v_a)
+            want = mu_eff + gain * sig[1] * noise_mean
+        else:
+            gain = _euler_mean_gain(sig, v_a)
+            want = mu_eff + gain * (sig[0] * noise_mean - mu_eff)
+            assert r.mean_leak_slope == pytest.approx(gain, rel=1e-6)  # the leak of a finite start (t↔σ round trip ≈ 1e-8)
+        np.testing.assert_allclose(r.arr("out_mean"), want.numpy(), rtol=1e-6, atol=1e-9)
+        assert r.brightness_black == pytest.approx(float(((1 + want[black]) / 2).mean()), rel=1e-6)
+        assert r.brightness_err_black == pytest.approx(float(((1 + want[black]) / 2 - (1 - mu) / 2).abs().mean()),
+                                                       rel=1e-6)
+    finite, inf = results
+    assert finite.mean_leak_slope > 0.5 and abs(inf.mean_leak_slope) < 1e-3  # the paper's C3, exactly
+
+
+def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, tiny_config):
     synthesize(tmp_path / "b", 48, 8, 8, seed=0)
     data = BucketedDataset.from_scan(scan_folder(tmp_path / "b" / "train"), default_buckets(8))
     vocab = Vocabulary.build(data.tags)
-    cfg = load_config(ROOT / "configs/smoke.yaml", [
-        "data.resolution=8", "train.steps=2", "train.batch_size=4", "model.block_out_channels=[16,32]",
-        "model.cross_attention_dim=16", "eval.prompts=2", "eval.seeds_per_prompt=2", "eval.steps=2",
-        "eval.cfg_scales=[2]", "eval.first_sigmas=[14.6, inf]",
-        f"eval.inception_weights={tmp_path / 'no-inception.pth'}", f"eval.clip_path={tmp_path / 'no-clip'}"])
+    cfg = tiny_config(["train.steps=2", "eval.prompts=2", "eval.seeds_per_prompt=2", "eval.steps=2",
+                       "eval.cfg_scales=[2]", "eval.first_sigmas=[14.6, inf]",
+                       f"eval.inception_weights={tmp_path / 'no-inception.pth'}",
+                       f"eval.clip_path={tmp_path / 'no-clip'}"])
     v = VariantConfig(name="v", prediction="v", ztsnr=True)
-    ck = train_variant(cfg, v, data, vocab, tmp_path / "run", progress=False).checkpoint
+    folder = train_variant(cfg, v, data, vocab, tmp_path / "run", progress=False).checkpoint
+    ck = load_checkpoint(folder)
+    assert ck.bundle.kind == "tiny" and ck.sample_shape == (3, 8, 8)
     ev = load_folder(tmp_path / "b" / "eval", 8)
     tagger = train_tagger(ev.images, vocab.multi_hot(ev.tags), steps=2)
-    res = evaluate_checkpoint(ck, cfg.eval, ev.images, ev.tags, tagger, list(vocab.tags), progress=False)
-    assert [p["point"] for p in res["points"]] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
-    assert any("no-inception.pth" in m for m in res["problems"]) and any("no-clip" in m for m in res["problems"])
-    for p in res["points"]:
-        assert math.isfinite(p["fd_tagger"]) and "fid_inception" not in p
-    assert res["probes"]["x0_inf_nonfinite_frac"] == 0.0  # v has a finite exact limit at σ = ∞
-    assert "per_image_start_dist_56" in res["probes"]
+    inst = build_instruments(cfg.eval, ev.images, ev.tags, tagger, list(vocab.tags))
+    res = evaluate_variant(ck, cfg.eval, inst, progress=False)
+    assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
+    assert any("no-inception.pth" in m for m in res.problems) and any("no-clip" in m for m in res.problems)
+    for p in res.points:
+        assert math.isfinite(p.fd_tagger) and p.fid_inception is None
+    assert res.probes.x0_inf.nonfinite_frac == 0.0  # v has a finite exact limit at σ = ∞
+    assert "56" in res.probes.practical_infinity.per_image_distance
+    again = VariantResult.from_dict(json.loads(json.dumps(res.to_dict())))  # what evaluation reuse reads back
+    assert json.dumps(again.to_dict()) == json.dumps(res.to_dict()) and again.points[1].first_sigma == math.inf

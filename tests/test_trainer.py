@@ -13,15 +13,14 @@ from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
 from nai3train.checkpoint import latest_step_checkpoint, load_meta
-from nai3train.config import VariantConfig, load_config
+from nai3train.config import VariantConfig
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
-from nai3train.run import run_training
+from nai3train.data import PreparedData
+from nai3train.run import train_tracked
 from nai3train.tracking import open_experiment
 from nai3train.trainer import TrainingDiverged, train_variant
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.train_size=64", "data.eval_size=8", "train.batch_size=4", "train.log_every=5",
-        "model.block_out_channels=[16,32]", "model.cross_attention_dim=16", "data.resolution=8"]
+from .conftest import ROOT, TINY
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +31,9 @@ def tiny_data(tmp_path_factory):
     return d, Vocabulary.build(d.tags)
 
 
-def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog):
+def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog, tiny_config):
     d, vocab = tiny_data
-    cfg = load_config(ROOT / "configs/smoke.yaml", TINY + ["train.steps=6"])
+    cfg = tiny_config(["train.steps=6"])
     v = VariantConfig(name="eps-ztsnr", prediction="eps", ztsnr=True)
     with caplog.at_level("WARNING"):
         r = train_variant(cfg, v, d, vocab, tmp_path, progress=False)
@@ -42,7 +41,7 @@ def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog):
     assert torch.isfinite(torch.tensor(r.final_loss))
 
 
-def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_path, monkeypatch):
+def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_path, monkeypatch, tiny_config):
     d, vocab = tiny_data
     real_batch = BucketedDataset.batch
 
@@ -54,16 +53,16 @@ def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_pa
         return x, ids
 
     monkeypatch.setattr(BucketedDataset, "batch", batch)
-    cfg = load_config(ROOT / "configs/smoke.yaml", TINY + ["train.steps=200", "train.checkpoint_every=1",
+    cfg = tiny_config(["train.steps=200", "train.checkpoint_every=1",
                                                             "experiment=nan-test"])
     v = cfg.variants[1]
     uri, exp = open_experiment(cfg.experiment, f"sqlite:///{tmp_path}/db/mlflow.db")
-    data = {"train": str(tmp_path / "poisoned"), "content_hash": "poisoned"}
+    data = PreparedData(train=str(tmp_path / "poisoned"), eval="", content_hash="poisoned")
     (tmp_path / "poisoned").mkdir()
     monkeypatch.setattr("nai3train.run.scan_folder", lambda *a, **k: None)
     monkeypatch.setattr(BucketedDataset, "from_scan", classmethod(lambda cls, *a: d))
     with pytest.raises(TrainingDiverged, match=r"nai-v-ztsnr: non-finite loss at step \d+") as err:
-        run_training(cfg, v, data, tmp_path / "work", uri, exp, progress=False)
+        train_tracked(cfg, v, data, tmp_path / "work" / "run", uri, exp, progress=False)
     last = err.value.last_checkpoint
     assert last is not None and last.is_dir()
     step = int(str(err.value).split("at step ")[1].split(";")[0])
@@ -119,12 +118,12 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 
 
 @pytest.mark.parametrize("tag_weighting", [False, True])
-def test_tag_weights_scale_the_per_sample_loss(tiny_data, tmp_path, tag_weighting):
+def test_tag_weights_scale_the_per_sample_loss(tiny_data, tmp_path, tag_weighting, tiny_config):
     from nai3train.data import TagWeighting
     from nai3train.diffusion import min_snr_weight
 
     d, vocab = tiny_data
-    cfg = load_config(ROOT / "configs/smoke.yaml", TINY + ["train.steps=3"])
+    cfg = tiny_config(["train.steps=3"])
     v = VariantConfig(name="v", prediction="v", ztsnr=True, min_snr_gamma=5.0, tag_weighting=tag_weighting)
     seen = []
     train_variant(cfg, v, d, vocab, tmp_path, progress=False, on_step=lambda s, info: seen.append(info))
@@ -138,14 +137,14 @@ def test_tag_weights_scale_the_per_sample_loss(tiny_data, tmp_path, tag_weightin
         torch.testing.assert_close(info["loss"], (info["weight"] * info["per_sample"]).mean())
 
 
-def test_v_ztsnr_learns_the_pure_noise_step(tiny_data, tmp_path):
+def test_v_ztsnr_learns_the_pure_noise_step(tiny_data, tmp_path, tiny_config):
     """The loss at σ = ∞ (an x0 regression onto the prompt's mean image) falls during a short run."""
     from nai3train.diffusion import noise_sample, training_target
     from nai3train.models import TinyTagUNet
     from nai3train.variant import build_denoiser
 
     d, vocab = tiny_data
-    cfg = load_config(ROOT / "configs/smoke.yaml", TINY + ["train.steps=600", "train.lr=0.003", "train.batch_size=16"])
+    cfg = tiny_config(["train.steps=600", "train.lr=0.003", "train.batch_size=16"])
     v = VariantConfig(name="v", prediction="v", ztsnr=True)
     train_variant(cfg, v, d, vocab, tmp_path, progress=False)
 

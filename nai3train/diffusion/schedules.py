@@ -191,10 +191,13 @@ def _check_steps(steps: int, first_sigma: float) -> None:
         raise ValueError(f"first sigma must be > 0 (SDXL units), got {first_sigma}")
 
 
+SPACINGS = {"native": native_sigmas, "karras": karras_sigmas}
+
+
 def sampling_sigmas(schedule: Schedule, steps: int, first_sigma: float, kind: str = "native") -> torch.Tensor:
-    """Dispatch on the sampling schedule name ('native' or 'karras')."""
-    if kind == "native":
-        return native_sigmas(schedule, steps, first_sigma)
-    if kind == "karras":
-        return karras_sigmas(schedule, steps, first_sigma)
-    raise ValueError(f"unknown sigma schedule {kind!r}; choose 'native' or 'karras'")
+    """The σ list of the named spacing (a key of ``SPACINGS``: 'native' or 'karras')."""
+    try:
+        spacing = SPACINGS[kind]
+    except KeyError:
+        raise ValueError(f"unknown sigma schedule {kind!r}; choose one of {sorted(SPACINGS)}") from None
+    return spacing(schedule, steps, first_sigma)

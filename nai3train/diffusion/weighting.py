@@ -9,41 +9,42 @@ Written so they stay finite on [0, ∞]:
        onto the prompt's mean image. We give that step ``v_weight_at_infinity`` (default 1.0: an
        unweighted x0 regression, the same weight ε gets at SNR = 0). Finite σ keep the formula.
     x0: min(SNR, γ) → 0 at σ = ∞ (x0 models are not a product variant; documented only).
+
+Each formula lives in its parameterisation class (``Parameterization.min_snr_weight`` in
+``parameterization.py``); this module keeps the name-based entry points.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
+
+from .parameterization import Parameterization, parameterization
 
 
 @dataclass(frozen=True)
 class MinSNRWeighting:
-    gamma: float = 5.0
+    """Min-SNR-γ settings; called with a prediction (name or object) and σ, returns per-sample weights."""
+
+    gamma: float | None = 5.0  # None: no Min-SNR, all weights 1
     v_weight_at_infinity: float = 1.0
     sigma_data: float = 1.0
 
-    def __call__(self, prediction: str, sigma: torch.Tensor) -> torch.Tensor:
-        return min_snr_weight(prediction, sigma, self.gamma, self.v_weight_at_infinity, self.sigma_data)
+    def __call__(self, prediction: str | Parameterization, sigma: torch.Tensor) -> torch.Tensor:
+        param = parameterization(prediction, self.sigma_data)
+        return param.min_snr_weight(sigma, self.gamma, self.v_weight_at_infinity)
+
+    def bind(self, prediction: str | Parameterization) -> Callable[[torch.Tensor], torch.Tensor]:
+        """σ ↦ weights for one parameterisation: the ``weighting`` a ``DiffusionLoss`` takes.
+
+        A ``Parameterization`` object keeps its own σ_d (pass ``denoiser.param`` so loss and weight agree).
+        """
+        return partial(self, parameterization(prediction, self.sigma_data))
 
 
-def min_snr_weight(prediction: str, sigma: torch.Tensor, gamma: float | None,
+def min_snr_weight(prediction: str | Parameterization, sigma: torch.Tensor, gamma: float | None,
                    v_weight_at_infinity: float = 1.0, sigma_data: float = 1.0) -> torch.Tensor:
     """Per-sample loss weight; ``gamma=None`` means no Min-SNR (all ones)."""
-    sigma = torch.as_tensor(sigma, dtype=torch.float64)
-    if gamma is None:
-        return torch.ones_like(sigma)
-    if gamma <= 0:
-        raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")
-    inf = torch.isinf(sigma)
-    s_fin = torch.where(inf, torch.ones_like(sigma), sigma)
-    snr = torch.where(inf, torch.zeros_like(sigma), sigma_data**2 / s_fin**2)  # σ = 0 gives +∞ SNR
-    if prediction == "eps":
-        return torch.clamp(gamma * sigma**2 / sigma_data**2, max=1.0)
-    if prediction == "v":
-        w = torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1)
-        w = torch.where(torch.isinf(snr), torch.zeros_like(w), w)  # σ = 0: min(∞,γ)/∞ → 0
-        return torch.where(inf, torch.full_like(w, v_weight_at_infinity), w)
-    if prediction == "x0":
-        return torch.minimum(snr, torch.full_like(snr, gamma))
-    raise ValueError(f"unknown prediction {prediction!r}")
+    return parameterization(prediction, sigma_data).min_snr_weight(sigma, gamma, v_weight_at_infinity)

@@ -141,9 +141,13 @@ class SDXLNetwork(nn.Module):
 
 
 class SDXLAdapter:
-    """What the trainer needs from SDXL: the trainable network, latent batches, prompt conditioning."""
+    """What the trainer needs from SDXL: the trainable network, latent batches, prompt conditioning.
+    (Evaluating SDXL checkpoints needs an SDXL model bundle; until then ``load_bundle`` refuses them.)"""
+
+    kind = "sdxl"
 
     def __init__(self, path: str | Path, data, cache_dir: str | Path, device: str = "cpu"):
+        self.normalization = None
         self.c = load_sdxl(path, device)
         unet = self.c.unet
         unet.enable_gradient_checkpointing()
@@ -191,5 +195,12 @@ class SDXLAdapter:
         return {"prompt_embeds": torch.stack([self.prompt_embeds[r] for r in rows]),
                 "pooled": torch.stack([self.pooled[r] for r in rows]), "time_ids": time_ids}
 
-    def meta(self) -> dict:
-        return {"kind": "sdxl", "path": self.c.path, "vae_factor": self.c.vae_factor, "channels": self.channels}
+    def save_config(self, folder: str | Path) -> Path:
+        """config.json of the trained UNet's checkpoint (kind ``sdxl``: the frozen parts stay in ``path``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        norm = self.normalization.to_dict() if self.normalization else None
+        (folder / "config.json").write_text(json.dumps({"kind": "sdxl", "path": self.c.path, "normalization": norm,
+                                                        "vae_factor": self.c.vae_factor, "channels": self.channels},
+                                                       indent=2))
+        return folder

@@ -9,11 +9,15 @@ unconditional input for classifier-free guidance.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
 
-from ..data.tags import PAD
+from ..data.folder import parse_tags
+from ..data.tags import PAD, Vocabulary
+from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 
 
 class TinyTagUNet(nn.Module):
@@ -44,19 +48,49 @@ class TinyTagUNet(nn.Module):
         c_noise = c_noise.to(x_in.device, torch.float32).expand(x_in.shape[0])
         return self.unet(x_in, c_noise, encoder_hidden_states=emb, added_cond_kwargs=added).sample
 
-    @staticmethod
-    def size_conditioning(batch: int, resolution: int) -> torch.Tensor:
-        """SDXL time_ids for a full, uncropped square image (bucketing refines this later)."""
-        return torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=torch.float32).expand(
-            batch, 6).clone()
-
-    def cond(self, tag_ids: torch.Tensor) -> dict:
-        r = self.config["resolution"]
-        return {"tag_ids": tag_ids, "time_ids": self.size_conditioning(tag_ids.shape[0], r)}
-
     @classmethod
     def from_config(cls, config: dict) -> "TinyTagUNet":
         c = dict(config)
         c["block_out_channels"] = tuple(c["block_out_channels"])
         return cls(**c)
 
+
+
+@register
+class TinyBundle(ModelBundle):
+    """The embedded benchmark's model: TinyTagUNet on pixels, prompts as danbooru tags."""
+
+    kind = "tiny"
+
+    def __init__(self, vocab: Sequence[str], resolution: int, block_out_channels: Sequence[int] = (32, 64, 64),
+                 cross_attention_dim: int = 64, max_tags: int = 8, time_embed_dim: int = 8,
+                 normalization: dict | None = None):
+        super().__init__(normalization)
+        self.vocab = Vocabulary(tuple(vocab))
+        self.resolution = resolution
+        self.max_tags = max_tags
+        self.network = TinyTagUNet(len(self.vocab), resolution, tuple(block_out_channels), cross_attention_dim,
+                                   max_tags, time_embed_dim)
+
+    @property
+    def config(self) -> dict:
+        net = self.network.config
+        return {"vocab": list(self.vocab.tags), "resolution": self.resolution,
+                "block_out_channels": net["block_out_channels"], "cross_attention_dim": net["cross_attention_dim"],
+                "max_tags": self.max_tags, "time_embed_dim": net["time_embed_dim"],
+                "normalization": self.normalization.to_dict() if self.normalization else None}
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return self.resolution, self.resolution
+
+    def sample_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return 3, height, width
+
+    def encode(self, prompts: Sequence[Prompt], sizes: Sizes) -> dict[str, torch.Tensor]:
+        tags = [parse_tags(p) if isinstance(p, str) else list(p) for p in prompts]
+        dev = self.device
+        return {"tag_ids": self.vocab.ids(tags, self.max_tags).to(dev), "time_ids": time_ids(sizes, len(tags)).to(dev)}
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x

@@ -1,0 +1,192 @@
+"""The nai3 pipeline in plain Python: prepare data → tagger → train → evaluate → report.
+
+Every stage takes the resolved config object (the one the flow logged), never a path to re-parse;
+the Prefect flows wrap these stages as tasks and every CLI command calls them directly, so there
+is exactly one way each stage is done. Stages exchange typed references (folders, run ids,
+results), never models or tensors.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
+from nai3eval.report import Claim, summary_lines, write_report
+from nai3eval.results import VariantResult
+from nai3eval.sinks import GridSink, MLflowPointSink
+from nai3eval.sweep import load_checkpoint
+from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
+from nai3train.checkpoint import load_meta
+from nai3train.config import AblationConfig, VariantConfig, to_dict
+from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
+from nai3train.run import TrainedVariant, train_tracked, train_untracked
+from nai3train.tracking import Tracker, open_experiment
+
+from . import runs
+from .summary import format_table
+
+log = logging.getLogger("nai3.pipeline")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a pipeline run keeps its files and logs its runs."""
+
+    work: Path
+    uri: str
+    experiment_id: str
+
+    @classmethod
+    def open(cls, cfg: AblationConfig, work_dir: str | Path, tracking_uri: str | None = None) -> "Workspace":
+        work = Path(work_dir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        uri, experiment_id = open_experiment(cfg.experiment, tracking_uri)
+        return cls(work, uri, experiment_id)
+
+
+@dataclass(frozen=True)
+class TaggerRef:
+    folder: str
+    report: TaggerReport
+
+
+def prepare_data(cfg: AblationConfig, ws: Workspace) -> PreparedData:
+    """Synthesise the benchmark (skipped when an identical one is already there) or point at a folder."""
+    return prepare_dataset(cfg.data, ws.work)
+
+
+def prepare_tagger(cfg: AblationConfig, data: PreparedData, ws: Workspace) -> TaggerRef:
+    """The domain tagger, trained once per dataset (cached by content hash). Its seed is the data
+    seed, never the training seed: the instrument must not change with what it measures."""
+    folder = ws.work / f"tagger-{data.content_hash[:12]}-{cfg.eval.tagger_steps}"
+    path, report = ensure_tagger(data.train, data.eval, cfg.data.resolution, cfg.eval.tagger_steps, cfg.data.seed,
+                                 folder)
+    return TaggerRef(str(path), report)
+
+
+def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: Workspace, parent: Tracker | None = None,
+          resume: bool = True, force: bool = False, progress: bool = True) -> TrainedVariant:
+    """Train one variant — or reuse a FINISHED run with the same run key and training code
+    (``force`` retrains from scratch). A retry, or a re-run after a crash, resumes from the
+    newest checkpoint of the run directory."""
+    key = runs.run_key(cfg, variant, data.content_hash)
+    out = ws.work / "variants" / f"{variant.name}-{key}"
+    if int(os.environ.get("RANK", "0")) != 0:
+        return train_untracked(cfg, variant, data, out, resume)
+    version = runs.training_code_version()
+    with runs.run_lock(ws.work, key):
+        done = None if force else runs.find_finished_training(ws.uri, ws.experiment_id, key, version)
+        if done is not None:
+            log.info("reusing %s from FINISHED run %s", variant.name, done.info.run_id)
+            if parent is not None:
+                parent.set_tags({f"nai3.reused.{variant.name}": done.info.run_id})
+            return TrainedVariant(variant.name, str(_reuse_checkpoint(ws.uri, done.info.run_id, out)),
+                                  done.info.run_id, True, done.data.metrics.get("train/img_per_s", float("nan")),
+                                  done.data.metrics.get("train/loss", float("nan")))
+        if force:
+            shutil.rmtree(out, ignore_errors=True)
+        return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume, progress,
+                             {"nai3.run_key": key, "nai3.code_version": version})
+
+
+def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:
+    local = out / "checkpoint"
+    try:
+        load_meta(local)
+        return local
+    except FileNotFoundError:
+        from mlflow.tracking import MlflowClient
+
+        return Path(MlflowClient(uri).download_artifacts(run_id, "checkpoint", str(out / "downloaded")))
+
+
+@functools.lru_cache(maxsize=4)
+def _instruments(eval_json: str, eval_dir: str, resolution: int, tagger_dir: str) -> Instruments:
+    from nai3train.config import EvalConfig
+
+    ec = EvalConfig.model_validate(json.loads(eval_json))
+    ev = load_folder(eval_dir, resolution)
+    tagger, vocab, _ = load_tagger(tagger_dir)
+    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir))
+
+
+def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> Instruments:
+    """The reference set and metric objects, built once per process for a given sweep and tagger."""
+    return _instruments(json.dumps(to_dict(cfg.eval)), data.eval, cfg.data.resolution, tagger.folder)
+
+
+def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
+             parent: Tracker | None = None, force: bool = False, progress: bool = True) -> VariantResult:
+    """The CFG × σ sweep and the pure-noise probes for one trained variant — or, when its training
+    run already stores an evaluation with the same sweep, instrument and evaluation code, that one."""
+    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id)
+    if trained.run_id and not force:
+        stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
+        if stored is not None:
+            if parent is not None:
+                parent.set_tags({f"nai3.reused_eval.{trained.variant}": trained.run_id})
+            log.info("reused the evaluation of %s (training run %s)", trained.variant, trained.run_id)
+            return stored
+    inst = instruments(cfg, data, tagger)
+    ck = load_checkpoint(trained.checkpoint)
+    sinks = [GridSink(ws.work / "results" / "grids")]
+    if parent is not None:
+        v = ck.variant
+        sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
+                                     {"prediction": v.prediction, "ztsnr": v.ztsnr, "sigma_max": v.top_sigma,
+                                      "seed": cfg.train.seed}))
+    result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
+                              progress=progress)
+    result.variant = trained.variant
+    if trained.run_id:
+        runs.store_evaluation(ws.uri, trained.run_id, key, result)
+    return result
+
+
+@dataclass
+class ReportOutput:
+    table: str
+    claims: list[Claim]
+    folder: Path
+
+    @property
+    def summary(self) -> list[str]:
+        return summary_lines(self.claims)
+
+
+def report(cfg: AblationConfig, results: list[VariantResult], trained: list[TrainedVariant], data: PreparedData,
+           ws: Workspace, parent: Tracker | None = None, out: Path | None = None) -> ReportOutput:
+    """Results table, claims report (Markdown, HTML, plots), and results.json — on the parent run."""
+    from dataclasses import asdict
+
+    from nai3train.data.card import claim_measurements
+
+    out = out or ws.work / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_table([p for r in results for p in r.points])
+    extra = claim_measurements(scan_folder(data.train), cfg.data.resolution)
+    (out / "results.json").write_text(json.dumps({"variants": [r.to_dict() for r in results],
+                                                  "training": [asdict(t) for t in trained], **extra}, default=str))
+    (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
+    grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))}
+    claims, folder = write_report(results, out / "report", extra["bucketing"], extra["normalisation"], grids)
+    for g in grids.values():
+        (folder / g.name).write_bytes(g.read_bytes())
+    if parent is not None:
+        parent.log_artifact(out / "results.json", "results")
+        parent.log_artifact(out / "results.md", "results")
+        parent.log_artifact(folder, "report")
+        parent.set_tags({f"nai3.claim.{c.id}": c.verdict for c in claims})
+        parent.log_metrics({f"claims/{c.id}_supported": float(c.verdict == "supported") for c in claims})
+    return ReportOutput(table, claims, folder)
+
+
+def read_results(path: str | Path) -> tuple[list[VariantResult], dict]:
+    """A results.json written by ``report``: the typed variant results and the data measurements."""
+    res = json.loads(Path(path).read_text())
+    return [VariantResult.from_dict(v) for v in res["variants"]], res

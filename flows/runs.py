@@ -1,0 +1,94 @@
+"""Run identity and reuse, in one place: run keys, code versions, locks, and finding finished work.
+
+* A training run is reused when a FINISHED run has the same run key (variant, training and model
+  config, data content) and the same *training* code version (``nai3train``): editing the report or
+  a metric never throws away a trained variant.
+* An evaluation is reused when the training run already stores an evaluation with the same key
+  (sweep settings, instrument, evaluation code version: ``nai3eval`` plus the diffusion math and
+  model bundles it samples through).
+* Two flow runs on one machine that want the same run key take a per-key file lock: the second
+  waits, then finds the finished run and reuses it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+from nai3eval.results import VariantResult
+from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
+from nai3train.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_version(*parts: str) -> str:
+    """A hash of the Python sources under the given package paths (works without git)."""
+    h = hashlib.sha256()
+    for part in parts:
+        for f in sorted((ROOT / part).rglob("*.py")):
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def training_code_version() -> str:
+    return source_version("nai3train")
+
+
+def evaluation_code_version() -> str:
+    return source_version("nai3eval", "nai3train/diffusion", "nai3train/models")
+
+
+def run_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
+    return stable_hash({"variant": variant.config_hash(), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
+                        "resolution": cfg.data.resolution, "data": data_hash})[:12]
+
+
+def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None) -> str:
+    return stable_hash({"eval": to_dict(ec), "tagger": instrument, "code": evaluation_code_version(),
+                        "run": training_run_id})[:12]
+
+
+@contextlib.contextmanager
+def run_lock(work_dir: str | Path, key: str) -> Iterator[None]:
+    """An exclusive lock per run key on this machine."""
+    folder = Path(work_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def find_finished_training(uri: str, experiment_id: str, key: str, version: str):
+    """The newest FINISHED training run with this run key and training code version, if any."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`nai3.run_key` = '{key}' and tags.`nai3.code_version` = '{version}' "
+                                       "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def stored_evaluation(uri: str, run_id: str, key: str, download_to: Path) -> VariantResult | None:
+    """The evaluation stored on a training run under ``key``, if there is one."""
+    from mlflow.tracking import MlflowClient
+
+    name = MlflowClient(uri).get_run(run_id).data.tags.get(f"nai3.eval.{key}")
+    if not name:
+        return None
+    local = MlflowClient(uri).download_artifacts(run_id, name, str(download_to / key))
+    return VariantResult.from_dict(json.loads(Path(local).read_text()))
+
+
+def store_evaluation(uri: str, run_id: str, key: str, result: VariantResult) -> None:
+    run = Tracker(uri, run_id)
+    run.log_json(result.to_dict(), f"eval-{key}.json")
+    run.set_tags({f"nai3.eval.{key}": f"eval-{key}.json"})

@@ -1,0 +1,56 @@
+"""One checkpoint's whole evaluation: the sweep and the probes on a shared prompt set.
+
+The instruments (tagger metrics, brightness references, real-data metrics) are built once per
+evaluation run and shared by every variant, so the reference set is featurised once and every
+variant is measured by the same instrument.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from nai3train.config import EvalConfig, to_dict
+
+from .metrics import Brightness, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
+from .probes import run_probes
+from .prompts import make_prompt_set
+from .results import VariantResult
+from .sweep import LoadedCheckpoint, PointSink, run_sweep, sweep_points
+from .tagger import Tagger
+
+
+@dataclass
+class Instruments:
+    """The reference set and the metric objects that measure every point of every variant."""
+
+    real_images: torch.Tensor
+    real_tags: list[list[str]]
+    metrics: list[PointMetric]
+    vocab: list[str] = field(default_factory=list)  # the tag names the tagger's predictions index
+    problems: list[str] = field(default_factory=list)
+
+
+def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]], tagger: Tagger | None,
+                      tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None) -> Instruments:
+    metrics: list[PointMetric] = []
+    if tagger is not None:
+        metrics.append(TaggerMetrics(tagger, tagger_vocab, real_images, tag_frequency))
+    metrics += [MeanLeak(), Brightness(real_images, real_tags)]
+    real = RealDataMetrics(real_images, ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
+    if real.active:
+        metrics.append(real)
+    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems))
+
+
+def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
+                     progress: bool = True) -> VariantResult:
+    """The CFG × σ sweep and the pure-noise probes for one checkpoint."""
+    ps = make_prompt_set(instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape, ec.seed)
+    points = sweep_points(ec, ck.variant.top_sigma)
+    results = run_sweep(ck, points, ps, instruments.metrics, seed=ec.seed, on_point=on_point, progress=progress)
+    probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
+                        ec.schedule)
+    return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,
+                         prompt_index=ps.prompt_index.tolist(), points=results, probes=probes,
+                         problems=list(instruments.problems))

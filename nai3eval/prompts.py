@@ -1,0 +1,52 @@
+"""The evaluation prompt set: P held-out prompts × S seeds with unit noise drawn once.
+
+Every point of every variant sees the same prompts and the same initial unit noise, so any
+difference between two points is paired, not luck of the draw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PromptSet:
+    """Image i has prompt ``prompt_index[i]`` and unit noise ``noise[i]``."""
+
+    prompts: list[list[str]]
+    prompt_index: torch.Tensor
+    noise: torch.Tensor
+
+    @property
+    def per_image(self) -> list[list[str]]:
+        return [self.prompts[i] for i in self.prompt_index.tolist()]
+
+    @property
+    def texts(self) -> list[str]:
+        """Each image's prompt as danbooru-style text, the form every model bundle encodes."""
+        return [", ".join(p) for p in self.per_image]
+
+    def __len__(self) -> int:
+        return len(self.prompt_index)
+
+
+def make_prompt_set(eval_tags: list[list[str]], n_prompts: int, seeds_per_prompt: int, shape: tuple[int, ...],
+                    seed: int) -> PromptSet:
+    """Held-out prompts, round-robin over backgrounds so black and white prompts are always
+    present (claims C2/C3), and unit noise of ``shape`` per image drawn once from ``seed``."""
+    by_bg: dict[str, list[list[str]]] = {}
+    for t in eval_tags:
+        by_bg.setdefault(next((x for x in t if x.endswith("_background")), ""), []).append(t)
+    order = sorted(by_bg, key=lambda k: (k not in ("black_background", "white_background"), k))
+    prompts: list[list[str]] = []
+    i = 0
+    while len(prompts) < n_prompts and any(by_bg.values()):
+        bucket = by_bg[order[i % len(order)]]
+        if bucket:
+            prompts.append(bucket.pop(0))
+        i += 1
+    index = torch.arange(len(prompts)).repeat_interleave(seeds_per_prompt)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn((len(index), *shape), generator=gen)
+    return PromptSet(prompts=prompts, prompt_index=index, noise=noise)

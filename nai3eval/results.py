@@ -1,0 +1,189 @@
+"""Typed evaluation results: what a sweep point and a variant produced, read by field everywhere.
+
+A point result holds the point's settings, its scalar metrics (``None`` where a metric was not
+computed) and per-image arrays in the prompt set's image order, so any two points or variants
+evaluated on the same prompt set pair image by image. ``scalars()`` is the one place that names
+the MLflow metrics; ``to_dict``/``from_dict`` carry results through JSON (the stored evaluation
+of a training run) without losing a field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One setting of the sweep. ``first_sigma`` is in SDXL units and may be +∞."""
+
+    cfg_scale: float
+    first_sigma: float
+    sampler: str = "euler"
+    schedule: str = "native"
+    steps: int = 28
+    cfg_rescale: float = 0.0
+
+    @property
+    def name(self) -> str:
+        s = "inf" if math.isinf(self.first_sigma) else f"{self.first_sigma:g}"
+        return f"cfg{self.cfg_scale:g}-sigma{s}-{self.sampler}{self.steps}"
+
+
+@dataclass(slots=True)
+class PerImage:
+    """Per-image values (index = image of the prompt set); NaN where undefined for that image."""
+
+    out_mean: list[float] = field(default_factory=list)  # output mean in model-space pixel units
+    start_mean: list[float] = field(default_factory=list)  # starting-noise mean, model units
+    brightness: list[float] = field(default_factory=list)  # mean brightness in [0, 1]
+    brightness_err: list[float] = field(default_factory=list)  # |brightness − reference|, black/white prompts only
+    recall: list[float] = field(default_factory=list)
+    recall_rare: list[float] = field(default_factory=list)
+    leakage_common: list[float] = field(default_factory=list)
+    found: list[list[int]] = field(default_factory=list)  # tag indices the instrument detected
+    finite: list[bool] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PointResult:
+    variant: str
+    point: EvalPoint
+    n_images: int
+    extrapolated: bool  # the start lies above the variant's trained maximum σ
+    nonfinite_samples: int = 0
+    fd_tagger: float | None = None
+    kid_tagger: float | None = None
+    kid_tagger_std: float | None = None
+    tag_precision: float | None = None
+    tag_recall: float | None = None
+    tag_recall_rare: float | None = None
+    tag_recall_common: float | None = None
+    tag_leakage_common: float | None = None
+    mean_leak_slope: float | None = None
+    mean_leak_r: float | None = None
+    brightness_black: float | None = None
+    brightness_white: float | None = None
+    brightness_err_black: float | None = None
+    brightness_err_white: float | None = None
+    fid_inception: float | None = None
+    clip_score: float | None = None
+    wd14_precision: float | None = None
+    wd14_recall: float | None = None
+    per_image: PerImage = field(default_factory=PerImage)
+
+    # convenient reads of the settings
+    @property
+    def cfg_scale(self) -> float:
+        return self.point.cfg_scale
+
+    @property
+    def first_sigma(self) -> float:
+        return self.point.first_sigma
+
+    @property
+    def name(self) -> str:
+        return self.point.name
+
+    def scalars(self) -> dict[str, float]:
+        """Every computed, finite scalar metric under its MLflow name (``eval/<field>``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name not in ("variant", "point", "n_images", "extrapolated", "per_image") and v is not None \
+                    and math.isfinite(float(v)):
+                out[f"eval/{f.name}"] = float(v)
+        return out
+
+    def arr(self, name: str) -> np.ndarray:
+        """A per-image field as a float array."""
+        return np.asarray(getattr(self.per_image, name), dtype=float)
+
+
+@dataclass(slots=True)
+class X0Probe:
+    """D(ε, σ) for pure noise at one σ (claim C1): how far x̂0's brightness is from the prompt's data."""
+
+    sigma: float  # SDXL units
+    nonfinite_frac: float
+    max_abs: float
+    brightness_err: float  # mean over finite images
+    per_image_err: list[float]
+
+
+@dataclass(slots=True)
+class PracticalInfinity:
+    """Samples from several starts with the same noise (claim C9): RMS distance to the first start."""
+
+    cfg_scale: float
+    reference_start: float
+    distance: dict[str, float]  # start (formatted with :g) → mean distance
+    per_image_distance: dict[str, list[float]]
+
+
+@dataclass(slots=True)
+class Probes:
+    x0_inf: X0Probe
+    x0_20000: X0Probe
+    practical_infinity: PracticalInfinity | None = None
+
+
+@dataclass(slots=True)
+class VariantResult:
+    """One checkpoint evaluated over the sweep, with the prompt set that pairs it with others."""
+
+    variant: str
+    variant_config: dict[str, Any]  # the resolved VariantConfig (to_dict form)
+    prompts: list[list[str]]
+    prompt_index: list[int]
+    points: list[PointResult]
+    probes: Probes | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def prediction(self) -> str:
+        return self.variant_config["prediction"]
+
+    @property
+    def ztsnr(self) -> bool:
+        return bool(self.variant_config.get("ztsnr"))
+
+    @property
+    def top_sigma(self) -> float:
+        """Trained maximum σ in SDXL units (∞ for ZTSNR without a finite clamp)."""
+        s = self.variant_config.get("sigma_max")
+        if s in (None, "inf"):
+            return math.inf if self.ztsnr else 14.6146
+        return float(s)
+
+    def to_dict(self) -> dict:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VariantResult":
+        points = [PointResult(**{**p, "point": EvalPoint(**_floats(p["point"])), "per_image": PerImage(**p["per_image"])})
+                  for p in d["points"]]
+        probes = None
+        if d.get("probes"):
+            pr = d["probes"]
+            pi = pr.get("practical_infinity")
+            probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
+                            PracticalInfinity(**pi) if pi else None)
+        return cls(**{**d, "points": points, "probes": probes})
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    return obj
+
+
+def _floats(d: dict) -> dict:
+    return {k: (math.inf if v == "inf" else -math.inf if v == "-inf" else v) for k, v in d.items()}

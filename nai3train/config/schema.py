@@ -1,0 +1,239 @@
+"""The config schema: frozen pydantic models, checked field by field before any work starts.
+
+Types are strict (a string is not a number, a bool is not an integer) so a typo in a nightly config
+fails in a second, not after an hour of training. Choices are ``Literal`` types built from the
+registries that implement them, so adding a sampler or a spacing needs no config edit.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, Strict,
+                      ValidationError, model_validator)
+
+from ..diffusion import PREDICTIONS, SDXL_SIGMA_MAX, SPACINGS
+from ..diffusion.samplers import SAMPLERS
+from .errors import ROOT, config_error, reason, reason_at
+from .hashing import stable_hash, to_dict
+
+INFINITY_WORDS = ("inf", "+inf", ".inf", "+.inf", "infinity", "+infinity", "∞", "+∞")
+
+
+def _infinity(value: Any) -> Any:
+    """YAML spells ∞ many ways and JSON not at all: the usual words are read as ±inf."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in INFINITY_WORDS:
+            return math.inf
+        if word.startswith("-") and "+" + word[1:] in INFINITY_WORDS:
+            return -math.inf
+    return value
+
+
+def _json_float(value: float) -> float | str:
+    """±inf as 'inf'/'-inf' in JSON (as ``to_dict`` writes them), so dumps read back."""
+    return ("inf" if value > 0 else "-inf") if math.isinf(value) else value
+
+
+def _as_sequence(value: Any) -> Any:
+    """A lone value where a list is expected is a one-item list (``--set eval.cfg_scales=5``)."""
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def rule(ok: Callable[[Any], bool], msg: str | Callable[[Any], str]) -> AfterValidator:
+    """A range/shape check whose failure is reported with our own text at the field's key."""
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise reason(msg(value) if callable(msg) else msg)
+        return value
+    return AfterValidator(check)
+
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_infinity), PlainSerializer(_json_float, when_used="json")]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Floats = Annotated[tuple[Float, ...], BeforeValidator(_as_sequence)]
+Ints = Annotated[tuple[Int, ...], BeforeValidator(_as_sequence)]
+Strs = Annotated[tuple[Str, ...], BeforeValidator(_as_sequence)]
+
+Prediction = Literal[tuple(PREDICTIONS)]  # type: ignore[valid-type]
+Sampler = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+Spacing = Literal[tuple(SPACINGS)]  # type: ignore[valid-type]
+
+
+def at_least(n: int) -> AfterValidator:
+    return rule(lambda v: v >= n, f"must be ≥ {n}")
+
+
+def _positive_finite(v: float) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+POSITIVE_FINITE = rule(_positive_finite, "must be a positive finite number")
+UNIT_INTERVAL = rule(lambda v: 0 <= v < 1, "must be in [0, 1)")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    kind: Literal["benchmark", "folder"] = "benchmark"  # 'benchmark' (synthesised) or 'folder'
+    path: Str = ""  # folder datasets: the image folder; benchmark: where to write it ('' = work dir)
+    train_size: Annotated[Int, at_least(8)] = 512
+    eval_size: Annotated[Int, at_least(4)] = 64
+    resolution: Annotated[Int, rule(lambda v: 8 <= v <= 4096 and v % 8 == 0,
+                                    "must be a multiple of 8 between 8 and 4096")] = 16
+    seed: Int = 0
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self) -> DataConfig:
+        if self.kind == "folder" and not self.path:
+            raise reason_at("path", "is required when data.kind is 'folder'")
+        return self
+
+
+class ModelConfig(_Frozen):
+    kind: Literal["tiny", "sdxl"] = "tiny"  # 'tiny' (CPU toy) or 'sdxl' (a local diffusers folder at `path`)
+    path: Str = ""
+    block_out_channels: Annotated[Ints, rule(lambda cs: len(cs) >= 2 and all(c % 8 == 0 and c > 0 for c in cs),
+                                             "needs ≥ 2 positive multiples of 8")] = (32, 64, 64)
+    cross_attention_dim: Annotated[Int, rule(lambda v: v % 8 == 0 and v > 0, "must be a positive multiple of 8")] = 64
+    max_tags: Annotated[Int, at_least(1)] = 8
+
+    @model_validator(mode="after")
+    def _sdxl_needs_folder(self) -> ModelConfig:
+        if self.kind == "sdxl":
+            if not self.path:
+                raise reason_at("path", "is required for model.kind: sdxl (a local from_pretrained folder)")
+            if not Path(self.path).is_dir():
+                raise reason_at("path", f"SDXL folder {self.path} does not exist")
+        return self
+
+
+class TrainConfig(_Frozen):
+    steps: Annotated[Int, at_least(1)] = 400
+    batch_size: Annotated[Int, at_least(1)] = 32  # per process and micro-batch
+    grad_accum: Annotated[Int, at_least(1)] = 1  # micro-batches per optimiser step
+    lr: Annotated[Float, POSITIVE_FINITE] = 1e-3
+    warmup_steps: Annotated[Int, at_least(0)] = 20
+    grad_clip: Annotated[Float, rule(lambda v: v > 0, "must be > 0")] = 1.0
+    ema_decay: Annotated[Float, UNIT_INTERVAL] = 0.99
+    tag_dropout: Annotated[Float, UNIT_INTERVAL] = 0.1
+    seed: Int = 0
+    log_every: Annotated[Int, at_least(1)] = 25
+    checkpoint_every: Annotated[Int, at_least(1)] = 100  # steps between resumable checkpoints (and always at the end)
+    threads: Int = 0  # torch threads; 0 = torch's default
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
+
+
+class VariantConfig(_Frozen):
+    """One point of the ablation: the axes of the paper (paper.md §1). σ values in SDXL units."""
+
+    name: Annotated[Str, rule(_valid_name, lambda v: "must be a non-empty name of letters, digits, '-', '_' or '.', "
+                                                     f"got {v!r}")]
+    prediction: Prediction = "eps"
+    ztsnr: Bool = False
+    sigma_max: Float | None = None  # replaces the table's top σ; None keeps 14.6146 (SDXL) or ∞ (ZTSNR)
+    min_snr_gamma: Annotated[Float, rule(lambda v: v > 0, "must be > 0 or null")] | None = None
+    tag_weighting: Bool = False  # per-image loss weights from tag frequencies (data/tag_weights.py)
+    normalize: Literal["none", "dataset", "fixed"] = "none"  # 'dataset': per-channel mean/std → 0/1; 'fixed': x·scale
+    normalize_scale: Annotated[Float, POSITIVE_FINITE] = 1.0
+    dimension_scale: Bool = True  # scale σ by √(D/D_ref) (design.md)
+
+    @model_validator(mode="after")
+    def _sigma_max_fits_table(self) -> VariantConfig:
+        if self.sigma_max is not None:
+            if not (self.sigma_max > SDXL_SIGMA_MAX * 0.999 or self.ztsnr):
+                raise reason_at("sigma_max", f"must be ≥ SDXL's own {SDXL_SIGMA_MAX:.4f} "
+                                             "(it replaces the top entry of the table)")
+            if math.isinf(self.sigma_max) and not self.ztsnr:
+                raise reason_at("sigma_max", "can be ∞ only with ztsnr: true "
+                                             "(the plain SDXL table has no pure-noise step)")
+        return self
+
+    @property
+    def top_sigma(self) -> float:
+        """The trained maximum σ in SDXL units."""
+        if self.sigma_max is not None:
+            return float(self.sigma_max)
+        return math.inf if self.ztsnr else SDXL_SIGMA_MAX
+
+    def config_hash(self) -> str:
+        """Stable across runs and machines: sha256 of the canonical JSON of the resolved fields.
+
+        Fields at their defaults are left out, so adding a new axis later does not change the
+        hash of existing variants."""
+        defaults = to_dict(VariantConfig(name=self.name))
+        resolved = to_dict(self)
+        core = ("prediction", "ztsnr", "sigma_max", "min_snr_gamma", "dimension_scale")
+        return stable_hash({k: v for k, v in resolved.items()
+                            if k != "name" and (k in core or v != defaults[k])})[:12]
+
+
+_PROMPTS_MSG = "needs ≥ 2 prompts and ≥ 2 seeds per prompt (the mean-leak probe compares seeds)"
+
+
+class EvalConfig(_Frozen):
+    cfg_scales: Annotated[Floats, rule(lambda s: len(s) >= 1 and all(x >= 0 for x in s),
+                                       "needs ≥ 1 non-negative scale")] = (1.0, 2.0, 3.5, 5.0, 7.5, 10.0)
+    first_sigmas: Annotated[Floats, rule(lambda s: len(s) >= 1 and all(x > 0 for x in s),
+                                         "needs ≥ 1 positive σ (SDXL units; .inf allowed)")
+                            ] = (14.6, 29.0, 136.0, 20000.0, math.inf)  # SDXL units; ∞ only for ZTSNR
+    sampler: Sampler = "euler"
+    schedule: Spacing = "native"
+    steps: Annotated[Int, at_least(1)] = 28
+    cfg_rescale: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1]")] = 0.0
+    prompts: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 16
+    seeds_per_prompt: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 4
+    seed: Int = 1234
+    tagger_steps: Annotated[Int, at_least(1)] = 800
+    inception_weights: Str = ""  # local torchvision inception_v3 weights → Inception FID via clean-fid
+    clip_path: Str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
+    wd14_model: Str = ""  # local WD14-style tagger model.onnx → anime tag adherence via onnxruntime
+    wd14_tags: Str = ""  # its selected_tags.csv
+
+    @model_validator(mode="after")
+    def _steps_fit_sampler(self) -> EvalConfig:
+        from nai3train.diffusion.schedules import _check_steps
+
+        try:
+            _check_steps(self.steps, 1.0)
+        except ValueError as e:
+            raise reason_at("steps", str(e)) from None
+        return self
+
+
+class AblationConfig(_Frozen):
+    name: Str = "smoke"
+    experiment: Str = "nai3-smoke"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    variants: Annotated[tuple[VariantConfig, ...], BeforeValidator(_as_sequence),
+                        rule(len, "needs at least one variant")] = Field(default=(), validate_default=True)
+    skipped_variants: Strs = ()  # factorial combinations refused, each with its reason
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AblationConfig:
+        names = [v.name for v in self.variants]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise reason_at(("variants", i, "name"), f"names must be unique, got {names}")
+        return self
+
+
+def from_dict(cls: type[BaseModel], data: Any, key: str = ROOT) -> Any:
+    """``cls`` validated from plain data (a YAML tree, JSON checkpoint metadata); raises ConfigError
+    naming ``key`` and the dotted path below it."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise config_error(e, cls, key) from None

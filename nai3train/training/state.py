@@ -1,0 +1,81 @@
+"""Everything a killed run needs to continue bit-identically, saved and loaded as one object.
+
+EDM2's ``CheckpointIO(state=…, net=…, optimizer=…, ema=…).load_latest(run_dir)`` is the model:
+the loop names the pieces once and then only calls ``save``/``load_latest``. The files are the
+ones ``nai3train.checkpoint`` writes (safetensors, never pickle; atomic folders): raw weights,
+EMA weights, meta.json, and ``state.safetensors`` with the optimiser moments, both RNG states
+(the data/noise ``torch.Generator`` and torch's global RNG) and the step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..checkpoint import (latest_step_checkpoint, load_meta, load_train_state, load_weights, optimizer_tensors,
+                          restore_optimizer, save_step_checkpoint)
+from .ema import EMA
+
+
+@dataclass
+class TrainingState:
+    """Model, EMA, optimiser, generator and step of one training run.
+
+    ``variant_hash``: when set, ``save`` stamps it into meta.json and ``load`` refuses a checkpoint
+    of any other variant (resuming the wrong variant would silently train a hybrid).
+    ``write_model(folder)``: an optional hook that writes the model's own self-describing form
+    (e.g. a bundle's ``save_pretrained``: ``config.json`` + weights) into the checkpoint folder
+    before it becomes visible. The raw ``model.safetensors`` is written either way: resume reads it.
+    """
+
+    model: torch.nn.Module
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    variant_hash: str | None = None
+    write_model: Callable[[Path], None] | None = None
+
+    def train_tensors(self, step: int) -> dict[str, torch.Tensor]:
+        """The resume state after ``step`` optimiser steps: optimiser moments, RNG states, step."""
+        return {**optimizer_tensors(self.optimizer), "rng.generator": self.generator.get_state(),
+                "rng.torch": torch.get_rng_state(), "step": torch.tensor(step)}
+
+    def save(self, run_dir: str | Path, step: int, meta: dict, keep: int = 2) -> Path:
+        """Write ``run_dir/checkpoints/step-N`` atomically, keep the newest ``keep``; returns the folder."""
+        self.step = step
+        meta = dict(meta)
+        if self.variant_hash is not None:
+            meta.setdefault("variant_hash", self.variant_hash)
+        return save_step_checkpoint(run_dir, step, self.model, self.ema.state_dict(), meta, self.train_tensors(step),
+                                    keep=keep, write_extra=self.write_model)
+
+    def load(self, folder: str | Path) -> int:
+        """Load a step checkpoint into the live objects; returns (and sets) the steps already done.
+
+        Sets the generator's and torch's global RNG state last, exactly as they were saved, so the
+        next draw is the one the killed run would have made.
+        """
+        meta = load_meta(folder)
+        if self.variant_hash is not None and meta.get("variant_hash") != self.variant_hash:
+            raise ValueError(f"{folder} belongs to variant hash {meta.get('variant_hash')}, not "
+                             f"{self.variant_hash}: refusing to resume a different variant")
+        self.model.load_state_dict(load_weights(folder, ema=False))
+        self.ema.load_state_dict(load_weights(folder, ema=True))
+        state = load_train_state(folder)
+        restore_optimizer(self.optimizer, state)
+        self.generator.set_state(state["rng.generator"])
+        torch.set_rng_state(state["rng.torch"])
+        self.step = int(state["step"])
+        return self.step
+
+    def load_latest(self, run_dir: str | Path) -> int:
+        """Resume from the newest step checkpoint under ``run_dir``; 0 (nothing loaded) if there is none."""
+        last = latest_step_checkpoint(run_dir)
+        return self.load(last) if last is not None else 0
+
+    def latest(self, run_dir: str | Path) -> Path | None:
+        """The folder ``load_latest`` would read (for logging which checkpoint a run resumed from)."""
+        return latest_step_checkpoint(run_dir)
