@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 
-from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 from nai3train.config import VariantConfig, load_config
-from nai3train.data import PAD
 from nai3train.diffusion import sampling_sigmas
-from nai3train.models import TinyTagUNet
+from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
+from nai3train.models import TinyBundle
 from nai3train.variant import build_denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +34,13 @@ def main() -> None:
     cfg = load_config(ROOT / "configs/smoke.yaml")
     r = cfg.data.resolution
     torch.manual_seed(0)
-    model = TinyTagUNet(26, r, cfg.model.block_out_channels, cfg.model.cross_attention_dim, cfg.model.max_tags).eval()
+    vocab = [f"tag_{i}" for i in range(26)]
+    bundle = TinyBundle(vocab, r, cfg.model.block_out_channels, cfg.model.cross_attention_dim, cfg.model.max_tags).eval()
+    model = bundle.network
     den = build_denoiser(model, VariantConfig(name="v", prediction="v", ztsnr=True), 3 * r * r)
-    ids = torch.randint(1, 27, (a.images, cfg.model.max_tags))
-    cond, uncond = model.cond(ids), model.cond(torch.full_like(ids, PAD))
+    gen = torch.Generator().manual_seed(0)
+    prompts = [[vocab[int(i)] for i in torch.randint(0, 26, (3,), generator=gen)] for _ in range(a.images)]
+    cond, uncond = bundle.encode(prompts, [(r, r)] * a.images), bundle.uncond(a.images, [(r, r)] * a.images)
     sig = sampling_sigmas(den.schedule, cfg.eval.steps, 20000.0, "native")
     noise = torch.randn(a.images, 3, r, r)
     n_forwards = len(sig) - 1

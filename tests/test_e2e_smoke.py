@@ -44,6 +44,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         m, params = r.data.metrics, r.data.params
         assert float(params["eval.cfg_scale"]) == m["eval/cfg_scale"]
         assert float(params["eval.first_sigma"]) == m["eval/first_sigma"]
+        assert params["variant.prediction"] in ("eps", "v") and params["variant.ztsnr"] in ("True", "False")
         for key in ("eval/fd_tagger", "eval/tag_recall", "eval/tag_precision", "eval/mean_leak_slope"):
             assert math.isfinite(m[key]), key
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
@@ -96,7 +97,7 @@ def test_eval_only_flow_on_a_checkpoint_folder(tmp_path):
     code = ("import json, sys; from flows.eval_only import eval_only; "
             f"r = eval_only([{ckpt!r}], config={str(ROOT / 'configs/smoke.yaml')!r}, overrides={TINY!r}, "
             f"work_dir={str(tmp_path / 'w')!r}, tracking_uri={uri!r}); "
-            "print('POINTS', len(r['results'][0]['points']))")
+            "print('POINTS', len(r['results'][0].points))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -36,3 +36,26 @@ def test_cli_refuses_bad_config_before_any_work(tmp_path):
                        env=env, cwd=tmp_path)
     assert p.returncode == 2 and "train.steps" in p.stderr
     assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow").exists()
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_import_directions():
+    """nai3train never imports nai3eval or flows; nothing but flows imports flows; no module of
+    nai3eval or flows names the tiny model (they reach models through the bundle interface)."""
+    for pkg, forbidden in (("nai3train", {"nai3eval", "flows"}), ("nai3eval", {"flows"})):
+        for f in (ROOT / pkg).rglob("*.py"):
+            assert not (_imports(f) & forbidden), f"{f.relative_to(ROOT)} imports {_imports(f) & forbidden}"
+    for pkg in ("nai3eval", "flows"):
+        for f in (ROOT / pkg).rglob("*.py"):
+            assert "TinyTagUNet" not in f.read_text(), f"{f.relative_to(ROOT)} names the tiny model"
