@@ -6,7 +6,6 @@ tag-weight histogram.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from pathlib import Path
@@ -15,19 +14,11 @@ import numpy as np
 
 from .bucketed import BucketedDataset, default_buckets
 from .folder import FolderScan, scan_folder, to_tensor
+from .identity import content_identity
 from .normalize import ChannelStats, RunningChannelStats, channel_stats
 from .tag_weights import TagWeighting, tag_frequencies, weight_histogram
 
 ASPECT_EDGES = (0.0, 0.5, 0.67, 0.8, 0.95, 1.05, 1.25, 1.5, 2.0, math.inf)
-
-
-def content_hash(scan: FolderScan, root: Path) -> str:
-    h = hashlib.sha256()
-    for r in scan.records:
-        h.update(str(Path(r.path).relative_to(root)).encode())
-        h.update(Path(r.path).read_bytes())
-        h.update(",".join(r.tags).encode())
-    return h.hexdigest()
 
 
 def pixel_stats(scan: FolderScan) -> ChannelStats:
@@ -49,7 +40,7 @@ def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = No
         "count": len(scan.records),
         "skipped_count": len(scan.skipped),
         "skipped": scan.skipped,
-        "content_hash": content_hash(scan, root),
+        "content_hash": content_identity(root),
         "tag_frequency": tag_frequencies([r.tags for r in scan.records]),
         "size_histogram": {f"{w}x{h}": c for (h, w), c in sorted(Counter(sizes).items())},
         "aspect_histogram": dict(zip(labels, hist.tolist())),

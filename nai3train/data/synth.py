@@ -25,7 +25,6 @@ its images the reference set.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -120,7 +119,6 @@ def synthesize(out: str | Path, train_size: int = 512, eval_size: int = 64, reso
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
-    digest = hashlib.sha256()
     for split, n in (("train", train_size), ("eval", eval_size)):
         d = out / split
         d.mkdir(parents=True, exist_ok=True)
@@ -134,17 +132,16 @@ def synthesize(out: str | Path, train_size: int = 512, eval_size: int = 64, reso
             stem = d / f"{i:06d}"
             Image.fromarray(img).save(stem.with_suffix(".png"))
             stem.with_suffix(".txt").write_text(", ".join(tags) + "\n")
-            digest.update(img.tobytes())
-            digest.update(",".join(tags).encode())
             bg = BACKGROUNDS[t["background"]][1]
             records.append({"file": stem.with_suffix(".png").name, "tags": tags, "height": size[0], "width": size[1],
                             "background_rgb": list(bg) if bg else None, "count": COUNTS[t["count"]][1],
                             "object": t["object"], "centres": [[round(y, 2), round(x, 2)] for y, x in centres]})
         (d / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     from .card import dataset_card  # the same card `nai3 data inspect` prints for any folder
+    from .identity import dataset_identity
 
     card = {"generator": "nai3 benchmark v2", "seed": seed, "resolution": resolution,
-            "content_hash": digest.hexdigest(),
+            "content_hash": dataset_identity(out / "train", out / "eval"),
             "splits": {split: dataset_card(out / split, resolution) for split in ("train", "eval")}}
     (out / "card.json").write_text(json.dumps(card, indent=2))
     return card
