@@ -12,6 +12,7 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nai3 never downloads: a missing local file is an error
 
 
 def _float(s: str) -> float:
@@ -109,10 +110,26 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def read_prompt_file(path: str | Path) -> tuple[tuple[str, ...], ...]:
+    """One prompt per line (danbooru tags or text, comma-separated); blank lines and # comments skipped."""
+    from nai3train.data.folder import parse_tags
+
+    f = Path(path)
+    if not f.is_file():
+        raise FileNotFoundError(f"prompt file {f} does not exist")
+    lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines()]
+    prompts = tuple(tuple(parse_tags(ln)) for ln in lines if ln and not ln.startswith("#"))
+    if not prompts:
+        raise ValueError(f"prompt file {f} holds no prompts")
+    return prompts
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)
+    from dataclasses import replace
+
     from nai3train.checkpoint import load_meta
     from nai3train.run import TrainedVariant
     from nai3train.tracking import Tracker, resolve_checkpoint
@@ -120,19 +137,32 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from . import pipeline
 
     ws = pipeline.Workspace.open(cfg, a.work_dir, a.tracking_uri)
-    ckpt = resolve_checkpoint(a.checkpoint, ws.uri, ws.work / "downloaded")
+    path = Path(a.model)
+    if not path.exists() and a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")):
+        raise FileNotFoundError(f"model file {path} does not exist")
+    ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
+    name = load_meta(ckpt)["variant"]["name"] if (Path(ckpt) / "meta.json").is_file() else Path(ckpt).name
+    options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
+                                    prompts=read_prompt_file(a.prompts) if a.prompts else None)
     data = pipeline.prepare_data(cfg, ws)
     tagger = pipeline.prepare_tagger(cfg, data, ws)
-    trained = TrainedVariant(load_meta(ckpt)["variant"]["name"], str(ckpt), None)
-    parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{Path(ckpt).parent.name}",
+    if a.reference:
+        if not Path(a.reference).is_dir():
+            raise FileNotFoundError(f"reference folder {a.reference} does not exist")
+        data = replace(data, eval=str(Path(a.reference).resolve()))
+    trained = TrainedVariant(name, str(ckpt), None)
+    parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{name}",
                            tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
     try:
-        result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress)
+        result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress,
+                                   options=options)
         out = pipeline.report(cfg, [result], [trained], data, ws, parent, out=ws.work / f"eval-{parent.run_id[:8]}")
         parent.finish(True)
     except BaseException:
         parent.finish(False)
         raise
+    if a.json:
+        Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))
     print(out.table)
     print("\n".join(out.summary))
     print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id})")
@@ -222,15 +252,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a checkpoint (folder or MLflow run id) over a CFG × σ sweep",
-                        description="Sample the checkpoint at every (CFG, starting σ) of the config's eval section "
+    ev = sub.add_parser("eval", help="evaluate a model over a CFG × σ sweep (nai3 checkpoint, MLflow run, diffusers SDXL)",
+                        description="Sample the model at every (CFG, starting σ) of the config's eval section "
                                     "with shared prompts and noise, compute FD/KID, tag adherence and the pure-noise "
-                                    "probes, log a parent run with one child per point, and write a report.")
-    ev.add_argument("checkpoint", help="checkpoint folder (with meta.json) or an MLflow run id holding a "
-                                       "'checkpoint' artifact")
+                                    "probes, log a parent run with one child per point, and write a report. The "
+                                    "parameterisation comes from the model (checkpoint metadata, or a diffusers "
+                                    "scheduler's prediction_type and rescale_betas_zero_snr) unless overridden; the "
+                                    "σ table is always nai3's own (exact ∞ with ZTSNR).")
+    ev.add_argument("model", metavar="PATH", help="a nai3 checkpoint folder (with meta.json), a diffusers SDXL folder "
+                                                  "(model_index.json), or an MLflow run id with a 'checkpoint' artifact")
     ev.add_argument("--config", default="configs/smoke.yaml", help="config whose data and eval sections to use")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override, e.g. --set eval.cfg_scales='[1,2,3.5,5,7.5,10]' --set eval.sampler=dpmpp_2m")
+    ev.add_argument("--prediction", choices=("eps", "v"), default=None, help="override the model's parameterisation")
+    ev.add_argument("--ztsnr", dest="ztsnr", action="store_true", default=None,
+                    help="the model was trained with zero terminal SNR (σ_999 = ∞)")
+    ev.add_argument("--no-ztsnr", dest="ztsnr", action="store_false", help="the model was trained without ZTSNR")
+    ev.add_argument("--prompts", default=None, metavar="FILE",
+                    help="prompt file, one prompt per line (danbooru tags or text; include black/white background "
+                         "prompts for C2/C3)")
+    ev.add_argument("--reference", default=None, metavar="DIR",
+                    help="reference image folder for FD/KID and brightness (default: the config's eval split)")
+    ev.add_argument("--resolution", type=int, default=None, help="sample at N×N pixels (default: the model's own)")
+    ev.add_argument("--json", default=None, metavar="OUT", help="also write the evaluated points as JSON")
     ev.add_argument("--work-dir", default="runs", help="data, tagger, report (default ./runs)")
     ev.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     ev.add_argument("--no-progress", action="store_true")
@@ -265,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, DatasetError, FileNotFoundError, NotImplementedError, ValueError) as e:
         print(f"nai3: error: {e}", file=sys.stderr)
         return 2
 

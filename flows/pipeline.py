@@ -12,14 +12,14 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.report import Claim, summary_lines, write_report
 from nai3eval.results import VariantResult
 from nai3eval.sinks import GridSink, MLflowPointSink
-from nai3eval.sweep import load_checkpoint
+from nai3eval.sweep import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig, VariantConfig, to_dict
@@ -120,11 +120,24 @@ def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> I
     return _instruments(json.dumps(to_dict(cfg.eval)), data.eval, cfg.data.resolution, tagger.folder)
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to read a model a researcher holds: parameterisation overrides, the sampling size and
+    the prompts (``None``: what the model and the config say)."""
+
+    prediction: str | None = None
+    ztsnr: bool | None = None
+    resolution: int | None = None
+    prompts: tuple[tuple[str, ...], ...] | None = None
+
+
 def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-             parent: Tracker | None = None, force: bool = False, progress: bool = True) -> VariantResult:
-    """The CFG × σ sweep and the pure-noise probes for one trained variant — or, when its training
-    run already stores an evaluation with the same sweep, instrument and evaluation code, that one."""
-    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id)
+             parent: Tracker | None = None, force: bool = False, progress: bool = True,
+             options: ModelOptions = ModelOptions()) -> VariantResult:
+    """The CFG × σ sweep and the pure-noise probes for one trained variant (or any model
+    ``load_model`` reads) — or, when its training run already stores an evaluation with the same
+    sweep, instrument and evaluation code, that one."""
+    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options))
     if trained.run_id and not force:
         stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
         if stored is not None:
@@ -133,15 +146,22 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
             log.info("reused the evaluation of %s (training run %s)", trained.variant, trained.run_id)
             return stored
     inst = instruments(cfg, data, tagger)
-    ck = load_checkpoint(trained.checkpoint)
+    ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution)
+    log.info("evaluating %s as %s%s (from %s)", trained.variant, ck.variant.prediction,
+             " + ZTSNR" if ck.variant.ztsnr else "", ck.source)
     sinks = [GridSink(ws.work / "results" / "grids")]
     if parent is not None:
         v = ck.variant
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
                                      {"prediction": v.prediction, "ztsnr": v.ztsnr, "sigma_max": v.top_sigma,
                                       "seed": cfg.train.seed}))
+    if parent is not None:
+        parent.set_tags({f"nai3.parameterization.{trained.variant}": f"{ck.variant.prediction}, ztsnr="
+                         f"{ck.variant.ztsnr}, from {ck.source}; σ table: nai3 SDXL"
+                         f"{' ZTSNR (exact ∞, practical 20000)' if ck.variant.ztsnr else ' (σ_max 14.6146)'}"})
+    prompts = [list(p) for p in options.prompts] if options.prompts else None
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
-                              progress=progress)
+                              progress=progress, prompts=prompts)
     result.variant = trained.variant
     if trained.run_id:
         runs.store_evaluation(ws.uri, trained.run_id, key, result)
@@ -162,8 +182,6 @@ class ReportOutput:
 def report(cfg: AblationConfig, results: list[VariantResult], trained: list[TrainedVariant], data: PreparedData,
            ws: Workspace, parent: Tracker | None = None, out: Path | None = None) -> ReportOutput:
     """Results table, claims report (Markdown, HTML, plots), and results.json — on the parent run."""
-    from dataclasses import asdict
-
     from nai3train.data.card import claim_measurements
 
     out = out or ws.work / "results"

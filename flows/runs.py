@@ -48,9 +48,11 @@ def run_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
 
-def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None) -> str:
+def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, options: dict | None = None) -> str:
+    """Key of a stored evaluation: sweep settings, instrument, evaluation code, the training run,
+    and how the model was read (parameterisation overrides, size, prompts)."""
     return stable_hash({"eval": to_dict(ec), "tagger": instrument, "code": evaluation_code_version(),
-                        "run": training_run_id})[:12]
+                        "run": training_run_id, "options": options or {}})[:12]
 
 
 @contextlib.contextmanager

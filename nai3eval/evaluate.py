@@ -44,9 +44,11 @@ def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
-                     progress: bool = True) -> VariantResult:
-    """The CFG × σ sweep and the pure-noise probes for one checkpoint."""
-    ps = make_prompt_set(instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape, ec.seed)
+                     progress: bool = True, prompts: list[list[str]] | None = None) -> VariantResult:
+    """The CFG × σ sweep and the pure-noise probes for one checkpoint, on prompts drawn from the
+    reference set's tags — or from ``prompts`` (a user's prompt file) when given."""
+    ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
+                         ec.seed)
     points = sweep_points(ec, ck.variant.top_sigma)
     results = run_sweep(ck, points, ps, instruments.metrics, seed=ec.seed, on_point=on_point, progress=progress)
     probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,

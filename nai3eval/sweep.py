@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nai3train.checkpoint import load_meta
-from nai3train.config import EvalConfig, VariantConfig, from_dict
+from nai3train.config import EvalConfig, VariantConfig, from_dict, to_dict
 from nai3train.diffusion import PRACTICAL_INFINITY, Denoiser, sampling_sigmas
 from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 from nai3train.models import ModelBundle, load_bundle
@@ -45,18 +45,24 @@ class LoadedCheckpoint:
     bundle: ModelBundle
     denoiser: Denoiser
     variant: VariantConfig
+    size: tuple[int, int] | None = None  # (height, width) to sample at; None: the bundle's native size
+    source: str = ""  # where the parameterisation came from (checkpoint metadata, scheduler config, user)
 
     @property
     def name(self) -> str:
         return self.variant.name
 
     @property
+    def image_size(self) -> tuple[int, int]:
+        return self.size or self.bundle.native_size
+
+    @property
     def sample_shape(self) -> tuple[int, ...]:
-        return self.bundle.sample_shape(*self.bundle.native_size)
+        return self.bundle.sample_shape(*self.image_size)
 
     def conditioning(self, ps: PromptSet, rows: slice) -> tuple[dict, dict]:
         texts = ps.texts[rows]
-        sizes = [self.bundle.native_size]
+        sizes = [self.image_size]
         return self.bundle.encode(texts, sizes * len(texts)), self.bundle.uncond(len(texts), sizes * len(texts))
 
 
@@ -64,15 +70,48 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_checkpoint(folder: str | Path, ema: bool = True, device: torch.device | str | None = None
-                    ) -> LoadedCheckpoint:
+def load_checkpoint(folder: str | Path, ema: bool = True, device: torch.device | str | None = None,
+                    overrides: dict | None = None) -> LoadedCheckpoint:
     """The bundle saved in a nai3 checkpoint folder (EMA weights by default), on the GPU when there
     is one, with the denoiser rebuilt from the variant and σ scale recorded at training time."""
     meta = load_meta(folder)
     bundle = load_bundle(folder, "ema.safetensors" if ema else "model.safetensors")
     bundle.to(device or default_device())
     variant = from_dict(VariantConfig, meta["variant"], "variant")
-    return LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, meta["sample_dim"]), variant)
+    source = f"{folder}/meta.json"
+    if overrides:
+        variant = from_dict(VariantConfig, {**to_dict(variant), **overrides}, "variant")
+        source += " + user overrides"
+    return LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, meta["sample_dim"]), variant,
+                            source=source)
+
+
+def load_model(ref: str | Path, prediction: str | None = None, ztsnr: bool | None = None,
+               resolution: int | None = None, device: torch.device | str | None = None) -> LoadedCheckpoint:
+    """Any model nai3 can evaluate: a nai3 checkpoint folder, or a model a researcher holds (a
+    diffusers SDXL folder). ``prediction`` ('eps'/'v') and ``ztsnr`` override what the model says
+    about itself; the σ table is always nai3's own (SDXL betas, exact ∞ with ZTSNR), never a
+    scheduler's clamp or spacing."""
+    from nai3train.models import load_pretrained
+
+    path = Path(ref)
+    if (path / "meta.json").is_file():
+        given = {k: v for k, v in (("prediction", prediction), ("ztsnr", ztsnr)) if v is not None}
+        ck = load_checkpoint(path, device=device, overrides=given)
+    else:
+        bundle, found = load_pretrained(str(path))
+        bundle.to(device or default_device())
+        chosen = {"prediction": prediction or found["prediction"],
+                  "ztsnr": found["ztsnr"] if ztsnr is None else ztsnr}
+        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.name) or "model"
+        # a pretrained model's σ table is SDXL's own at any resolution: no dimension scale
+        variant = VariantConfig(name=name, dimension_scale=False, **chosen)
+        source = found["source"] + ("" if prediction is None and ztsnr is None else " + user overrides")
+        ck = LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, bundle.sample_dim()), variant,
+                              source=source)
+    if resolution:
+        ck.size = (resolution, resolution)
+    return ck
 
 
 @torch.no_grad()

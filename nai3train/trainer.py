@@ -68,7 +68,8 @@ def build_model(cfg: AblationConfig, vocab: Vocabulary, data: BucketedDataset, o
     if cfg.model.kind == "sdxl":
         from .models.sdxl import SDXLAdapter
 
-        adapter = SDXLAdapter(cfg.model.path, data, Path(out_dir).parent.parent / "cache", device=device)
+        adapter = SDXLAdapter(cfg.model.path, data, Path(out_dir).parent.parent / "cache", device=device,
+                              resolution=cfg.data.resolution)
         return adapter, adapter
     bundle = TinyBundle(vocab.tags, cfg.data.resolution, cfg.model.block_out_channels, cfg.model.cross_attention_dim,
                         cfg.model.max_tags)

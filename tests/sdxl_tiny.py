@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 
 
-def build_tiny_sdxl(root: Path, hidden: int = 16) -> Path:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+def build_tiny_sdxl(root: Path, hidden: int = 16, prediction_type: str = "epsilon", ztsnr: bool = False) -> Path:
+    """A complete diffusers SDXL folder (model_index.json, scheduler/ and every component) with the
+    shapes diffusers uses for its own SDXL pipeline tests, saved by StableDiffusionXLPipeline."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -40,4 +42,15 @@ def build_tiny_sdxl(root: Path, hidden: int = 16) -> Path:
     for name in ("tokenizer", "tokenizer_2"):
         CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"),
                       model_max_length=32).save_pretrained(root / name)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       prediction_type=prediction_type, rescale_betas_zero_snr=ztsnr,
+                                       timestep_spacing="leading", steps_offset=1)
+    kw = {"local_files_only": True}
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_pretrained(root / "vae", **kw), unet=UNet2DConditionModel.from_pretrained(root / "unet", **kw),
+        text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", **kw),
+        text_encoder_2=CLIPTextModelWithProjection.from_pretrained(root / "text_encoder_2", **kw),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer", **kw),
+        tokenizer_2=CLIPTokenizer.from_pretrained(root / "tokenizer_2", **kw), scheduler=scheduler)
+    pipe.save_pretrained(root)
     return root

@@ -55,3 +55,110 @@ def test_sdxl_path_trains_two_steps_and_caches(tiny_sdxl, tmp_path):
     train_variant(cfg, variant, data, Vocabulary.build(data.tags), tmp_path / "work" / "variants" / "w",
                   progress=False)
     assert len(list(cache.glob("*.safetensors"))) == n  # second run hits the cache
+
+
+@pytest.fixture(scope="module", params=["epsilon", "v_prediction"])
+def tiny_sdxl_pipe(request, tmp_path_factory):
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl-pipe") / "model", prediction_type=request.param)
+
+
+def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_pipe):
+    """The independent reference: diffusers' StableDiffusionXLPipeline with EulerDiscreteScheduler,
+    given the same explicit σ list, latents, prompt embeddings and guidance, lands on the same
+    latents as nai3's Euler through the SDXL bundle and nai3's denoiser."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from nai3eval.sweep import load_model
+    from nai3train.diffusion import sampling_sigmas
+    from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
+
+    ck = load_model(tiny_sdxl_pipe, device="cpu")
+    want_pred = "v" if "v_prediction" in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text() else "eps"
+    assert ck.variant.prediction == want_pred and not ck.variant.ztsnr  # read from the scheduler config
+    size = ck.bundle.native_size
+    prompts = ["red circle, black background", "blue square, white background"]
+    cond, uncond = ck.bundle.encode(prompts, [size] * 2), ck.bundle.uncond(2, [size] * 2)
+    sig = sampling_sigmas(ck.denoiser.schedule, 6, 14.6146, "native")
+    gen = torch.Generator().manual_seed(0)
+    eps = torch.randn((2, *ck.sample_shape), generator=gen)
+    ours = get_sampler("euler")(GuidedDenoiser(ck.denoiser, cond, uncond, 4.0), initial_state(eps, float(sig[0])), sig)
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_pipe, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler.set_timesteps(sigmas=[float(s) for s in sig])
+    init = float(pipe.scheduler.init_noise_sigma)
+    theirs = pipe(prompt_embeds=cond["prompt_embeds"], negative_prompt_embeds=uncond["prompt_embeds"],
+                  pooled_prompt_embeds=cond["pooled"], negative_pooled_prompt_embeds=uncond["pooled"],
+                  latents=eps * float(sig[0]) / init, sigmas=[float(s) for s in sig], guidance_scale=4.0,
+                  height=size[0], width=size[1], output_type="latent").images
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=1e-4, atol=1e-4 * float(theirs.abs().max()))
+    pixels = ck.bundle.to_pixels(ours)
+    assert pixels.shape == (2, 3, *size) and pixels.abs().max() <= 1
+
+
+def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_scheduler(tiny_sdxl_pipe, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# C2/C3 need black and white backgrounds\nred circle, black background\n"
+                       "blue square, white background\n1 object, green triangle, grey background\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = tmp_path / "points.json"
+    cmd = [sys.executable, "-m", "flows.cli", "eval", str(tiny_sdxl_pipe), "--work-dir", str(tmp_path / "w"),
+           "--tracking-uri", uri, "--no-progress", "--prompts", str(prompts), "--json", str(out),
+           "--set", "data.train_size=24", "--set", "data.eval_size=8", "--set", "eval.tagger_steps=5",
+           "--set", "eval.prompts=2", "--set", "eval.seeds_per_prompt=2", "--set", "eval.steps=3",
+           "--set", "eval.cfg_scales=[3]", "--set", "eval.first_sigmas=[14.6]"]
+    env = dict(os.environ, MLFLOW_TRACKING_URI="")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    want = "v" if "v_prediction" in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text() else "eps"
+    assert res["variant_config"]["prediction"] == want and res["variant_config"]["dimension_scale"] is False
+    assert [p_["point"]["cfg_scale"] for p_ in res["points"]] == [3.0]
+    assert res["prompts"][0] == ["red_circle", "black_background"]
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("nai3-smoke").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("nai3.kind") == "eval-only")
+    tag = parent.data.tags[f"nai3.parameterization.{tiny_sdxl_pipe.name}"]
+    assert tag.startswith(want) and "scheduler_config.json" in tag
+    # the user's word wins over the scheduler config
+    p = subprocess.run(cmd + ["--prediction", "eps" if want == "v" else "v", "--ztsnr"], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["variant_config"]["prediction"] != want and res["variant_config"]["ztsnr"] is True
+    pickled = tmp_path / "model.ckpt"
+    pickled.write_bytes(b"not really")
+    p = subprocess.run(cmd[:4] + [str(pickled)] + cmd[5:], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 2 and "pickled checkpoints are refused" in p.stderr
+
+
+def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl, tmp_path, tiny_config):
+    from nai3eval.evaluate import build_instruments, evaluate_variant
+    from nai3eval.sweep import load_checkpoint
+
+    synthesize(tmp_path / "bench", 24, 4, 16, seed=0)
+    data = BucketedDataset.from_scan(scan_folder(tmp_path / "bench" / "train"), default_buckets(16))
+    cfg = load_config(ROOT / "configs/smoke.yaml", ["model.kind=sdxl", f"model.path={tiny_sdxl}", "train.steps=2",
+                                                     "train.batch_size=2", "data.resolution=16", "eval.prompts=2",
+                                                     "eval.seeds_per_prompt=2", "eval.steps=2", "eval.cfg_scales=[2]",
+                                                     "eval.first_sigmas=[14.6, inf]"])
+    variant = cfg.variants[1]  # v + ZTSNR
+    r = train_variant(cfg, variant, data, Vocabulary.build(data.tags), tmp_path / "work" / "variants" / "v",
+                      progress=False)
+    ck = load_checkpoint(r.checkpoint, device="cpu")
+    assert ck.bundle.kind == "sdxl" and ck.variant.ztsnr and ck.sample_shape == (4, 8, 8)
+    from nai3train.data import load_folder
+
+    ev = load_folder(tmp_path / "bench" / "eval", 16)
+    inst = build_instruments(cfg.eval, ev.images, ev.tags, None, [])
+    res = evaluate_variant(ck, cfg.eval, inst, progress=False)
+    assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
+    assert all(p.brightness_black is not None for p in res.points)
+    assert res.probes.x0_inf.nonfinite_frac == 0.0  # v's exact limit through the SDXL UNet and VAE

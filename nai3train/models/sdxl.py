@@ -1,4 +1,4 @@
-"""SDXL from a local ``from_pretrained`` folder, and its training adapter.
+"""SDXL from a local ``from_pretrained`` folder: its model bundle (evaluation) and training adapter.
 
 Nothing is downloaded: ``load_sdxl`` reads ``unet/``, ``vae/``, ``text_encoder/``,
 ``text_encoder_2/``, ``tokenizer/`` and ``tokenizer_2/`` under one folder (the diffusers layout of
@@ -18,10 +18,13 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
@@ -146,8 +149,9 @@ class SDXLAdapter:
 
     kind = "sdxl"
 
-    def __init__(self, path: str | Path, data, cache_dir: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, data, cache_dir: str | Path, device: str = "cpu", resolution: int = 1024):
         self.normalization = None
+        self.resolution = resolution
         self.c = load_sdxl(path, device)
         unet = self.c.unet
         unet.enable_gradient_checkpointing()
@@ -196,11 +200,108 @@ class SDXLAdapter:
                 "pooled": torch.stack([self.pooled[r] for r in rows]), "time_ids": time_ids}
 
     def save_config(self, folder: str | Path) -> Path:
-        """config.json of the trained UNet's checkpoint (kind ``sdxl``: the frozen parts stay in ``path``)."""
+        """The checkpoint's config.json: an ``SDXLBundle`` (frozen parts from ``path``, the trained UNet
+        from the checkpoint's weights, the variant's normalisation of raw latents)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        norm = self.normalization.to_dict() if self.normalization else None
-        (folder / "config.json").write_text(json.dumps({"kind": "sdxl", "path": self.c.path, "normalization": norm,
-                                                        "vae_factor": self.c.vae_factor, "channels": self.channels},
+        channels = self.channels
+        norm = self.normalization.to_dict() if self.normalization else {"mean": [0.0] * channels,
+                                                                       "std": [1.0] * channels}
+        (folder / "config.json").write_text(json.dumps({"kind": "sdxl", "path": self.c.path,
+                                                        "resolution": self.resolution, "normalization": norm},
                                                        indent=2))
         return folder
+
+
+def scheduler_parameterization(path: str | Path) -> dict:
+    """What a diffusers folder says about its parameterisation: ``prediction`` ('eps'/'v') from the
+    scheduler's ``prediction_type`` and ``ztsnr`` from ``rescale_betas_zero_snr`` (absent: ε, no ZTSNR)."""
+    f = Path(path) / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    kind = cfg.get("prediction_type", "epsilon")
+    if kind not in ("epsilon", "v_prediction"):
+        raise ValueError(f"{f}: prediction_type {kind!r} is not supported (epsilon or v_prediction)")
+    return {"prediction": "v" if kind == "v_prediction" else "eps", "ztsnr": bool(cfg.get("rescale_betas_zero_snr")),
+            "source": str(f) if f.is_file() else "default (no scheduler config)"}
+
+
+@register
+class SDXLBundle(ModelBundle):
+    """SDXL as a model bundle: the UNet as F, both CLIP encoders for prompts (penultimate states
+    concatenated, pooled embedding of the second), SDXL micro-conditioning for the target size,
+    the empty prompt's embeddings as the unconditional input, and the VAE for ``decode``.
+
+    Model space: a diffusers SDXL UNet works on latents × ``scaling_factor``, which this bundle
+    expresses as a fixed normalisation (mean 0, std 1/scaling_factor), so ``to_pixels`` is the one
+    map back for pretrained models and for nai3 checkpoints trained on normalised raw latents.
+    ``path`` is the diffusers folder that holds the frozen parts (and the UNet unless a nai3
+    checkpoint supplies trained weights). The VAE always decodes in float32 (SDXL's VAE overflows
+    in fp16); the UNet runs under bf16 autocast on GPU, noise and input in fp32.
+    """
+
+    kind = "sdxl"
+
+    def __init__(self, path: str, resolution: int | None = None, normalization: dict | None = None):
+        self.components = load_sdxl(path)
+        vae = self.components.vae
+        if normalization is None:
+            sf = float(vae.config.scaling_factor)
+            channels = int(vae.config.latent_channels)
+            normalization = {"mean": [0.0] * channels, "std": [1.0 / sf] * channels}
+        super().__init__(normalization)
+        self.path = str(path)
+        self.network = SDXLNetwork(self.components.unet)
+        f = self.components.vae_factor
+        self.resolution = int(resolution or self.components.unet.config.sample_size * f)
+
+    @property
+    def config(self) -> dict:
+        return {"path": self.path, "resolution": self.resolution,
+                "normalization": self.normalization.to_dict() if self.normalization else None}
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return self.resolution, self.resolution
+
+    def sample_shape(self, height: int, width: int) -> tuple[int, ...]:
+        f = self.components.vae_factor
+        if height % f or width % f:
+            raise ValueError(f"SDXL sizes must be multiples of the VAE factor {f}, got {height}×{width}")
+        return int(self.components.vae.config.latent_channels), height // f, width // f
+
+    def encode(self, prompts: Sequence[Prompt], sizes: Sizes) -> dict[str, torch.Tensor]:
+        texts = [p if isinstance(p, str) else ", ".join(p) for p in prompts]
+        texts = [t.replace("_", " ") for t in texts]
+        embeds, pooled = encode_prompts(self.components, texts)
+        dev = self.device
+        return {"prompt_embeds": embeds.to(dev), "pooled": pooled.to(dev),
+                "time_ids": time_ids(sizes, len(texts)).to(dev)}
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        vae = self.components.vae
+        out = [vae.decode(x[i:i + 8].to(vae.device, torch.float32)).sample for i in range(0, len(x), 8)]
+        return torch.cat(out).float().clamp(-1, 1)
+
+    def to(self, device=None, dtype=None) -> "SDXLBundle":
+        c = self.components
+        for m in (c.unet, c.vae, c.text_encoder, c.text_encoder_2):
+            m.to(device=device)
+        return self
+
+    def eval(self) -> "SDXLBundle":
+        self.components.unet.eval()
+        return self
+
+    @classmethod
+    def from_diffusers(cls, path: str | Path) -> "SDXLBundle":
+        """A pretrained diffusers SDXL folder as it is (its own UNet, latents × scaling_factor)."""
+        return cls(str(path)).eval()
+
+
+def load_sdxl_folder(path: str | Path) -> tuple[SDXLBundle, dict]:
+    """(bundle, parameterisation read from the folder) for a diffusers SDXL folder, offline."""
+    root = Path(path)
+    if not (root / "model_index.json").is_file():
+        raise FileNotFoundError(f"{root} is not a diffusers pipeline folder: {root / 'model_index.json'} is missing")
+    return SDXLBundle.from_diffusers(root), scheduler_parameterization(root)
