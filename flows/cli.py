@@ -110,26 +110,13 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
-def read_prompt_file(path: str | Path) -> tuple[tuple[str, ...], ...]:
-    """One prompt per line (danbooru tags or text, comma-separated); blank lines and # comments skipped."""
-    from nai3train.data.folder import parse_tags
-
-    f = Path(path)
-    if not f.is_file():
-        raise FileNotFoundError(f"prompt file {f} does not exist")
-    lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines()]
-    prompts = tuple(tuple(parse_tags(ln)) for ln in lines if ln and not ln.startswith("#"))
-    if not prompts:
-        raise ValueError(f"prompt file {f} holds no prompts")
-    return prompts
-
-
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)
     from dataclasses import replace
 
+    from nai3eval.prompts import read_prompt_file
     from nai3train.checkpoint import load_meta
     from nai3train.run import TrainedVariant
     from nai3train.tracking import Tracker, resolve_checkpoint
@@ -143,7 +130,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
     name = load_meta(ckpt)["variant"]["name"] if (Path(ckpt) / "meta.json").is_file() else Path(ckpt).name
     options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
-                                    prompts=read_prompt_file(a.prompts) if a.prompts else None)
+                                    prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None)
     data = pipeline.prepare_data(cfg, ws)
     tagger = pipeline.prepare_tagger(cfg, data, ws)
     if a.reference:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.report import Claim, summary_lines, write_report
+from nai3eval.prompts import read_prompt_file
 from nai3eval.results import VariantResult
 from nai3eval.sinks import GridSink, MLflowPointSink
 from nai3eval.sweep import load_model
@@ -159,7 +160,8 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
         parent.set_tags({f"nai3.parameterization.{trained.variant}": f"{ck.variant.prediction}, ztsnr="
                          f"{ck.variant.ztsnr}, from {ck.source}; σ table: nai3 SDXL"
                          f"{' ZTSNR (exact ∞, practical 20000)' if ck.variant.ztsnr else ' (σ_max 14.6146)'}"})
-    prompts = [list(p) for p in options.prompts] if options.prompts else None
+    prompts = [list(p) for p in options.prompts] if options.prompts else (
+        read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
                               progress=progress, prompts=prompts)
     result.variant = trained.variant

@@ -6,6 +6,7 @@ difference between two points is paired, not luck of the draw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,3 +51,18 @@ def make_prompt_set(eval_tags: list[list[str]], n_prompts: int, seeds_per_prompt
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((len(index), *shape), generator=gen)
     return PromptSet(prompts=prompts, prompt_index=index, noise=noise)
+
+
+def read_prompt_file(path: str | Path) -> list[list[str]]:
+    """One prompt per line (danbooru tags or text, comma-separated) as tag lists; blank lines and
+    ``#`` comments are skipped."""
+    from nai3train.data.folder import parse_tags
+
+    f = Path(path)
+    if not f.is_file():
+        raise FileNotFoundError(f"prompt file {f} does not exist")
+    lines = [ln.strip() for ln in f.read_text(errors="replace").splitlines()]
+    prompts = [parse_tags(ln) for ln in lines if ln and not ln.startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt file {f} holds no prompts")
+    return prompts

@@ -97,6 +97,7 @@ def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_
     assert pixels.shape == (2, 3, *size) and pixels.abs().max() <= 1
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_scheduler(tiny_sdxl_pipe, tmp_path):
     import json
     import os

@@ -198,6 +198,8 @@ class EvalConfig(_Frozen):
     clip_path: Str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
     wd14_model: Str = ""  # local WD14-style tagger model.onnx → anime tag adherence via onnxruntime
     wd14_tags: Str = ""  # its selected_tags.csv
+    prompt_file: Annotated[Str, rule(lambda v: not v or Path(v).is_file(), "names a file that does not exist")
+                           ] = ""  # one prompt per line (danbooru tags or text); empty: prompts from the eval split
 
     @model_validator(mode="after")
     def _steps_fit_sampler(self) -> EvalConfig:
