@@ -18,6 +18,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from nai3train.data import Vocabulary
+
 from .prompts import PromptSet
 from .results import PointResult
 from .tagger import Tagger
@@ -114,6 +116,7 @@ class TaggerMetrics:
                  tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50):
         self.tagger = tagger.eval()
         self.vocab = vocab
+        self.vocabulary = Vocabulary(tuple(vocab))
         self.threshold = threshold
         self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
         self.distances = FeatureDistances(self.features(real_images), kid_subsets)
@@ -123,22 +126,13 @@ class TaggerMetrics:
         x = to_unit(images) * 2 - 1
         return torch.cat([self.tagger.features(x[i:i + batch]) for i in range(0, len(x), batch)])
 
-    def multi_hot(self, tag_lists: list[list[str]]) -> torch.Tensor:
-        index = {t: i for i, t in enumerate(self.vocab)}
-        out = torch.zeros(len(tag_lists), len(self.vocab))
-        for n, ts in enumerate(tag_lists):
-            for t in ts:
-                if t in index:
-                    out[n, index[t]] = 1.0
-        return out
-
     @torch.no_grad()
     def __call__(self, samples: Samples, result: PointResult) -> None:
         feats = self.features(samples.images)
         result.fd_tagger = self.distances.frechet(feats)
         result.kid_tagger, result.kid_tagger_std = self.distances.kernel(feats)
         pred = (torch.sigmoid(self.tagger.head(feats)) > self.threshold).float()
-        adherence(pred, self.multi_hot(samples.prompt_set.per_image), result, self.groups)
+        adherence(pred, self.vocabulary.multi_hot(samples.prompt_set.per_image), result, self.groups)
 
 
 def adherence(pred: torch.Tensor, prompted: torch.Tensor, result: PointResult,

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from nai3train.config import to_dict
+
 
 @dataclass(frozen=True)
 class EvalPoint:
@@ -160,7 +162,7 @@ class VariantResult:
         return float(s)
 
     def to_dict(self) -> dict:
-        return _to_jsonable(dataclasses.asdict(self))
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "VariantResult":
@@ -173,16 +175,6 @@ class VariantResult:
             probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
                             PracticalInfinity(**pi) if pi else None)
         return cls(**{**d, "points": points, "probes": probes})
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
-    return obj
 
 
 def _floats(d: dict) -> dict:
