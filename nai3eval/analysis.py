@@ -1,0 +1,218 @@
+"""How a claim is decided (statistics.md): two-stage analysis over training-seed replicates and
+decision rules fixed in advance.
+
+Stage 1, within one training run (seed k): the paired contrast D_k between two arms, computed from
+per-image values that are clustered by prompt, with a delete-one-prompt jackknife standard error
+(an image-level bootstrap of a prompt-clustered mean covers only 65–85 %).
+Stage 2, the recipe: D̄ ± t_{K−1}·sd(D_k)/√K over K seeds. The unit of replication is the training
+run; with K < 3 the result is labelled checkpoint-level and carries no recipe-level verdict word.
+s_w² = mean SE_k² is the within-run variance, τ̂² = max(0, var(D_k) − s_w²) the between-seed one.
+
+Decision rules return a verdict and the p-value that Holm's step-down uses across the primary
+claims: superiority (one-sided), equivalence (TOST inside ±margin), non-inferiority (upper bound of
+the harm below a margin), and checks (a property of code or data: passed/failed, no interval).
+No interval of zero width (n < 2, or all values equal) ever yields a verdict.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+from scipy import stats
+
+SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE = "supported", "contradicted", "equivalent", "inconclusive"
+CHECK_PASSED, CHECK_FAILED, NOT_MEASURED = "check passed", "check failed", "not measured"
+RECIPE, CHECKPOINT = "recipe", "checkpoint"
+MIN_SEEDS_FOR_RECIPE = 3
+
+
+@dataclass(frozen=True)
+class SeedContrast:
+    """D_k for one training seed, with its prompt-clustered (jackknife) standard error."""
+
+    seed: int
+    value: float
+    se: float
+    n_prompts: int
+
+
+@dataclass(frozen=True)
+class Effect:
+    """An effect with the interval the decision uses (two-sided at ``confidence``) and its t
+    reference distribution: ``df`` degrees of freedom around ``value`` with scale ``se``."""
+
+    value: float
+    se: float
+    df: float
+    level: Literal["recipe", "checkpoint"]
+    per_seed: tuple[SeedContrast, ...] = ()
+    s_w: float = math.nan  # √(mean within-run SE²)
+    tau: float = math.nan  # √τ̂², the between-seed spread beyond within-run noise
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.per_seed)
+
+    @property
+    def zero_width(self) -> bool:
+        return not (self.se > 0 and math.isfinite(self.se) and self.df >= 1)
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        if self.zero_width:
+            return self.value, self.value
+        h = stats.t.ppf(0.5 + confidence / 2, self.df) * self.se
+        return self.value - h, self.value + h
+
+    def p_greater(self, threshold: float = 0.0) -> float:
+        """One-sided p-value of H0: effect ≤ threshold."""
+        return float(stats.t.sf((self.value - threshold) / self.se, self.df)) if not self.zero_width else math.nan
+
+    def p_less(self, threshold: float = 0.0) -> float:
+        """One-sided p-value of H0: effect ≥ threshold."""
+        return float(stats.t.cdf((self.value - threshold) / self.se, self.df)) if not self.zero_width else math.nan
+
+
+def jackknife(prompt_ids: Sequence[int], statistic: Callable[[np.ndarray], float]) -> tuple[float, float, int]:
+    """(estimate, delete-one-prompt jackknife SE, number of prompts) of ``statistic(kept_prompts)``.
+
+    ``statistic`` receives the array of prompt ids to use, so any per-image contrast, slope or
+    ratio can be clustered by prompt."""
+    labels = np.unique(np.asarray(prompt_ids))
+    g = len(labels)
+    value = float(statistic(labels))
+    if g < 2:
+        return value, math.nan, g
+    leave_out = np.array([statistic(np.delete(labels, i)) for i in range(g)], dtype=float)
+    if not np.all(np.isfinite(leave_out)):
+        return value, math.nan, g
+    se = math.sqrt((g - 1) / g * float(((leave_out - leave_out.mean()) ** 2).sum()))
+    return value, se, g
+
+
+def paired_mean_contrast(a: Sequence[float], b: Sequence[float], prompt_ids: Sequence[int]
+                         ) -> tuple[float, float, int]:
+    """D = mean over prompts of the prompt's mean of (a_i − b_i), with its jackknife SE. Images with
+    a non-finite value on either side are left out (their prompt keeps the others)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    pid = np.asarray(prompt_ids)
+    ok = np.isfinite(d)
+    d, pid = d[ok], pid[ok]
+    means = {p: float(d[pid == p].mean()) for p in np.unique(pid)}
+    return jackknife(list(means), lambda kept: float(np.mean([means[p] for p in kept])))
+
+
+def two_stage(contrasts: Sequence[SeedContrast]) -> Effect:
+    """The recipe-level effect over training seeds: D̄ ± t_{K−1}·sd(D_k)/√K.
+
+    K = 1: the within-run (checkpoint-level) interval, t with G − 1 degrees of freedom.
+    K = 2: the seed interval with 1 degree of freedom, labelled checkpoint-level.
+    """
+    cs = tuple(contrasts)
+    k = len(cs)
+    if k == 0:
+        return Effect(math.nan, math.nan, 0, CHECKPOINT)
+    values = np.array([c.value for c in cs], dtype=float)
+    ses = np.array([c.se for c in cs], dtype=float)
+    s_w2 = float(np.nanmean(ses**2)) if np.any(np.isfinite(ses)) else math.nan
+    if k == 1:
+        c = cs[0]
+        return Effect(c.value, c.se, c.n_prompts - 1, CHECKPOINT, cs, math.sqrt(s_w2) if s_w2 == s_w2 else math.nan)
+    var = float(values.var(ddof=1))
+    tau2 = max(0.0, var - s_w2) if s_w2 == s_w2 else math.nan
+    return Effect(float(values.mean()), math.sqrt(var / k), k - 1, RECIPE if k >= MIN_SEEDS_FOR_RECIPE else CHECKPOINT,
+                  cs, math.sqrt(s_w2) if s_w2 == s_w2 else math.nan, math.sqrt(tau2) if tau2 == tau2 else math.nan)
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    p_value: float  # what Holm adjusts; NaN for checks and unmeasured claims
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Superiority:
+    """The effect exceeds 0 in the expected direction: the one-sided lower bound > 0 (upper < 0 for
+    'contradicted': the one-sided bound on the other side excludes 0)."""
+
+    direction: Literal["greater", "less"] = "greater"
+    alpha: float = 0.025  # one-sided: the lower bound of the two-sided 95 % interval
+    name: str = field(default="superiority", init=False)
+
+    def decide(self, e: Effect, alpha: float | None = None) -> Decision:
+        a = self.alpha if alpha is None else alpha
+        if e.zero_width:
+            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+        p_for = e.p_greater() if self.direction == "greater" else e.p_less()
+        p_against = e.p_less() if self.direction == "greater" else e.p_greater()
+        if p_for < a:
+            return Decision(SUPPORTED, p_for)
+        if p_against < a:
+            return Decision(CONTRADICTED, p_for)
+        return Decision(INCONCLUSIVE, p_for)
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """"≈ 0" / "alike": two one-sided tests — the (1 − 2α) interval lies inside ±margin. An interval
+    wholly outside the margin contradicts it."""
+
+    margin: float
+    alpha: float = 0.05
+    name: str = field(default="equivalence", init=False)
+
+    def decide(self, e: Effect, alpha: float | None = None) -> Decision:
+        a = self.alpha if alpha is None else alpha
+        if e.zero_width:
+            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+        p = max(e.p_greater(-self.margin), e.p_less(self.margin))
+        if p < a:
+            return Decision(EQUIVALENT, p)
+        lo, hi = e.interval(1 - 2 * a)
+        if lo > self.margin or hi < -self.margin:
+            return Decision(CONTRADICTED, p)
+        return Decision(INCONCLUSIVE, p)
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    """"Not worse": the one-sided upper bound of the harm (effect, larger = worse) is below the margin;
+    a lower bound above the margin contradicts it."""
+
+    margin: float
+    alpha: float = 0.025  # one-sided: the upper bound of the two-sided 95 % interval
+    name: str = field(default="non-inferiority", init=False)
+
+    def decide(self, e: Effect, alpha: float | None = None) -> Decision:
+        a = self.alpha if alpha is None else alpha
+        if e.zero_width:
+            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+        p = e.p_less(self.margin)
+        if p < a:
+            return Decision(SUPPORTED, p)
+        if e.p_greater(self.margin) < a:
+            return Decision(CONTRADICTED, p)
+        return Decision(INCONCLUSIVE, p)
+
+
+def check(passed: bool, detail: str = "") -> Decision:
+    """A property of the code or the data: reported as such, never as evidence with an interval."""
+    return Decision(CHECK_PASSED if passed else CHECK_FAILED, math.nan, detail)
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """Holm's step-down thresholds: the level at which each hypothesis is tested (NaN p-values,
+    e.g. checks, take no part). Reject in order of p while p_(i) < α/(m − i)."""
+    idx = [i for i, p in enumerate(p_values) if p == p]
+    order = sorted(idx, key=lambda i: p_values[i])
+    m = len(order)
+    levels = [math.nan] * len(p_values)
+    still = True
+    for rank, i in enumerate(order):
+        level = alpha / (m - rank)
+        levels[i] = level if still else 0.0
+        if not p_values[i] < level:
+            still = False  # every later hypothesis is retained
+    return levels
