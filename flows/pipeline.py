@@ -107,18 +107,19 @@ def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _instruments(eval_json: str, eval_dir: str, resolution: int, tagger_dir: str) -> Instruments:
+def _instruments(eval_json: str, eval_dir: str, resolution: int, tagger_dir: str, benchmark: bool) -> Instruments:
     from nai3train.config import EvalConfig
 
     ec = EvalConfig.model_validate(json.loads(eval_json))
     ev = load_folder(eval_dir, resolution)
     tagger, vocab, _ = load_tagger(tagger_dir)
-    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir))
+    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark)
 
 
 def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> Instruments:
     """The reference set and metric objects, built once per process for a given sweep and tagger."""
-    return _instruments(json.dumps(to_dict(cfg.eval)), data.eval, cfg.data.resolution, tagger.folder)
+    benchmark = cfg.data.kind == "benchmark" and data.card is not None and Path(data.eval).parent == Path(data.card).parent
+    return _instruments(json.dumps(to_dict(cfg.eval)), data.eval, cfg.data.resolution, tagger.folder, benchmark)
 
 
 @dataclass(frozen=True)

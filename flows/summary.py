@@ -6,7 +6,7 @@ import math
 from nai3eval.results import PointResult
 
 COLUMNS = (("variant", "{}"), ("cfg_scale", "{:g}"), ("first_sigma", "{:g}"), ("fd_tagger", "{:.1f}"),
-           ("kid_tagger", "{:.4g}"), ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"),
+           ("kid_tagger", "{:.4g}"), ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"), ("scorer_object_acc", "{:.3f}"),
            ("mean_leak_slope", "{:.3f}"), ("brightness_black", "{:.3f}"), ("brightness_white", "{:.3f}"),
            ("nonfinite_samples", "{}"))
 

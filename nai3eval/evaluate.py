@@ -12,7 +12,7 @@ import torch
 
 from nai3train.config import EvalConfig, to_dict
 
-from .metrics import Brightness, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
+from .metrics import Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
 from .probes import run_probes
 from .prompts import make_prompt_set
 from .results import VariantResult
@@ -32,8 +32,10 @@ class Instruments:
 
 
 def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]], tagger: Tagger | None,
-                      tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None) -> Instruments:
-    metrics: list[PointMetric] = []
+                      tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
+                      exact_scorer: bool = False) -> Instruments:
+    """``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels."""
+    metrics: list[PointMetric] = [ExactScorer()] if exact_scorer else []
     if tagger is not None:
         metrics.append(TaggerMetrics(tagger, tagger_vocab, real_images, tag_frequency))
     metrics += [MeanLeak(), Brightness(real_images, real_tags)]

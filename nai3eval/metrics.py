@@ -214,6 +214,31 @@ class Brightness:
         result.per_image.brightness_err = per_image.tolist()
 
 
+class ExactScorer:
+    """Prompt adherence on the embedded benchmark read off the pixels (``scorer.read_tags``): the
+    fraction of images showing the prompted background, object count, and colour + shape. An
+    instrument that depends on nothing trained."""
+
+    def __call__(self, samples: Samples, result: PointResult) -> None:
+        from nai3train.data.synth import COUNTS
+
+        from .scorer import read_tags
+
+        read = read_tags(samples.images)
+        result.per_image.read = read
+        hits = {"background": [], "count": [], "object": []}
+        for got, want in zip(read, samples.prompt_set.per_image):
+            want_bg = [t for t in want if t.endswith("_background")]
+            want_n = [t for t in want if t in COUNTS]
+            want_obj = [t for t in want if t not in want_bg and t not in want_n]
+            for key, wanted, tag in (("background", want_bg, got[0]), ("count", want_n, got[1]),
+                                     ("object", want_obj, got[2])):
+                if wanted:
+                    hits[key].append(tag in wanted)
+        for key, h in hits.items():
+            setattr(result, f"scorer_{key}_acc", float(np.mean(h)) if h else None)
+
+
 class RealDataMetrics:
     """Inception FID (clean-fid), CLIPScore (torchmetrics) and WD14 adherence from local weights.
 

@@ -47,6 +47,7 @@ class PerImage:
     recall_rare: list[float] = field(default_factory=list)
     leakage_common: list[float] = field(default_factory=list)
     found: list[list[int]] = field(default_factory=list)  # tag indices the instrument detected
+    read: list[list[str]] = field(default_factory=list)  # the exact scorer's reading (benchmark only)
     finite: list[bool] = field(default_factory=list)
 
 
@@ -75,6 +76,9 @@ class PointResult:
     clip_score: float | None = None
     wd14_precision: float | None = None
     wd14_recall: float | None = None
+    scorer_background_acc: float | None = None  # exact scorer: fraction of images showing the prompted background
+    scorer_count_acc: float | None = None  # … the prompted object count
+    scorer_object_acc: float | None = None  # … the prompted colour and shape
     per_image: PerImage = field(default_factory=PerImage)
 
     # convenient reads of the settings
