@@ -125,10 +125,16 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     ws = pipeline.Workspace.open(cfg, a.work_dir, a.tracking_uri)
     path = Path(a.model)
-    if not path.exists() and a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")):
-        raise FileNotFoundError(f"model file {path} does not exist")
+    if not path.exists() and (a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")) or "/" in a.model):
+        raise FileNotFoundError(f"model {path} does not exist")
     ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
-    name = load_meta(ckpt)["variant"]["name"] if (Path(ckpt) / "meta.json").is_file() else Path(ckpt).name
+    if (Path(ckpt) / "meta.json").is_file():
+        name = load_meta(ckpt)["variant"]["name"]
+    else:
+        from nai3train.models import pretrained_format
+
+        pretrained_format(str(ckpt))  # refuse a pickle or an unknown format before any work
+        name = Path(ckpt).name
     options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
                                     prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None)
     data = pipeline.prepare_data(cfg, ws)

@@ -23,6 +23,10 @@ from safetensors.torch import load_file, save_file
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names the folder."""
+
+
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
@@ -38,14 +42,19 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, t
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
-    save_file(_tensors(ema), str(tmp / "ema.safetensors"))
-    if train_state is not None:
-        save_file(_tensors(train_state), str(tmp / "state.safetensors"))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    if write_extra is not None:
-        write_extra(tmp)
+    try:
+        tmp.mkdir()
+        save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
+        save_file(_tensors(ema), str(tmp / "ema.safetensors"))
+        if train_state is not None:
+            save_file(_tensors(train_state), str(tmp / "state.safetensors"))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if write_extra is not None:
+            write_extra(tmp)
+    except OSError as e:  # disk full, quota, permissions: the previous checkpoint stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(f"could not write checkpoint {folder}: {e} (the previous checkpoint is "
+                                   "untouched)") from e
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
         os.replace(folder, old)

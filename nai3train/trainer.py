@@ -161,13 +161,13 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
         tracker.log_params({"variant.hash": variant.config_hash(), "schedule.scale": schedule.scale,
                             "schedule.sigma_max_sdxl": variant.top_sigma, "train.world_size": world,
                             "train.device": str(device), "model.params": sum(p.numel() for p in params)})
-    start = 0
-    last = state.latest(out_dir) if resume else None
-    if last is not None:
-        start = state.load(last)
-        log.info("resuming %s from %s (step %d)", variant.name, last, start)
+    start = state.load_latest(out_dir) if resume else 0
+    if start:
+        log.info("resuming %s from step %d", variant.name, start)
         if tracker:
             tracker.set_tags({"nai3.resumed_from_step": start})
+    if resume and state.fallbacks and tracker:
+        tracker.set_tags({"nai3.resume_fallback": "; ".join(state.fallbacks)[:5000]})
 
     def diverged(what: str, step: int) -> TrainingDiverged:
         return TrainingDiverged(f"variant {variant.name}: non-finite {what} at step {step}",

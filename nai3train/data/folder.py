@@ -14,6 +14,7 @@ its reason; nothing crashes on a bad file, and a folder with no usable image is 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ import torch
 from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+MAX_PIXELS = 64 * 2**20  # 64 MP: far above any training image; larger is refused as a decompression bomb
+MAX_TAGS = 512  # more tags than this on one image is refused (a broken or hostile tag file)
 SIDE_FILES = {".txt", ".json", ".jsonl", ".md"}
 ALPHA_BACKGROUND = (255, 255, 255)
 
@@ -65,9 +68,22 @@ class FolderDataset:
         return len(self.paths)
 
 
-def decode_rgb(path: Path) -> np.ndarray:
-    """Decode any supported image to (H, W, 3) uint8 RGB (see the module docstring)."""
+class RefusedImage(ValueError):
+    """An image the loader will not decode, with the reason."""
+
+
+def decode_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode any supported image to (H, W, 3) uint8 RGB (see the module docstring).
+
+    Refused before decoding: more than ``max_pixels`` pixels (decompression bombs — PIL's own limit
+    only warns below twice its threshold) and animated or multi-frame files (which frame would be
+    the training image is ambiguous)."""
     with Image.open(path) as im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise RefusedImage(f"{w}×{h} = {w * h} pixels exceeds the {max_pixels}-pixel limit (decompression bomb?)")
+        if getattr(im, "n_frames", 1) > 1:
+            raise RefusedImage(f"animated or multi-frame image ({im.n_frames} frames)")
         im.load()
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -91,11 +107,35 @@ def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skippe
                     continue
                 try:
                     row = json.loads(line)
-                    table[str(row["file"])] = parse_tags(row.get("tags", []))
-                except (ValueError, KeyError, TypeError) as e:
+                    name = str(row["file"])
+                    tags = parse_tags(row.get("tags", []))
+                except (ValueError, KeyError, TypeError, AttributeError) as e:
                     skipped.append({"path": f"{meta}:{n}", "reason": f"bad metadata line: {type(e).__name__}: {e}"})
+                    continue
+                if Path(name).name != name:
+                    skipped.append({"path": f"{meta}:{n}", "reason": f"metadata entry {name!r} is not a file name "
+                                                                    "in this folder (paths are refused)"})
+                elif name in table:
+                    skipped.append({"path": f"{meta}:{n}", "reason": f"duplicate metadata entry for {name!r} "
+                                                                    "(the first one is used)"})
+                else:
+                    table[name] = tags
         cache[folder] = table
     return cache[folder]
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every file under ``root``, following directory symlinks at most once (a symlink loop ends
+    there) — sorted, so a scan is deterministic."""
+    out, seen = [], set()
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            _dirs.clear()
+            continue
+        seen.add(real)
+        out += [Path(dirpath) / f for f in files]
+    return sorted(p for p in out if p.is_file())
 
 
 def scan_folder(root: str | Path) -> FolderScan:
@@ -105,7 +145,11 @@ def scan_folder(root: str | Path) -> FolderScan:
         raise DatasetError(f"dataset folder {root} does not exist")
     records, skipped = [], []
     meta_cache: dict[Path, dict[str, list[str]]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    real_root = root.resolve()
+    for path in _walk(root):
+        if not path.resolve().is_relative_to(real_root):
+            skipped.append({"path": str(path), "reason": "symlink that leaves the dataset folder"})
+            continue
         suffix = path.suffix.lower()
         if suffix not in IMAGE_SUFFIXES:
             if suffix not in SIDE_FILES:
@@ -118,11 +162,17 @@ def scan_folder(root: str | Path) -> FolderScan:
         if not tags:
             skipped.append({"path": str(path), "reason": "no tags (no .txt sidecar and no metadata.jsonl entry)"})
             continue
+        if len(tags) > MAX_TAGS:
+            skipped.append({"path": str(path), "reason": f"{len(tags)} tags (more than {MAX_TAGS})"})
+            continue
         if path.stat().st_size == 0:
             skipped.append({"path": str(path), "reason": "zero-byte file"})
             continue
         try:
             pixels = decode_rgb(path)
+        except RefusedImage as e:
+            skipped.append({"path": str(path), "reason": f"refused: {e}"})
+            continue
         except Exception as e:  # PIL raises many types for corrupt or truncated files
             skipped.append({"path": str(path), "reason": f"unreadable image: {type(e).__name__}: {e}"})
             continue

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from .folder import IMAGE_SUFFIXES, SIDE_FILES
+from .folder import IMAGE_SUFFIXES, SIDE_FILES, _walk
 
 _CHUNK = 1 << 20
 
@@ -28,9 +28,11 @@ def _file_digest(path: Path) -> str:
 
 
 def _files(root: Path) -> list[Path]:
-    """The files the folder loader considers (images and tag side files), in a stable order."""
+    """The files the folder loader reads (images and tag side files inside the folder), walked
+    the same way the loader walks them."""
     wanted = IMAGE_SUFFIXES | SIDE_FILES
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    real = root.resolve()
+    return [p for p in _walk(root) if p.suffix.lower() in wanted and p.resolve().is_relative_to(real)]
 
 
 def content_identity(root: str | Path, cache_file: str | Path | None = None) -> str:

@@ -3,17 +3,13 @@ from .bundle import BUNDLES, ModelBundle, load_bundle
 from .tiny import TinyBundle, TinyTagUNet
 from . import sdxl as _sdxl  # noqa: F401  registers the SDXL bundle with load_bundle
 
-__all__ = ["BUNDLES", "ModelBundle", "load_bundle", "load_pretrained", "TinyBundle", "TinyTagUNet"]
+__all__ = ["BUNDLES", "ModelBundle", "load_bundle", "load_pretrained", "pretrained_format", "TinyBundle", "TinyTagUNet"]
 
 
-def load_pretrained(path: str) -> tuple[ModelBundle, dict]:
-    """A model a researcher holds, as a bundle plus what it says about its parameterisation
-    (``prediction``, ``ztsnr``, ``source``). Offline only; anything missing is named.
-
-    * a diffusers SDXL folder (``model_index.json``, ``unet/``, ``vae/``, both text encoders and
-      tokenizers, ``scheduler/``);
-    * pickled checkpoints (``.ckpt``, ``.pt``, ``.bin``) are refused: nai3 never unpickles.
-    """
+def pretrained_format(path: str) -> str:
+    """The format of a model a researcher holds ('diffusers-sdxl'), or a clear error — checked
+    before any work starts. Pickled checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) are refused:
+    nai3 never unpickles."""
     from pathlib import Path
 
     p = Path(path)
@@ -21,12 +17,20 @@ def load_pretrained(path: str) -> tuple[ModelBundle, dict]:
         raise ValueError(f"{p}: pickled checkpoints are refused (loading them can run arbitrary code); "
                          "convert to .safetensors or a diffusers folder")
     if (p / "model_index.json").is_file():
-        from .sdxl import load_sdxl_folder
-
-        return load_sdxl_folder(p)
+        return "diffusers-sdxl"
     if p.is_file() and p.suffix == ".safetensors":
         raise NotImplementedError(f"{p}: single-file SDXL checkpoints are not supported yet; convert it to a "
                                   "diffusers folder (StableDiffusionXLPipeline.from_single_file(..., "
                                   "config=<local diffusers SDXL folder>).save_pretrained(DIR)) and pass DIR")
     raise FileNotFoundError(f"{p} is neither a nai3 checkpoint (meta.json), a diffusers SDXL folder "
                             "(model_index.json) nor an MLflow run with a checkpoint")
+
+
+def load_pretrained(path: str) -> tuple[ModelBundle, dict]:
+    """A model a researcher holds (see ``pretrained_format``), as a bundle plus what it says about
+    its parameterisation (``prediction``, ``ztsnr``, ``source``). Offline only; anything missing is
+    named."""
+    pretrained_format(path)
+    from .sdxl import load_sdxl_folder
+
+    return load_sdxl_folder(path)

@@ -8,6 +8,7 @@ EMA weights, meta.json, and ``state.safetensors`` with the optimiser moments, bo
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,8 +16,14 @@ from typing import Callable
 import torch
 
 from ..checkpoint import (latest_step_checkpoint, load_meta, load_train_state, load_weights, optimizer_tensors,
-                          restore_optimizer, save_step_checkpoint)
+                          restore_optimizer, save_step_checkpoint, step_checkpoints)
 from .ema import EMA
+
+log = logging.getLogger(__name__)
+
+
+class VariantMismatch(ValueError):
+    """A checkpoint of another variant: resuming it would train a hybrid."""
 
 
 @dataclass
@@ -60,7 +67,7 @@ class TrainingState:
         """
         meta = load_meta(folder)
         if self.variant_hash is not None and meta.get("variant_hash") != self.variant_hash:
-            raise ValueError(f"{folder} belongs to variant hash {meta.get('variant_hash')}, not "
+            raise VariantMismatch(f"{folder} belongs to variant hash {meta.get('variant_hash')}, not "
                              f"{self.variant_hash}: refusing to resume a different variant")
         self.model.load_state_dict(load_weights(folder, ema=False))
         self.ema.load_state_dict(load_weights(folder, ema=True))
@@ -72,9 +79,22 @@ class TrainingState:
         return self.step
 
     def load_latest(self, run_dir: str | Path) -> int:
-        """Resume from the newest step checkpoint under ``run_dir``; 0 (nothing loaded) if there is none."""
-        last = latest_step_checkpoint(run_dir)
-        return self.load(last) if last is not None else 0
+        """Resume from the newest readable step checkpoint under ``run_dir``; 0 if there is none.
+
+        A truncated or corrupt newest checkpoint (a disk that filled, a copy cut short) is skipped
+        with a warning and the previous one is used: ``fallbacks`` lists what was skipped and why.
+        A checkpoint of another variant is never skipped silently: that raises."""
+        self.fallbacks: list[str] = []
+        for folder in reversed(step_checkpoints(run_dir)):
+            try:
+                return self.load(folder)
+            except VariantMismatch:
+                raise
+            except Exception as e:  # safetensors, JSON and OS errors all mean "unreadable"
+                reason = f"{folder.name} unreadable ({type(e).__name__}: {e}); falling back to the previous checkpoint"
+                log.warning(reason)
+                self.fallbacks.append(reason)
+        return 0
 
     def latest(self, run_dir: str | Path) -> Path | None:
         """The folder ``load_latest`` would read (for logging which checkpoint a run resumed from)."""
