@@ -19,11 +19,11 @@ from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.report import Claim, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.results import VariantResult
-from nai3eval.sinks import GridSink, MLflowPointSink
+from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
 from nai3eval.sweep import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
-from nai3train.config import AblationConfig, VariantConfig, to_dict
+from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.tracking import Tracker, open_experiment
@@ -151,7 +151,16 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
     ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution)
     log.info("evaluating %s as %s%s (from %s)", trained.variant, ck.variant.prediction,
              " + ZTSNR" if ck.variant.ztsnr else "", ck.source)
-    sinks = [GridSink(ws.work / "results" / "grids")]
+    weights = Path(trained.checkpoint) / "ema.safetensors"
+    identity = [str(Path(trained.checkpoint).resolve())] + ([weights.stat().st_size, weights.stat().st_mtime_ns]
+                                                            if weights.is_file() else [])
+    cache = PointCache(ws.work / "evals" / f"{trained.variant}-{stable_hash([key, identity])[:12]}")
+    done = {} if force else cache.load()
+    if done:
+        log.info("resuming the evaluation of %s: %d point(s) already measured", trained.variant, len(done))
+        if parent is not None:
+            parent.set_tags({f"nai3.resumed_eval_points.{trained.variant}": len(done)})
+    sinks = [cache, GridSink(ws.work / "results" / "grids")]
     if parent is not None:
         v = ck.variant
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
@@ -164,7 +173,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
     prompts = [list(p) for p in options.prompts] if options.prompts else (
         read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
-                              progress=progress, prompts=prompts)
+                              progress=progress, prompts=prompts, done=done)
     result.variant = trained.variant
     if trained.run_id:
         runs.store_evaluation(ws.uri, trained.run_id, key, result)

@@ -15,7 +15,7 @@ from nai3train.config import EvalConfig, to_dict
 from .metrics import Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
 from .probes import run_probes
 from .prompts import make_prompt_set
-from .results import VariantResult
+from .results import PointResult, VariantResult
 from .sweep import LoadedCheckpoint, PointSink, run_sweep, sweep_points
 from .tagger import Tagger
 
@@ -46,13 +46,19 @@ def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
-                     progress: bool = True, prompts: list[list[str]] | None = None) -> VariantResult:
+                     progress: bool = True, prompts: list[list[str]] | None = None,
+                     done: dict[str, PointResult] | None = None) -> VariantResult:
     """The CFG × σ sweep and the pure-noise probes for one checkpoint, on prompts drawn from the
-    reference set's tags — or from ``prompts`` (a user's prompt file) when given."""
+    reference set's tags — or from ``prompts`` (a user's prompt file) when given. Points in ``done``
+    (by name: measured before an interrupted run) are taken as they are, not sampled again."""
     ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
                          ec.seed)
     points = sweep_points(ec, ck.variant.top_sigma)
-    results = run_sweep(ck, points, ps, instruments.metrics, seed=ec.seed, on_point=on_point, progress=progress)
+    done = done or {}
+    fresh = run_sweep(ck, [p for p in points if p.name not in done], ps, instruments.metrics, seed=ec.seed,
+                      on_point=on_point, progress=progress)
+    by_name = {**done, **{r.name: r for r in fresh}}
+    results = [by_name[p.name] for p in points]
     probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
                         ec.schedule)
     return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,

@@ -170,8 +170,7 @@ class VariantResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VariantResult":
-        points = [PointResult(**{**p, "point": EvalPoint(**_floats(p["point"])), "per_image": PerImage(**p["per_image"])})
-                  for p in d["points"]]
+        points = [point_from_dict(p) for p in d["points"]]
         probes = None
         if d.get("probes"):
             pr = d["probes"]
@@ -179,6 +178,11 @@ class VariantResult:
             probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
                             PracticalInfinity(**pi) if pi else None)
         return cls(**{**d, "points": points, "probes": probes})
+
+
+def point_from_dict(d: dict) -> PointResult:
+    """A ``PointResult`` back from ``to_dict`` form (JSON)."""
+    return PointResult(**{**d, "point": EvalPoint(**_floats(d["point"])), "per_image": PerImage(**d["per_image"])})
 
 
 def _floats(d: dict) -> dict:

@@ -81,3 +81,37 @@ class MLflowPointSink:
         except Exception:
             child.finish(False)
             raise
+
+
+@dataclass
+class PointCache:
+    """Each finished point as JSON under ``folder`` (written atomically as it finishes), so an
+    evaluation killed half-way resumes without sampling its finished points again."""
+
+    folder: Path
+
+    def __call__(self, result: PointResult, samples: Samples) -> None:
+        import json
+        import os
+
+        from nai3train.config import to_dict
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = self.folder / f"{result.name}.json"
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(to_dict(result)))
+        os.replace(tmp, f)
+
+    def load(self) -> dict[str, PointResult]:
+        import json
+
+        from .results import point_from_dict
+
+        out = {}
+        for f in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                r = point_from_dict(json.loads(f.read_text()))
+            except (ValueError, TypeError, KeyError):
+                continue  # a damaged entry is measured again
+            out[r.name] = r
+        return out

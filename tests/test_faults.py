@@ -65,3 +65,54 @@ def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one_and_names_th
     assert [p.name for p in kept] == ["step-00000002"]
     assert all(torch.isfinite(t).all() for t in C.load_weights(kept[0]).values())  # intact and readable
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")]  # no half-written folder
+
+
+@pytest.mark.slow
+def test_sigkill_during_evaluation_resumes_without_redoing_finished_points(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from .conftest import ROOT, TINY
+
+    env = dict(os.environ, MLFLOW_TRACKING_URI="")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sets = []
+    for o in TINY + ["train.steps=4", "eval.tagger_steps=20", "eval.cfg_scales=[1,2,3,4]", "eval.first_sigmas=[14.6]",
+                     "eval.steps=20"]:
+        sets += ["--set", o]
+    base = [sys.executable, "-m", "flows.cli"]
+    p = subprocess.run(base + ["train", str(ROOT / "configs/smoke.yaml"), "--variant", "nai-v-ztsnr", "--work-dir",
+                               str(tmp_path / "w"), "--tracking-uri", uri, "--no-progress", *sets],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    ckpt = json.loads(p.stdout[p.stdout.index("{"):])["checkpoint"]
+    cmd = base + ["eval", ckpt, "--work-dir", str(tmp_path / "w"), "--tracking-uri", uri, "--no-progress",
+                  "--json", str(tmp_path / "points.json"), *sets]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline, first = time.time() + 300, []
+    while time.time() < deadline and proc.poll() is None and not first:
+        first = list((tmp_path / "w" / "evals").glob("*/*.json")) if (tmp_path / "w" / "evals").is_dir() else []
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert first and proc.returncode == -signal.SIGKILL, "the evaluation finished before it could be killed"
+    finished = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "w" / "evals").glob("*/*.json")}
+    assert 1 <= len(finished) < 4
+
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((tmp_path / "points.json").read_text())
+    assert [pt["point"]["cfg_scale"] for pt in res["points"]] == [1.0, 2.0, 3.0, 4.0]
+    for f in (tmp_path / "w" / "evals").glob("*/*.json"):
+        if f.name in finished:
+            assert f.stat().st_mtime_ns == finished[f.name]  # not sampled again
+    client = MlflowClient(uri)
+    parents = [r for r in client.search_runs([client.get_experiment_by_name("nai3-smoke").experiment_id])
+               if r.data.tags.get("nai3.kind") == "eval-only" and r.info.status == "FINISHED"]
+    assert int(parents[0].data.tags["nai3.resumed_eval_points.nai-v-ztsnr"]) == len(finished)
