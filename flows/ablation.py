@@ -17,7 +17,7 @@ from nai3eval.results import VariantResult
 from nai3train.config import AblationConfig, load_config, stable_hash, to_dict
 from nai3train.data import PreparedData
 from nai3train.run import TrainedVariant
-from nai3train.tracking import Tracker, flatten
+from nai3train.tracking import Tracker, flatten, runs_page
 
 from . import pipeline
 from .pipeline import ReportOutput, TaggerRef, Workspace
@@ -133,5 +133,6 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     print("\n".join(out.summary))
     print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
     print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
+    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id)}")
     return {"parent_run_id": parent.run_id, "experiment_id": ws.experiment_id, "tracking_uri": ws.uri,
             "results": results, "trained": trained}

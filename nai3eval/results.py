@@ -58,6 +58,7 @@ class PointResult:
     n_images: int
     extrapolated: bool  # the start lies above the variant's trained maximum σ
     nonfinite_samples: int = 0
+    seconds: float | None = None  # wall time of sampling and measuring this point
     fd_tagger: float | None = None
     kid_tagger: float | None = None
     kid_tagger_std: float | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,10 @@ class MLflowPointSink:
 
     def __call__(self, result: PointResult, samples: Samples) -> None:
         p = result.point
+        began = int((time.time() - (result.seconds or 0.0)) * 1000)
         child = Tracker.start(self.parent.uri, self.experiment_id, f"eval/{result.variant}/{p.name}", parent=self.parent,
                               tags={"nai3.kind": "eval", "nai3.variant": result.variant,
-                                    "nai3.variant_hash": self.variant_hash})
+                                    "nai3.variant_hash": self.variant_hash}, start_time_ms=began)
         try:
             child.log_params({"variant.name": result.variant, **{f"variant.{k}": v for k, v in self.variant_params.items()},
                               "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.first_sigma,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -152,6 +153,7 @@ def run_sweep(ck: LoadedCheckpoint, points: Sequence[EvalPoint], ps: PromptSet, 
     results = []
     try:
         for point in points:
+            t0 = time.perf_counter()
             samples = generate(ck, point, ps, batch=batch, seed=seed, on_step=lambda: bar.update(1))
             result = PointResult(variant=ck.name, point=point, n_images=len(samples.images),
                                  extrapolated=point.first_sigma > ck.variant.top_sigma,
@@ -159,6 +161,7 @@ def run_sweep(ck: LoadedCheckpoint, points: Sequence[EvalPoint], ps: PromptSet, 
             result.per_image.finite = torch.isfinite(samples.images.flatten(1)).all(1).tolist()
             for metric in metrics:
                 metric(samples, result)
+            result.seconds = time.perf_counter() - t0
             results.append(result)
             if on_point is not None:
                 on_point(result, samples)

@@ -66,6 +66,8 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
         run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
                      "config.resolved.json")
         run.log_json(train.skipped, "skipped_files.json")
+        run.log_dataset(f"{cfg.data.kind}:{Path(data.train).name}", data.content_hash, data.train, "training",
+                        {"images": len(train), "skipped": len(train.skipped)})
         report = train.report()
         run.log_json(report, "bucketing_report.json")
         weights = TagWeighting().weights(train.tags)

@@ -41,12 +41,26 @@ def resolve_tracking(uri: str | None = None, root: str | Path | None = None) -> 
     return default_store(root)
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """Get or create the experiment, tagged as model development: MLflow 3's UI otherwise opens it
+    on its GenAI page (an empty traces dashboard) instead of the runs to compare."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = f"{artifact_root}/{name}" if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    if exp is None:
+        location = f"{artifact_root}/{name}" if artifact_root else None
+        exp_id = client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        return exp_id
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
+    return exp.experiment_id
+
+
+def runs_page(uri: str, experiment_id: str) -> str:
+    """The URL of the experiment's runs page: the first click lands on the comparison."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs"
 
 
 def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
@@ -106,17 +120,28 @@ class Tracker:
             f.write_text(text)
             self.client.log_artifact(self.run_id, str(f))
 
+    def log_dataset(self, name: str, digest: str, source: str, context: str, profile: dict | None = None) -> None:
+        """The data a run used, as an MLflow dataset input (the runs table's Dataset column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        ds = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
+                     profile=json.dumps(profile or {}))
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
+
     def finish(self, ok: bool = True) -> None:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
         self.client.set_terminated(self.run_id, status=status)
 
     @classmethod
     def start(cls, uri: str, experiment_id: str, name: str, parent: "Tracker | None" = None,
-              tags: dict[str, str] | None = None) -> "Tracker":
+              tags: dict[str, str] | None = None, start_time_ms: int | None = None) -> "Tracker":
+        """A new run; ``start_time_ms`` back-dates it to when its work began (a point logged after
+        it was measured still shows the measurement's duration)."""
         t = dict(tags or {})
         if parent is not None:
             t["mlflow.parentRunId"] = parent.run_id
-        run = MlflowClient(tracking_uri=uri).create_run(experiment_id, run_name=name, tags=t)
+        run = MlflowClient(tracking_uri=uri).create_run(experiment_id, start_time=start_time_ms, run_name=name,
+                                                         tags=t)
         return cls(uri=uri, run_id=run.info.run_id)
 
 

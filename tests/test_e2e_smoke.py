@@ -31,6 +31,8 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("nai3-smoke")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+    assert f"#/experiments/{exp.experiment_id}/runs" in p.stdout + p.stderr
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     parents = [r for r in runs if r.data.tags.get("nai3.kind") == "ablation"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -51,8 +53,11 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         assert {"samples.png", "per_image.csv"} <= names
     points = {(float(r.data.params["eval.cfg_scale"]), float(r.data.params["eval.first_sigma"])) for r in evals}
     assert points == {(1.0, 14.6), (5.0, 14.6), (1.0, 20000.0), (5.0, 20000.0)}
+    for r in evals:  # a child run's duration covers its sampling and metrics, not only its logging
+        assert (r.info.end_time - r.info.start_time) / 1000 >= 0.9 * r.data.metrics["eval/seconds"] > 0
     for r in train:
         assert r.info.status == "FINISHED" and math.isfinite(r.data.metrics["train/loss"])
+        assert [d.dataset.digest for d in r.inputs.dataset_inputs]  # the training data, in the Dataset column
         ck = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
         assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
         assert "config.resolved.json" in {a.path for a in client.list_artifacts(r.info.run_id)}

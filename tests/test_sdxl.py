@@ -99,6 +99,8 @@ def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_
 
 @pytest.mark.slow
 def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_scheduler(tiny_sdxl_pipe, tmp_path):
+    if "v_prediction" not in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text():
+        pytest.skip("one parameterisation suffices here: both are pinned against diffusers above")
     import json
     import os
     import subprocess
