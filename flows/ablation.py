@@ -77,7 +77,8 @@ def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data
                         ws: Workspace, parent_run_id: str, force: bool = False
                         ) -> tuple[list[VariantResult], ReportOutput]:
     """Evaluate each trained variant and write the report: shared by the ablation and eval-only flows."""
-    results = [evaluate_task(cfg, t, data, tagger, ws, parent_run_id, force) for t in trained]
+    results = [evaluate_task(cfg.for_seed(t.seed) if t.seed in cfg.replicate_seeds else cfg, t, data, tagger, ws,
+                             parent_run_id, force) for t in trained]
     return results, report_task(cfg, results, trained, data, ws, parent_run_id)
 
 
@@ -122,7 +123,9 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             parent.log_json(list(cfg.skipped_variants), "skipped_variants.json")
             for s in cfg.skipped_variants:
                 print(f"skipped variant {s}")
-        trained = [train_task(cfg, v.name, data, ws, parent.run_id, force) for v in cfg.variants]
+        replicas = [cfg.for_seed(k) for k in cfg.replicate_seeds]
+        parent.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
+        trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
         results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
         parent.finish(True)
     except BaseException:

@@ -88,7 +88,7 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
                 parent.set_tags({f"nai3.reused.{variant.name}": done.info.run_id})
             return TrainedVariant(variant.name, str(_reuse_checkpoint(ws.uri, done.info.run_id, out)),
                                   done.info.run_id, True, done.data.metrics.get("train/img_per_s", float("nan")),
-                                  done.data.metrics.get("train/loss", float("nan")))
+                                  done.data.metrics.get("train/loss", float("nan")), seed=cfg.train.seed)
         if force:
             shutil.rmtree(out, ignore_errors=True)
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume, progress,
@@ -146,6 +146,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
             if parent is not None:
                 parent.set_tags({f"nai3.reused_eval.{trained.variant}": trained.run_id})
             log.info("reused the evaluation of %s (training run %s)", trained.variant, trained.run_id)
+            stored.seed = cfg.train.seed
             return stored
     inst = instruments(cfg, data, tagger)
     ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution)
@@ -160,7 +161,8 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
         log.info("resuming the evaluation of %s: %d point(s) already measured", trained.variant, len(done))
         if parent is not None:
             parent.set_tags({f"nai3.resumed_eval_points.{trained.variant}": len(done)})
-    sinks = [cache, GridSink(ws.work / "results" / "grids")]
+    label = trained.variant if cfg.train.seed == 0 else f"{trained.variant}@seed{cfg.train.seed}"
+    sinks = [cache, GridSink(ws.work / "results" / "grids", label=label)]
     if parent is not None:
         v = ck.variant
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
@@ -175,6 +177,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
                               progress=progress, prompts=prompts, done=done)
     result.variant = trained.variant
+    result.seed = cfg.train.seed
     if trained.run_id:
         runs.store_evaluation(ws.uri, trained.run_id, key, result)
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import within_group_slope
+from .replicates import ReplicatedClaim, replicate_claims
 from .results import PointResult, VariantResult
 from .stats import Estimate, cluster_ci, mean_ci, paired_diff_ci
 
@@ -385,8 +386,19 @@ def render_markdown(claims: list[Claim], results: list[VariantResult], plots: di
     return "\n".join(lines) + "\n"
 
 
-def render_html(claims: list[Claim], results: list[VariantResult], plots: dict[str, Path], grids: dict[str, Path]) -> str:
+def render_html(claims: list[Claim], results: list[VariantResult], plots: dict[str, Path], grids: dict[str, Path],
+                replicated: list[ReplicatedClaim] | None = None) -> str:
     e = html.escape
+    rep_rows = ""
+    for c in replicated or []:
+        lo, hi = c.effect.interval(0.95)
+        per = "; ".join(f"s{d.seed}: {d.value:.4g} ({d.se:.2g})" for d in c.effect.per_seed) or "—"
+        eff = f"{c.effect.value:.4g} [{lo:.4g}, {hi:.4g}]" if c.effect.per_seed else "—"
+        rep_rows += (f"<tr><td><b>{c.id}</b> {e(c.estimand)}</td><td>{c.effect.n_seeds}</td><td>{e(per)}</td>"
+                     f"<td>{e(eff)}</td><td>{c.effect.tau:.3g}</td><td>{c.effect.level}</td><td>{e(c.verdict)}</td></tr>")
+    rep_table = ("<h2>Over training seeds (two-stage analysis)</h2><table><tr><th>claim</th><th>K</th>"
+                 "<th>D_k (SE) per seed</th><th>D̄ [95 % CI]</th><th>τ̂</th><th>level</th><th>verdict</th></tr>"
+                 + rep_rows + "</table>") if replicated else ""
     colour = {SUPPORTED: "#1a7f37", NOT_SUPPORTED: "#cf222e", INCONCLUSIVE: "#9a6700", NOT_MEASURED: "#6e7781"}
     rows = "".join(f"<tr><td><b>{c.id}</b> {e(c.claim)}</td><td style='color:{colour[c.verdict]}'><b>{c.verdict}</b>"
                    f"</td><td>{e(str(c.effect)) if c.effect else '—'}</td><td>{e(c.expected)}</td></tr>" for c in claims)
@@ -402,22 +414,50 @@ def render_html(claims: list[Claim], results: list[VariantResult], plots: dict[s
             "td,th{border:1px solid #ccc;padding:4px 8px}figure{display:inline-block;margin:8px}"
             "img{max-width:520px;image-rendering:pixelated}</style></head><body><h1>nai3 claims report</h1>"
             "<table><tr><th>claim</th><th>verdict</th><th>effect [95 % CI]</th><th>expected</th></tr>" + rows
-            + "</table>" + sections + "<h2>Plots and samples</h2>" + imgs + "</body></html>")
+            + "</table>" + rep_table + sections + "<h2>Plots and samples</h2>" + imgs + "</body></html>")
+
+
+def replicates_markdown(rep: list[ReplicatedClaim]) -> list[str]:
+    """The replicate table: K, each seed's D_k (jackknife SE), D̄ with its interval, s_w, τ̂, verdict."""
+    lines = ["## Over training seeds (two-stage analysis)", "",
+             "Per seed k the paired contrast D_k with its delete-one-prompt jackknife SE; at recipe level "
+             "D̄ ± t_{K−1}·sd(D_k)/√K. With K < 3 seeds every verdict is checkpoint-level.", "",
+             "| claim | K | D_k (SE) per seed | D̄ [95 % CI] | s_w | τ̂ | level | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for c in rep:
+        e = c.effect
+        lo, hi = e.interval(0.95)
+        per = "; ".join(f"s{d.seed}: {d.value:.4g} ({d.se:.2g})" for d in e.per_seed) or "—"
+        eff = f"{e.value:.4g} [{lo:.4g}, {hi:.4g}]" if e.per_seed else "—"
+        lines.append(f"| **{c.id}** {c.estimand} | {e.n_seeds} | {per} | {eff} | {e.s_w:.3g} | {e.tau:.3g} | "
+                     f"{e.level} | {c.verdict} |")
+    return lines + [""]
 
 
 def write_report(results: list[VariantResult], out: str | Path, bucketing: dict | None = None,
                  normalisation: dict | None = None, grids: dict[str, Path] | None = None) -> tuple[list[Claim], Path]:
-    """Build claims, plots and both renderings under ``out``; returns (claims, folder)."""
+    """Build claims, plots and both renderings under ``out``; returns (claims, folder).
+
+    The per-claim sections, plots and points table show the first training seed; the replicate
+    table (``report.json``'s ``claims``) uses every seed."""
     import json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    claims = build_claims(results, bucketing, normalisation)
+    first = min((r.seed for r in results), default=0)
+    shown = [r for r in results if r.seed == first]
+    claims = build_claims(shown, bucketing, normalisation)
+    rep = replicate_claims(results)
     grids = grids or {}
-    plots = make_plots(results, out, grids)
-    (out / "report.md").write_text(render_markdown(claims, results, plots, grids))
-    (out / "report.html").write_text(render_html(claims, results, plots, grids))
+    plots = make_plots(shown, out, grids)
+    md = render_markdown(claims, shown, plots, grids)
+    head, _, tail = md.partition("## Evaluation points")
+    (out / "report.md").write_text(head + "\n".join(replicates_markdown(rep)) + "\n## Evaluation points" + tail)
+    (out / "report.html").write_text(render_html(claims, shown, plots, grids, rep))
     (out / "claims.json").write_text(json.dumps([c.to_dict() for c in claims], indent=2, default=str))
+    checks = [{"id": c.id, "passed": c.verdict == SUPPORTED, "detail": "; ".join(c.details)}
+              for c in claims if c.id in ("C7", "C8") and c.verdict != NOT_MEASURED]
+    (out / "report.json").write_text(json.dumps({"claims": [c.to_dict() for c in rep], "checks": checks,
+                                                 "claims_spec_sha256": None}, indent=2, default=str))
     return claims, out
 
 

@@ -149,6 +149,7 @@ class VariantResult:
     points: list[PointResult]
     probes: Probes | None = None
     problems: list[str] = field(default_factory=list)
+    seed: int = 0  # the training seed of this replicate
 
     @property
     def prediction(self) -> str:

@@ -23,9 +23,10 @@ class GridSink:
 
     folder: Path
     n: int = 16
+    label: str | None = None  # the file's variant part (default: the result's variant name)
 
     def __call__(self, result: PointResult, samples: Samples) -> None:
-        save_grid(samples.images[: self.n], Path(self.folder) / f"{result.variant}__{result.name}.png")
+        save_grid(samples.images[: self.n], Path(self.folder) / f"{self.label or result.variant}__{result.name}.png")
 
 
 def write_per_image_csv(path: Path, result: PointResult, samples: Samples, vocab: list[str]) -> None:

@@ -32,6 +32,7 @@ class TrainedVariant:
     img_per_s: float = math.nan
     final_loss: float = math.nan
     resumed_from: int = 0
+    seed: int = 0  # the training seed of this replicate
 
 
 def load_training_set(cfg: AblationConfig, data: PreparedData) -> BucketedDataset:
@@ -44,7 +45,7 @@ def train_untracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedD
     train = load_training_set(cfg, data)
     result = train_variant(cfg, variant, train, Vocabulary.build(train.tags), out, resume=resume, progress=False)
     return TrainedVariant(variant.name, str(result.checkpoint), None, False, result.img_per_s, result.final_loss,
-                          result.resumed_from)
+                          result.resumed_from, cfg.train.seed)
 
 
 def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, out: Path, uri: str,
@@ -57,7 +58,7 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
     train = load_training_set(cfg, data)
     vocab = Vocabulary.build(train.tags)
     run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
-                        tags={"nai3.kind": "train", "nai3.variant": variant.name,
+                        tags={"nai3.kind": "train", "nai3.variant": variant.name, "nai3.seed": str(cfg.train.seed),
                               "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data.content_hash[:16],
                               "nai3.run_dir": str(out), **(tags or {})})
     try:
@@ -91,4 +92,4 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
         raise
     log.info("trained %s: loss %.4f, %.0f img/s", variant.name, result.final_loss, result.img_per_s)
     return TrainedVariant(variant.name, str(result.checkpoint), run.run_id, False, result.img_per_s,
-                          result.final_loss, result.resumed_from)
+                          result.final_loss, result.resumed_from, cfg.train.seed)

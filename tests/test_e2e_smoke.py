@@ -23,7 +23,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     env.pop("PREFECT_API_URL", None)
     args = [sys.executable, "-m", "flows.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
             "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
-    for o in TINY:
+    for o in TINY + ["train.seeds=[0,1]"]:  # two training-seed replicates of each arm
         args += ["--set", o]
     p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -39,9 +39,11 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     pid = parents[0].info.run_id
     train = [r for r in runs if r.data.tags.get("nai3.kind") == "train"]
     evals = [r for r in runs if r.data.tags.get("nai3.kind") == "eval"]
-    assert {r.data.tags["nai3.variant"] for r in train} == {"sdxl-eps", "nai-v-ztsnr"}
+    assert {(r.data.tags["nai3.variant"], r.data.tags["nai3.seed"]) for r in train} == {
+        ("sdxl-eps", "0"), ("nai-v-ztsnr", "0"), ("sdxl-eps", "1"), ("nai-v-ztsnr", "1")}
     assert all(r.data.tags["mlflow.parentRunId"] == pid for r in train + evals)
-    assert len(evals) == 2 * 2 * 2  # variants × CFG scales × starting σ
+    assert len(evals) == 2 * 2 * 2 * 2  # seeds × variants × CFG scales × starting σ
+    assert {r.data.params["variant.seed"] for r in evals} == {"0", "1"}
     for r in evals:
         m, params = r.data.metrics, r.data.params
         assert float(params["eval.cfg_scale"]) == m["eval/cfg_scale"]
@@ -62,7 +64,12 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
         assert "config.resolved.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
     results = json.loads(Path(client.download_artifacts(pid, "results/results.json", str(tmp_path / "dl"))).read_text())
-    assert sum(len(v["points"]) for v in results["variants"]) == 8
+    assert sum(len(v["points"]) for v in results["variants"]) == 16
+    assert sorted(v["seed"] for v in results["variants"]) == [0, 0, 1, 1]
+    report_json = json.loads(Path(client.download_artifacts(pid, "report/report.json", str(tmp_path / "dl2")))
+                             .read_text())
+    c2 = next(c for c in report_json["claims"] if c["id"] == "C2")
+    assert c2["n_seeds"] == 2 and c2["level"] == "checkpoint"  # K < 3: no recipe-level word
     report = {a.path for a in client.list_artifacts(pid, "report")}
     assert {"report/report.md", "report/report.html", "report/claims.json", "report/fd_tagger_vs_cfg.png"} <= report
     parent_tags = client.get_run(pid).data.tags

@@ -142,3 +142,28 @@ def test_report_refutes_when_the_data_say_so(tmp_path):
     by_id = {c.id: c for c in claims}
     assert by_id["C2"].verdict == R.NOT_SUPPORTED
     assert by_id["C3"].verdict in (R.INCONCLUSIVE, R.NOT_SUPPORTED)
+
+
+def test_report_json_over_three_training_seeds_is_recipe_level(tmp_path):
+    import json
+
+    results = []
+    for k in range(3):
+        for r in _fake_results(np.random.default_rng(10 + k)):
+            r.seed = k
+            results.append(r)
+    R.write_report(results, tmp_path)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    by_id = {c["id"]: c for c in doc["claims"]}
+    assert set(by_id) == {"C1", "C2", "C3", "C9"} and doc["claims_spec_sha256"] is None
+    c2 = by_id["C2"]
+    assert c2["n_seeds"] == 3 and c2["level"] == "recipe" and [d["seed"] for d in c2["per_seed"]] == [0, 1, 2]
+    assert c2["verdict"] == "supported" and c2["effect"]["ci95"][0] > 0
+    values = [d["value"] for d in c2["per_seed"]]
+    assert c2["effect"]["value"] == pytest.approx(np.mean(values))
+    assert "Over training seeds" in (tmp_path / "report.md").read_text()
+
+    single = [r for r in results if r.seed == 0]
+    R.write_report(single, tmp_path / "one")
+    one = {c["id"]: c for c in json.loads((tmp_path / "one" / "report.json").read_text())["claims"]}
+    assert one["C2"]["level"] == "checkpoint" and one["C2"]["verdict"].startswith("checkpoint-level: ")

@@ -124,6 +124,11 @@ class TrainConfig(_Frozen):
     ema_decay: Annotated[Float, UNIT_INTERVAL] = 0.99
     tag_dropout: Annotated[Float, UNIT_INTERVAL] = 0.1
     seed: Int = 0
+    # training-seed replicates: each (variant, seed) is its own training run, seed k shared by every
+    # arm (initialisation, data order, training noise); empty means the one run of ``seed``
+    seeds: Annotated[tuple[Int, ...], BeforeValidator(_as_sequence),
+                     rule(lambda v: len(set(v)) == len(v) and all(k >= 0 for k in v),
+                          "must be distinct non-negative integers")] = ()
     log_every: Annotated[Int, at_least(1)] = 25
     checkpoint_every: Annotated[Int, at_least(1)] = 100  # steps between resumable checkpoints (and always at the end)
     threads: Int = 0  # torch threads; 0 = torch's default
@@ -213,6 +218,8 @@ class EvalConfig(_Frozen):
 
 
 class AblationConfig(_Frozen):
+    """The whole run: data, model, training, evaluation and the variant matrix."""
+
     name: Str = "smoke"
     experiment: Str = "nai3-smoke"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -222,6 +229,17 @@ class AblationConfig(_Frozen):
     variants: Annotated[tuple[VariantConfig, ...], BeforeValidator(_as_sequence),
                         rule(len, "needs at least one variant")] = Field(default=(), validate_default=True)
     skipped_variants: Strs = ()  # factorial combinations refused, each with its reason
+
+    @property
+    def replicate_seeds(self) -> tuple[int, ...]:
+        return self.train.seeds or (self.train.seed,)
+
+    def for_seed(self, seed: int) -> "AblationConfig":
+        """The config of replicate ``seed``: training seed k, evaluation noise seed eval.seed + k
+        (shared by every arm of that replicate). ``seeds`` is cleared, so a run's identity never
+        depends on how many other replicates exist."""
+        return self.model_copy(update={"train": self.train.model_copy(update={"seed": seed, "seeds": ()}),
+                                       "eval": self.eval.model_copy(update={"seed": self.eval.seed + seed})})
 
     @model_validator(mode="after")
     def _unique_names(self) -> AblationConfig:
