@@ -220,17 +220,18 @@ class ExactScorer:
     instrument that depends on nothing trained."""
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
-        from nai3train.data.synth import COUNTS
+        from nai3train.data.synth import BACKGROUNDS, COLOURS, COUNTS, SHAPES
 
         from .scorer import read_tags
 
+        objects = {f"{c}_{s}" for c in COLOURS for s in SHAPES}
         read = read_tags(samples.images)
         result.per_image.read = read
         hits = {"background": [], "count": [], "object": []}
-        for got, want in zip(read, samples.prompt_set.per_image):
-            want_bg = [t for t in want if t.endswith("_background")]
+        for got, want in zip(read, samples.prompt_set.per_image):  # only the benchmark's own tags are scored
+            want_bg = [t for t in want if t in BACKGROUNDS]
             want_n = [t for t in want if t in COUNTS]
-            want_obj = [t for t in want if t not in want_bg and t not in want_n]
+            want_obj = [t for t in want if t in objects]
             for key, wanted, tag in (("background", want_bg, got[0]), ("count", want_n, got[1]),
                                      ("object", want_obj, got[2])):
                 if wanted:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["data.train_size=48", "data.eval_size=8", "data.resolution=8", "train.steps=20", "train.batch_size=4",
-        "model.block_out_channels=[16,32]", "model.cross_attention_dim=16", "train.threads=1"]
+from .conftest import ROOT
+from .conftest import TINY as _TINY
+
+TINY = _TINY + ["data.train_size=48", "train.steps=20", "train.threads=1"]
 
 
 def _cmd(work: Path, *extra: str) -> list[str]:
