@@ -19,7 +19,7 @@ import numpy as np
 
 from . import analysis as A
 from .metrics import within_group_slope
-from .results import PointResult, VariantResult
+from .results import PointResult, VariantResult, baseline_and_nai, point_at
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,6 @@ class ReplicatedClaim:
                 "margin": None, "reason": self.decision.reason}
 
 
-def _pair(results: list[VariantResult]) -> tuple[VariantResult | None, VariantResult | None]:
-    base = next((r for r in results if r.prediction == "eps" and not r.ztsnr), None)
-    nai = next((r for r in results if r.prediction == "v" and math.isinf(r.top_sigma)), None)
-    return base, nai
-
-
-def _at(r: VariantResult, cfg: float, first: str) -> PointResult | None:
-    pts = [p for p in r.points if p.cfg_scale == cfg]
-    if not pts:
-        return None
-    return max(pts, key=lambda p: p.first_sigma) if first == "max" else min(
-        pts, key=lambda p: abs(p.first_sigma - float(first)))
-
-
 def _slope(p: PointResult, pid: np.ndarray, kept: np.ndarray) -> float:
     idx = np.concatenate([np.flatnonzero(pid == g) for g in kept])
     return within_group_slope(p.arr("start_mean")[idx], p.arr("out_mean")[idx], pid[idx])[0]
@@ -76,14 +62,14 @@ def _c1(base, nai, cfg):
 
 
 def _c2(base, nai, cfg):
-    pb, pn = _at(base, cfg, "14.6"), _at(nai, cfg, "max")
+    pb, pn = point_at(base, cfg, "14.6"), point_at(nai, cfg, "max")
     if not (pb and pn):
         return None
     return A.paired_mean_contrast(pb.arr("brightness_err"), pn.arr("brightness_err"), base.prompt_index)
 
 
 def _c3(base, nai, cfg):
-    pb, pn = _at(base, cfg, "14.6"), _at(nai, cfg, "max")
+    pb, pn = point_at(base, cfg, "14.6"), point_at(nai, cfg, "max")
     if not (pb and pn):
         return None
     pid = np.asarray(base.prompt_index)
@@ -114,7 +100,7 @@ def replicate_claims(results: list[VariantResult]) -> list[ReplicatedClaim]:
     for cid, estimand, contrast in CLAIMS:
         per_seed = []
         for k in seeds:
-            base, nai = _pair([r for r in results if r.seed == k])
+            base, nai = baseline_and_nai([r for r in results if r.seed == k])
             got = contrast(base, nai, cfg) if base and nai else None
             if got is not None and math.isfinite(got[0]):
                 per_seed.append(A.SeedContrast(k, *got))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .metrics import within_group_slope
 from .replicates import ReplicatedClaim, replicate_claims
-from .results import PointResult, VariantResult
+from .results import VariantResult, baseline_and_nai, point_at
 from .stats import Estimate, cluster_ci, mean_ci, paired_diff_ci
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not supported", "inconclusive", "not measured"
@@ -47,22 +47,6 @@ def verdict_from(est: Estimate, expect_positive: bool = True) -> str:
     if hi < 0:
         return NOT_SUPPORTED
     return INCONCLUSIVE
-
-
-def _pick(results: list[VariantResult]) -> tuple[VariantResult | None, VariantResult | None]:
-    """(baseline: ε without ZTSNR, nai: v with ZTSNR and σ_max = ∞) among the evaluated variants."""
-    base = next((r for r in results if r.prediction == "eps" and not r.ztsnr), None)
-    nai = next((r for r in results if r.prediction == "v" and math.isinf(r.top_sigma)), None)
-    return base, nai
-
-
-def _point(r: VariantResult, cfg: float, first: str) -> PointResult | None:
-    pts = [p for p in r.points if p.cfg_scale == cfg]
-    if not pts:
-        return None
-    if first == "max":
-        return max(pts, key=lambda p: p.first_sigma)
-    return min(pts, key=lambda p: abs(p.first_sigma - float(first)))
 
 
 def _arr(values) -> np.ndarray:
@@ -109,7 +93,7 @@ def claim_c2(base, nai, cfg: float) -> Claim:
     if not (base and nai):
         c.details.append("needs a non-ZTSNR baseline and a v + ZTSNR variant")
         return c
-    pb, pn = _point(base, cfg, "14.6"), _point(nai, cfg, "max")
+    pb, pn = point_at(base, cfg, "14.6"), point_at(nai, cfg, "max")
     if not (pb and pn):
         return c
     c.effect = paired_diff_ci(pb.arr("brightness_err"), pn.arr("brightness_err"))
@@ -139,7 +123,7 @@ def claim_c3(base, nai, cfg: float) -> Claim:
     if not (base and nai):
         c.details.append("needs a non-ZTSNR baseline and a v + ZTSNR variant")
         return c
-    pb, pn = _point(base, cfg, "14.6"), _point(nai, cfg, "max")
+    pb, pn = point_at(base, cfg, "14.6"), point_at(nai, cfg, "max")
     if not (pb and pn):
         return c
     pi = np.asarray(base.prompt_index)
@@ -160,7 +144,7 @@ def claim_c5(results: list[VariantResult], base, nai) -> Claim:
         return c
     scales = sorted({p.cfg_scale for p in base.points} & {p.cfg_scale for p in nai.points})
     for r, first in ((base, "14.6"), (nai, "max")):
-        pts = [p for p in (_point(r, s, first) for s in scales) if p is not None and p.kid_tagger is not None]
+        pts = [p for p in (point_at(r, s, first) for s in scales) if p is not None and p.kid_tagger is not None]
         for p in pts:
             c.details.append(f"{r.variant} {p.name}: KID {p.kid_tagger:.4g}, FD {_num(p.fd_tagger):.4g}")
         if pts:
@@ -181,7 +165,7 @@ def claim_c6(results: list[VariantResult], cfg: float) -> Claim:
                      {**a.variant_config, "name": ""}), None)
         if twin is None:
             continue
-        pa, pb = _point(a, cfg, "max"), _point(twin, cfg, "max")
+        pa, pb = point_at(a, cfg, "max"), point_at(twin, cfg, "max")
         if pa.tag_recall_rare is None:
             c.details.append("tag groups unavailable (tagger without tag frequencies)")
             return c
@@ -252,7 +236,7 @@ def claim_c4() -> Claim:
 
 
 def build_claims(results: list[VariantResult], bucketing: dict | None = None, normalisation: dict | None = None) -> list[Claim]:
-    base, nai = _pick(results)
+    base, nai = baseline_and_nai(results)
     cfg = _cfg_star(results) if results else 5.0
     return [claim_c1(base, nai), claim_c2(base, nai, cfg), claim_c3(base, nai, cfg), claim_c4(),
             claim_c5(results, base, nai), claim_c6(results, cfg), claim_c7(bucketing), claim_c8(normalisation),

@@ -182,6 +182,24 @@ class VariantResult:
         return cls(**{**d, "points": points, "probes": probes})
 
 
+def baseline_and_nai(results: list[VariantResult]) -> tuple[VariantResult | None, VariantResult | None]:
+    """(the SDXL baseline: ε without ZTSNR, NAI v3: v with ZTSNR and σ_max = ∞) among ``results``."""
+    base = next((r for r in results if r.prediction == "eps" and not r.ztsnr), None)
+    nai = next((r for r in results if r.prediction == "v" and math.isinf(r.top_sigma)), None)
+    return base, nai
+
+
+def point_at(r: VariantResult, cfg: float, first: str) -> PointResult | None:
+    """The point of ``r`` at CFG ``cfg`` whose start is nearest ``first`` (a σ) — or the highest
+    start when ``first`` is "max"."""
+    pts = [p for p in r.points if p.cfg_scale == cfg]
+    if not pts:
+        return None
+    if first == "max":
+        return max(pts, key=lambda p: p.first_sigma)
+    return min(pts, key=lambda p: abs(p.first_sigma - float(first)))
+
+
 def point_from_dict(d: dict) -> PointResult:
     """A ``PointResult`` back from ``to_dict`` form (JSON)."""
     return PointResult(**{**d, "point": EvalPoint(**_floats(d["point"])), "per_image": PerImage(**d["per_image"])})

@@ -25,3 +25,14 @@ def tiny_config():
         return load_config(ROOT / "configs" / "smoke.yaml", TINY + list(extra))
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """(bucketed training set, vocabulary) of a 64-image 8 px benchmark, built once per module."""
+    from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
+
+    root = tmp_path_factory.mktemp("bench")
+    synthesize(root, 64, 8, 8, seed=0)
+    d = BucketedDataset.from_scan(scan_folder(root / "train"), default_buckets(8))
+    return d, Vocabulary.build(d.tags)

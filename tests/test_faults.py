@@ -8,23 +8,14 @@ import torch
 from nai3train import checkpoint as C
 from nai3train.checkpoint import latest_step_checkpoint, load_meta, step_checkpoints
 from nai3train.config import VariantConfig
-from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.trainer import train_variant
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    synthesize(root, 48, 4, 8, seed=0)
-    d = BucketedDataset.from_scan(scan_folder(root / "train"), default_buckets(8))
-    return d, Vocabulary.build(d.tags)
 
 
 V = VariantConfig(name="v", prediction="v", ztsnr=True)
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(data, tmp_path, tiny_config, caplog):
-    d, vocab = data
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny_data, tmp_path, tiny_config, caplog):
+    d, vocab = tiny_data
     cfg = tiny_config(["train.steps=4", "train.checkpoint_every=2"])
     train_variant(cfg, V, d, vocab, tmp_path, progress=False)
     newest = latest_step_checkpoint(tmp_path)
@@ -37,17 +28,17 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(data, tmp_pa
     assert r.resumed_from == 2 and "step-00000004 unreadable" in caplog.text and "falling back" in caplog.text
 
 
-def test_a_checkpoint_of_another_variant_is_never_skipped_silently(data, tmp_path, tiny_config):
-    d, vocab = data
+def test_a_checkpoint_of_another_variant_is_never_skipped_silently(tiny_data, tmp_path, tiny_config):
+    d, vocab = tiny_data
     train_variant(tiny_config(["train.steps=2", "train.checkpoint_every=2"]), V, d, vocab, tmp_path, progress=False)
     other = VariantConfig(name="v", prediction="eps", ztsnr=False)
     with pytest.raises(ValueError, match="refusing to resume a different variant"):
         train_variant(tiny_config(["train.steps=4"]), other, d, vocab, tmp_path, progress=False, resume=True)
 
 
-def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one_and_names_the_path(data, tmp_path, tiny_config,
+def test_disk_full_during_a_checkpoint_write_keeps_the_previous_one_and_names_the_path(tiny_data, tmp_path, tiny_config,
                                                                                        monkeypatch):
-    d, vocab = data
+    d, vocab = tiny_data
     real_save = C.save_file
     calls = {"n": 0}
 

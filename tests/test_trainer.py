@@ -14,21 +14,13 @@ from safetensors.torch import load_file
 
 from nai3train.checkpoint import latest_step_checkpoint, load_meta
 from nai3train.config import VariantConfig
-from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
+from nai3train.data import BucketedDataset
 from nai3train.data import PreparedData
 from nai3train.run import train_tracked
 from nai3train.tracking import open_experiment
 from nai3train.trainer import TrainingDiverged, train_variant
 
 from .conftest import ROOT, TINY
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    synthesize(root, 64, 8, 8, seed=0)
-    d = BucketedDataset.from_scan(scan_folder(root / "train"), default_buckets(8))
-    return d, Vocabulary.build(d.tags)
 
 
 def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog, tiny_config):
