@@ -97,10 +97,14 @@ def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_
     assert pixels.shape == (2, 3, *size) and pixels.abs().max() <= 1
 
 
+@pytest.fixture(scope="module")
+def tiny_sdxl_v(tmp_path_factory):
+    return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl-v") / "model", prediction_type="v_prediction")
+
+
 @pytest.mark.slow
-def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_scheduler(tiny_sdxl_pipe, tmp_path):
-    if "v_prediction" not in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text():
-        pytest.skip("one parameterisation suffices here: both are pinned against diffusers above")
+def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_scheduler(tiny_sdxl_v, tmp_path):
+    tiny_sdxl_pipe = tiny_sdxl_v  # v-prediction: the scheduler config must override nai3's ε default
     import json
     import os
     import subprocess
