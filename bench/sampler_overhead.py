@@ -3,19 +3,20 @@
 The sampler path (Euler, native 28-step schedule from σ = 20000, CFG with conditional and
 unconditional passes in one batched forward, the shared denoiser's preconditioning and t(σ)
 lookup) against a loop that calls the same network the same number of times on the same batch
-shapes with precomputed inputs. Runs alternate; medians are compared; the ratio prints last.
+shapes with precomputed inputs. Runs alternate and swap order; medians are compared; the ratio prints last.
 Also prints the wall time of one variant's default smoke sweep (points × images) at this rate.
 
-    .venv/bin/python bench/sampler_overhead.py [--images 64] [--repeats 3]
+    .venv/bin/python bench/sampler_overhead.py [--images 64] [--repeats 7]
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from timing import side_by_side  # bench/timing.py
 
 from nai3train.config import VariantConfig, load_config
 from nai3train.diffusion import sampling_sigmas
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args()
     cfg = load_config(ROOT / "configs/smoke.yaml")
     r = cfg.data.resolution
@@ -62,12 +63,7 @@ def main() -> None:
             model(x2, t, both)
         return time.perf_counter() - t0
 
-    sampler_run(), bare_run()  # warm-up
-    s_times, b_times = [], []
-    for _ in range(a.repeats):
-        b_times.append(bare_run())
-        s_times.append(sampler_run())
-    s, b = statistics.median(s_times), statistics.median(b_times)
+    b, s = side_by_side(bare_run, sampler_run, a.repeats)
     print(f"torch threads {torch.get_num_threads()}; {a.images} images, {n_forwards} forwards of batch "
           f"{2 * a.images} (CFG cond+uncond in one pass)")
     print(f"bare forwards : {a.images / b:.1f} img/s ({b:.2f} s)")

@@ -11,7 +11,6 @@ built here with diffusers' own classes (``--hidden``), or any local diffusers SD
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from diffusers import StableDiffusionXLPipeline
+
+    from timing import side_by_side  # bench/timing.py
 
     from nai3eval.sweep import load_model
     from nai3train.diffusion import sampling_sigmas
@@ -76,16 +77,7 @@ def main() -> None:
             sync()
             return time.perf_counter() - t0
 
-        ours(), theirs()  # warm-up
-        o, t = [], []
-        for i in range(a.repeats):
-            if i % 2:
-                t.append(theirs())
-                o.append(ours())
-            else:
-                o.append(ours())
-                t.append(theirs())
-    mo, mt = statistics.median(o), statistics.median(t)
+        mo, mt = side_by_side(ours, theirs, a.repeats)
     print(f"device {device}, torch threads {torch.get_num_threads()}; model {model if a.model else 'tiny random SDXL'}; "
           f"batch {a.batch} at {size[0]}×{size[1]}, Euler {a.steps} steps, CFG {a.cfg:g}")
     print(f"diffusers pipeline : {a.batch / mt:.2f} img/s ({mt:.3f} s)")

@@ -12,12 +12,13 @@ Runs alternate (and swap order); medians are compared; the ratio forwards/total 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from timing import side_by_side  # bench/timing.py
 
 from nai3eval.evaluate import build_instruments
 from nai3eval.prompts import make_prompt_set
@@ -70,16 +71,7 @@ def main() -> None:
             generate(ck, point, ps)
             return time.perf_counter() - t0
 
-        total(), forwards()  # warm-up
-        t_times, f_times = [], []
-        for i in range(a.repeats):  # alternate which goes first, so drift hits both alike
-            if i % 2:
-                t_times.append(total())
-                f_times.append(forwards())
-            else:
-                f_times.append(forwards())
-                t_times.append(total())
-        t, f = statistics.median(t_times), statistics.median(f_times)
+        f, t = side_by_side(forwards, total, a.repeats)
     print(f"torch threads {torch.get_num_threads()}; one point: {len(ps)} images, {point.steps} forwards of batch "
           f"{2 * len(ps)}; metrics {[type(m).__name__ for m in inst.metrics]}; sinks grid + MLflow child run")
     print(f"sampler alone  : {f:.2f} s")

@@ -23,7 +23,7 @@ from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
 from nai3eval.sweep import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
-from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
+from nai3train.config import AblationConfig, VariantConfig, stable_hash
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.tracking import Tracker, open_experiment
@@ -106,20 +106,27 @@ def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:
         return Path(MlflowClient(uri).download_artifacts(run_id, "checkpoint", str(out / "downloaded")))
 
 
+REAL_DATA_WEIGHTS = ("inception_weights", "clip_path", "wd14_model", "wd14_tags")
+
+
 @functools.lru_cache(maxsize=4)
-def _instruments(eval_json: str, eval_dir: str, resolution: int, tagger_dir: str, benchmark: bool) -> Instruments:
+def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagger_dir: str,
+                 benchmark: bool) -> Instruments:
     from nai3train.config import EvalConfig
 
-    ec = EvalConfig.model_validate(json.loads(eval_json))
+    ec = EvalConfig(**dict(zip(REAL_DATA_WEIGHTS, weights)))
     ev = load_folder(eval_dir, resolution)
     tagger, vocab, _ = load_tagger(tagger_dir)
     return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark)
 
 
 def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> Instruments:
-    """The reference set and metric objects, built once per process for a given sweep and tagger."""
+    """The reference set and metric objects, built once per process for a given reference set,
+    tagger and real-data weights — shared by every variant and every training seed (the evaluation
+    seed and sweep settings do not enter an instrument)."""
     benchmark = cfg.data.kind == "benchmark" and data.card is not None and Path(data.eval).parent == Path(data.card).parent
-    return _instruments(json.dumps(to_dict(cfg.eval)), data.eval, cfg.data.resolution, tagger.folder, benchmark)
+    weights = tuple(getattr(cfg.eval, k) for k in REAL_DATA_WEIGHTS)
+    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, benchmark)
 
 
 @dataclass(frozen=True)

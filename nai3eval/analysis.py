@@ -132,6 +132,9 @@ class Decision:
     reason: str = ""
 
 
+ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+
+
 @dataclass(frozen=True)
 class Superiority:
     """The effect exceeds 0 in the expected direction: the one-sided lower bound > 0 (upper < 0 for
@@ -144,7 +147,7 @@ class Superiority:
     def decide(self, e: Effect, alpha: float | None = None) -> Decision:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
-            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+            return ZERO_WIDTH
         p_for = e.p_greater() if self.direction == "greater" else e.p_less()
         p_against = e.p_less() if self.direction == "greater" else e.p_greater()
         if p_for < a:
@@ -166,7 +169,7 @@ class Equivalence:
     def decide(self, e: Effect, alpha: float | None = None) -> Decision:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
-            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+            return ZERO_WIDTH
         p = max(e.p_greater(-self.margin), e.p_less(self.margin))
         if p < a:
             return Decision(EQUIVALENT, p)
@@ -188,7 +191,7 @@ class NonInferiority:
     def decide(self, e: Effect, alpha: float | None = None) -> Decision:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
-            return Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
+            return ZERO_WIDTH
         p = e.p_less(self.margin)
         if p < a:
             return Decision(SUPPORTED, p)

@@ -73,6 +73,7 @@ class FeatureDistances:
         self.n_real = len(real_features)
         self.kid_subsets = kid_subsets
         self.real_features = real_features
+        self._kids: dict[tuple[int, int], KernelInceptionDistance] = {}  # by (subsets, subset size)
 
     def frechet(self, fake_features: torch.Tensor) -> float:
         self.fid.reset()
@@ -90,13 +91,14 @@ class FeatureDistances:
         return float(m), float(s)
 
     def _kid(self, subsets: int, subset_size: int) -> KernelInceptionDistance:
+        """One KID object per subset layout (a sweep has one: every point has the same N)."""
         key = (subsets, subset_size)
-        if getattr(self, "_kid_key", None) != key:
-            self._kid_obj = KernelInceptionDistance(feature=_Features(self.real_features.shape[1]), subsets=subsets,
-                                                    subset_size=subset_size, reset_real_features=False)
-            self._kid_obj.update(self.real_features.double(), real=True)
-            self._kid_key = key
-        return self._kid_obj
+        if key not in self._kids:
+            kid = KernelInceptionDistance(feature=_Features(self.real_features.shape[1]), subsets=subsets,
+                                          subset_size=subset_size, reset_real_features=False)
+            kid.update(self.real_features.double(), real=True)
+            self._kids[key] = kid
+        return self._kids[key]
 
 
 def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = 0.05,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,6 +48,7 @@ class LoadedCheckpoint:
     variant: VariantConfig
     size: tuple[int, int] | None = None  # (height, width) to sample at; None: the bundle's native size
     source: str = ""  # where the parameterisation came from (checkpoint metadata, scheduler config, user)
+    _conditioning: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -62,9 +63,14 @@ class LoadedCheckpoint:
         return self.bundle.sample_shape(*self.image_size)
 
     def conditioning(self, ps: PromptSet, rows: slice) -> tuple[dict, dict]:
-        texts = ps.texts[rows]
-        sizes = [self.image_size]
-        return self.bundle.encode(texts, sizes * len(texts)), self.bundle.uncond(len(texts), sizes * len(texts))
+        """(cond, uncond) for the prompts of ``rows``, encoded once per checkpoint: every point of the
+        sweep and every probe reuses them (for SDXL that is two text encoders not run again)."""
+        texts = tuple(ps.texts[rows])
+        key = (texts, self.image_size)
+        if key not in self._conditioning:
+            sizes = [self.image_size] * len(texts)
+            self._conditioning[key] = (self.bundle.encode(list(texts), sizes), self.bundle.uncond(len(texts), sizes))
+        return self._conditioning[key]
 
 
 def default_device() -> torch.device:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from ..checkpoint import (latest_step_checkpoint, load_meta, load_train_state, load_weights, optimizer_tensors,
+from ..checkpoint import (load_meta, load_train_state, load_weights, optimizer_tensors,
                           restore_optimizer, save_step_checkpoint, step_checkpoints)
 from .ema import EMA
 
@@ -95,7 +95,3 @@ class TrainingState:
                 log.warning(reason)
                 self.fallbacks.append(reason)
         return 0
-
-    def latest(self, run_dir: str | Path) -> Path | None:
-        """The folder ``load_latest`` would read (for logging which checkpoint a run resumed from)."""
-        return latest_step_checkpoint(run_dir)
