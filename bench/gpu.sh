@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# SDXL-size training throughput and MFU on a lent GPU (see bench/gpu_mfu.py); `--tiny` runs on CPU.
+# The GPU checks in one run: SDXL-base training throughput and MFU (bench/gpu_mfu.py), then nai3's
+# SDXL sampling vs diffusers' pipeline at 1024², bf16, random weights, with sampling MFU and peak
+# memory (bench/sdxl_sampler_overhead.py --in-memory sdxl). `--tiny` runs both on a CPU (tested).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-exec "$PY" bench/gpu_mfu.py "$@"
+if [[ " $* " == *" --tiny "* ]]; then
+  "$PY" bench/gpu_mfu.py "$@"
+  exec "$PY" bench/sdxl_sampler_overhead.py --in-memory tiny --batch 2 --steps 2 --repeats 1
+fi
+"$PY" bench/gpu_mfu.py "$@"
+exec "$PY" bench/sdxl_sampler_overhead.py --in-memory sdxl --batch 4 --steps 28 --repeats 3 --resolution 1024

@@ -4,7 +4,10 @@ load on a shared box) hits both alike; medians are compared."""
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Callable
+
+import torch
 
 
 def side_by_side(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
@@ -19,3 +22,23 @@ def side_by_side(first: Callable[[], float], second: Callable[[], float], repeat
             a.append(first())
             b.append(second())
     return statistics.median(a), statistics.median(b)
+
+
+def sync(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measured_peak(device: torch.device | str, dtype: torch.dtype, n: int, reps: int) -> float:
+    """FLOP/s of an n×n×n matmul in ``dtype`` on ``device``: the denominator of an MFU measured in
+    the same run as its numerator, not a datasheet figure."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t0)

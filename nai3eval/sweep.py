@@ -108,17 +108,22 @@ def load_model(ref: str | Path, prediction: str | None = None, ztsnr: bool | Non
     else:
         bundle, found = load_pretrained(str(path))
         bundle.to(device or default_device())
-        chosen = {"prediction": prediction or found["prediction"],
-                  "ztsnr": found["ztsnr"] if ztsnr is None else ztsnr}
-        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.name) or "model"
-        # a pretrained model's σ table is SDXL's own at any resolution: no dimension scale
-        variant = VariantConfig(name=name, dimension_scale=False, **chosen)
-        source = found["source"] + ("" if prediction is None and ztsnr is None else " + user overrides")
-        ck = LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, bundle.sample_dim()), variant,
-                              source=source)
+        ck = pretrained_checkpoint(bundle, found, path.name, prediction, ztsnr)
     if resolution:
         ck.size = (resolution, resolution)
     return ck
+
+
+def pretrained_checkpoint(bundle: ModelBundle, found: dict, name: str, prediction: str | None = None,
+                          ztsnr: bool | None = None) -> LoadedCheckpoint:
+    """A pretrained model's bundle with the parameterisation it declares (``found``: prediction,
+    ztsnr, source), unless the user overrides it; the σ table is SDXL's own at any resolution."""
+    chosen = {"prediction": prediction or found["prediction"], "ztsnr": found["ztsnr"] if ztsnr is None else ztsnr}
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+    variant = VariantConfig(name=name, dimension_scale=False, **chosen)
+    source = found["source"] + ("" if prediction is None and ztsnr is None else " + user overrides")
+    return LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, bundle.sample_dim()), variant,
+                            source=source)
 
 
 @torch.no_grad()

@@ -12,3 +12,4 @@ def test_gpu_bench_runs_tiny_on_cpu():
     assert p.returncode == 0, p.stderr[-2000:]
     assert re.search(r"MFU = \d+(\.\d+)?%", p.stdout)
     assert re.search(r"model FLOPs per training step: \d", p.stdout)
+    assert re.search(r"ratio nai3/diffusers = \d+\.\d+", p.stdout.strip().splitlines()[-1])

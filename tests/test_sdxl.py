@@ -97,6 +97,30 @@ def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_
     assert pixels.shape == (2, 3, *size) and pixels.abs().max() <= 1
 
 
+def test_bf16_unet_weights_take_fp32_in_and_give_fp32_out(tiny_sdxl):
+    """Evaluation on a GPU runs the UNet in bf16 weights (``SDXLBundle.to``): the network casts the
+    scaled input itself and hands back fp32, within bf16 rounding of the fp32 weights' answer; a
+    pipeline already in memory wraps the same modules (nothing copied)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from nai3train.models.sdxl import SDXLBundle
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, local_files_only=True)
+    bundle = SDXLBundle.from_pipeline(pipe)
+    assert bundle.components.unet is pipe.unet
+    size = bundle.native_size
+    cond = bundle.encode(["red circle, black background"] * 2, [size] * 2)
+    x = torch.randn((2, *bundle.sample_shape(*size)), generator=torch.Generator().manual_seed(1))
+    c_noise = torch.tensor(999.0, dtype=torch.float64)
+    full = bundle.network(x, c_noise, cond)
+    bundle.to(dtype=torch.bfloat16)
+    assert pipe.unet.dtype == torch.bfloat16
+    half = bundle.network(x, c_noise, cond)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05 * float(full.abs().max()))
+    assert not torch.equal(half, full)  # it really ran in bf16
+
+
 @pytest.fixture(scope="module")
 def tiny_sdxl_v(tmp_path_factory):
     return build_tiny_sdxl(tmp_path_factory.mktemp("sdxl-v") / "model", prediction_type="v_prediction")

@@ -121,7 +121,7 @@ class Schedule:
         the practical infinity and return +∞ at t = 999 exactly.
         """
         t = torch.as_tensor(t, dtype=torch.float64)
-        log_s = self._log_table()
+        log_s = self._log_table().to(t.device)
         t_c = t.clamp(0, NUM_TRAIN_TIMESTEPS - 1)
         lo = t_c.floor().long().clamp(max=NUM_TRAIN_TIMESTEPS - 2)
         w = t_c - lo
@@ -137,7 +137,7 @@ class Schedule:
         to t = 999: the network never saw more noise than that.
         """
         sigma = torch.as_tensor(sigma, dtype=torch.float64) / self.scale
-        log_s = self._log_table()
+        log_s = self._log_table().to(sigma.device)  # the table lives on the CPU; σ may be on the GPU
         log_sigma = torch.log(sigma.clamp_min(float(self.sdxl_sigmas[0])))
         idx = torch.searchsorted(log_s, log_sigma.reshape(-1).contiguous()).reshape(log_sigma.shape)
         hi = idx.clamp(1, NUM_TRAIN_TIMESTEPS - 1)

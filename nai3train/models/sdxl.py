@@ -133,19 +133,28 @@ class SDXLNetwork(nn.Module):
         self.unet = unet
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: dict) -> torch.Tensor:
+        """fp32 in, fp32 out. Half-precision weights (evaluation on a GPU) run as they are, on the
+        scaled input c_in·x cast to their dtype (O(1) at any σ, so bf16 holds it); fp32 weights
+        (training) run under bf16 autocast on a GPU, whose per-op casts cost ~15 % at sampling."""
         dev = x_in.device
+        dtype = self.unet.dtype
+        if dtype != torch.float32:
+            return self._unet(x_in.to(dtype), c_noise, cond, dtype).float()
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else nullcontext()
         with amp:
-            out = self.unet(x_in, c_noise.to(dev, torch.float32).expand(x_in.shape[0]),
-                            encoder_hidden_states=cond["prompt_embeds"].to(dev),
-                            added_cond_kwargs={"text_embeds": cond["pooled"].to(dev),
-                                               "time_ids": cond["time_ids"].to(dev)}).sample
-        return out.float()
+            return self._unet(x_in, c_noise, cond, torch.float32).float()
+
+    def _unet(self, x: torch.Tensor, c_noise: torch.Tensor, cond: dict, dtype: torch.dtype) -> torch.Tensor:
+        dev = x.device
+        return self.unet(x, c_noise.to(dev, torch.float32).expand(x.shape[0]),
+                         encoder_hidden_states=cond["prompt_embeds"].to(dev, dtype),
+                         added_cond_kwargs={"text_embeds": cond["pooled"].to(dev, dtype),
+                                            "time_ids": cond["time_ids"].to(dev, dtype)}).sample
 
 
 class SDXLAdapter:
-    """What the trainer needs from SDXL: the trainable network, latent batches, prompt conditioning.
-    (Evaluating SDXL checkpoints needs an SDXL model bundle; until then ``load_bundle`` refuses them.)"""
+    """What the trainer needs from SDXL: the trainable network (fp32 weights, bf16 autocast on a GPU),
+    latent batches, prompt conditioning. Its checkpoints are evaluated through ``SDXLBundle``."""
 
     kind = "sdxl"
 
@@ -236,13 +245,14 @@ class SDXLBundle(ModelBundle):
     map back for pretrained models and for nai3 checkpoints trained on normalised raw latents.
     ``path`` is the diffusers folder that holds the frozen parts (and the UNet unless a nai3
     checkpoint supplies trained weights). The VAE always decodes in float32 (SDXL's VAE overflows
-    in fp16); the UNet runs under bf16 autocast on GPU, noise and input in fp32.
+    in fp16); on a GPU the UNet runs in bf16 weights (see ``to``), noise and sampler state in fp32.
     """
 
     kind = "sdxl"
 
-    def __init__(self, path: str, resolution: int | None = None, normalization: dict | None = None):
-        self.components = load_sdxl(path)
+    def __init__(self, path: str, resolution: int | None = None, normalization: dict | None = None,
+                 components: SDXLComponents | None = None):
+        self.components = components or load_sdxl(path)
         vae = self.components.vae
         if normalization is None:
             sf = float(vae.config.scaling_factor)
@@ -284,9 +294,15 @@ class SDXLBundle(ModelBundle):
         return torch.cat(out).float().clamp(-1, 1)
 
     def to(self, device=None, dtype=None) -> "SDXLBundle":
+        """Move every component; on a GPU the UNet also goes to bf16 weights (``dtype`` overrides),
+        as evaluation runs it, unless it is being trained (fp32 master weights, bf16 autocast)."""
         c = self.components
         for m in (c.unet, c.vae, c.text_encoder, c.text_encoder_2):
             m.to(device=device)
+        if dtype is None and device is not None and torch.device(device).type == "cuda" and not c.unet.training:
+            dtype = torch.bfloat16
+        if dtype is not None:
+            c.unet.to(dtype=dtype)
         return self
 
     def eval(self) -> "SDXLBundle":
@@ -297,6 +313,14 @@ class SDXLBundle(ModelBundle):
     def from_diffusers(cls, path: str | Path) -> "SDXLBundle":
         """A pretrained diffusers SDXL folder as it is (its own UNet, latents × scaling_factor)."""
         return cls(str(path)).eval()
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str = "in-memory") -> "SDXLBundle":
+        """A StableDiffusionXLPipeline already in memory (same modules, nothing copied or reloaded):
+        for notebooks and benches that built or modified the pipeline themselves."""
+        c = SDXLComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer,
+                           pipe.tokenizer_2, name)
+        return cls(name, components=c).eval()
 
 
 def load_sdxl_folder(path: str | Path) -> tuple[SDXLBundle, dict]:
