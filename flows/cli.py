@@ -195,6 +195,14 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relog(a: argparse.Namespace) -> int:
+    from nai3train.buffered import relog
+
+    n = relog(a.journal)
+    print(f"delivered {n} buffered MLflow call(s) from {a.journal}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nai3", description=(
         "Measure the NovelAI Diffusion V3 changes (v-prediction, ZTSNR, σ_max, MinSNR, tag weighting) "
@@ -280,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     rp.add_argument("--out", default=None, help="output folder (default runs/report-<id>)")
     rp.set_defaults(fn=cmd_report)
+
+    rl = sub.add_parser("relog", help="deliver MLflow calls buffered during a tracking-server outage",
+                        description="A training whose MLflow server stayed away leaves its unsent log calls in "
+                                    "RUN_DIR/mlflow-journal-<run id>.jsonl and says so. Once the server is back, "
+                                    "this sends them in order (metrics keep their original timestamps), logs the "
+                                    "checkpoint and the run's final status, and removes the journal.")
+    rl.add_argument("journal", help="the journal file the error named")
+    rl.set_defaults(fn=cmd_relog)
 
     ab = sub.add_parser("ablation", help="run the ablation flow (train variants, evaluate, log to MLflow)",
                         description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import AblationConfig, VariantConfig, to_dict
 from .data import BucketedDataset, PreparedData, TagWeighting, Vocabulary, default_buckets, scan_folder
 from .data.tag_weights import weight_histogram
+from .buffered import BufferedTracker, TrackingOutage
 from .tracking import Tracker, flatten
 from .trainer import TrainingDiverged, train_variant
 
@@ -57,18 +58,20 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
     error is raised again."""
     train = load_training_set(cfg, data)
     vocab = Vocabulary.build(train.tags)
-    run = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
-                        tags={"nai3.kind": "train", "nai3.variant": variant.name, "nai3.seed": str(cfg.train.seed),
-                              "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data.content_hash[:16],
-                              "nai3.run_dir": str(out), **(tags or {})})
+    started = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
+                            tags={"nai3.kind": "train", "nai3.variant": variant.name, "nai3.seed": str(cfg.train.seed),
+                                  "nai3.variant_hash": variant.config_hash(), "nai3.data_hash": data.content_hash[:16],
+                                  "nai3.run_dir": str(out), **(tags or {})})
+    started.log_dataset(f"{cfg.data.kind}:{Path(data.train).name}", data.content_hash, data.train, "training",
+                        {"images": len(train), "skipped": len(train.skipped)})
+    # from here on MLflow may come and go: training never waits on it (nai3train/buffered.py)
+    run = BufferedTracker(started, out / f"mlflow-journal-{started.run_id}.jsonl")
     try:
         run.log_params(flatten({"variant": to_dict(variant), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
                                 "data": to_dict(cfg.data)}))
         run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
                      "config.resolved.json")
         run.log_json(train.skipped, "skipped_files.json")
-        run.log_dataset(f"{cfg.data.kind}:{Path(data.train).name}", data.content_hash, data.train, "training",
-                        {"images": len(train), "skipped": len(train.skipped)})
         report = train.report()
         run.log_json(report, "bucketing_report.json")
         weights = TagWeighting().weights(train.tags)
@@ -85,11 +88,22 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
             run.log_artifact(e.last_checkpoint, "last_good_checkpoint")
         run.set_tags({"nai3.error": str(e)[:5000]})
         run.finish(False)
+        _close_quietly(run)
         raise
     except BaseException as e:
         run.set_tags({"nai3.error": f"{type(e).__name__}: {e}"[:5000]})
         run.finish(False)
+        _close_quietly(run)
         raise
+    run.close()  # raises TrackingOutage (work done, journal named) if the server stayed away
     log.info("trained %s: loss %.4f, %.0f img/s", variant.name, result.final_loss, result.img_per_s)
     return TrainedVariant(variant.name, str(result.checkpoint), run.run_id, False, result.img_per_s,
                           result.final_loss, result.resumed_from, cfg.train.seed)
+
+
+def _close_quietly(run: BufferedTracker) -> None:
+    """On the way out with another error: deliver what can be, but let that error be the one raised."""
+    try:
+        run.close()
+    except TrackingOutage as outage:
+        log.error("%s", outage)

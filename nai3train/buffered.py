@@ -1,0 +1,217 @@
+"""Logging that survives a tracking-server outage: training never waits on MLflow.
+
+A nightly trains unattended for hours; the MLflow server it logs to may restart in the middle.
+``BufferedTracker`` hands every log call (metrics with their original timestamps, params, tags,
+artifacts, the final status) to one sender thread that delivers them in order. When the server
+does not answer, the sender keeps the calls and tries again every ``retry_s``; training goes on.
+Every call is also appended to a journal beside the checkpoints, with an acknowledgement once
+delivered, so nothing is lost if the process dies during the outage. ``close`` waits up to
+``patience_s`` for the backlog to drain and otherwise raises ``TrackingOutage``, which names
+the journal and the command that delivers it later (``nai3 relog JOURNAL``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from .tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+# MLflow error codes that mean "the server could not answer now", not "the request is wrong"
+TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "ENDPOINT_NOT_FOUND"}
+
+
+def default_patience_s() -> float:
+    """How long a finished training waits for its backlog: $NAI3_TRACKING_PATIENCE_S, else 10 min.
+    Operational, not part of the recipe, so it is not in the config (and not in any run key)."""
+    return float(os.environ.get("NAI3_TRACKING_PATIENCE_S", "600"))
+
+
+class TrackingOutage(RuntimeError):
+    """The tracking server stayed away past the patience; the work itself is done and on disk."""
+
+
+def transient(err: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return err.error_code in TRANSIENT
+    return isinstance(err, (OSError, ConnectionError)) or type(err).__module__.startswith(("requests", "urllib3"))
+
+
+def deliver(tracker: Tracker, op: dict) -> None:
+    """Send one journalled call."""
+    kind = op["op"]
+    if kind == "metrics":
+        from mlflow.entities import Metric
+
+        items = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in op["items"]]
+        for i in range(0, len(items), 500):
+            tracker.client.log_batch(tracker.run_id, metrics=items[i:i + 500])
+    elif kind == "params":
+        tracker.log_params(op["items"])
+    elif kind == "tags":
+        tracker.set_tags(op["items"])
+    elif kind == "artifact":
+        tracker.log_artifact(op["path"], op.get("artifact_path"))
+    elif kind == "json":
+        tracker.log_json(op["obj"], op["name"])
+    elif kind == "finish":
+        tracker.finish(op["ok"])
+    else:
+        raise ValueError(f"unknown journal entry {kind!r}")
+
+
+class BufferedTracker:
+    """A ``Tracker`` whose calls never block or fail the caller while the server is away (see the
+    module docstring). Same methods as ``Tracker`` for what training logs."""
+
+    def __init__(self, tracker: Tracker, journal: str | Path, retry_s: float = 5.0,
+                 patience_s: float | None = None):
+        self.tracker = tracker
+        self.run_id = tracker.run_id
+        self.uri = tracker.uri
+        self.journal = Path(journal)
+        self.retry_s = retry_s
+        self.patience_s = default_patience_s() if patience_s is None else patience_s
+        self.outage_since: float | None = None
+        self.rejected: list[str] = []
+        self._queue: deque[tuple[int, dict]] = deque()
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
+        self._abandoned = False
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with self.journal.open("a") as f:
+            f.write(json.dumps({"uri": tracker.uri, "run_id": tracker.run_id}) + "\n")
+        self._thread = threading.Thread(target=self._send_loop, name=f"mlflow-sender-{self.run_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    # the Tracker surface training uses
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        self._put({"op": "metrics", "items": [[k, float(v), ts, step] for k, v in metrics.items()]})
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._put({"op": "params", "items": {k: str(v) for k, v in params.items()}})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._put({"op": "tags", "items": {k: str(v) for k, v in tags.items()}})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._put({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+
+    def log_json(self, obj: Any, name: str) -> None:
+        self._put({"op": "json", "obj": json.loads(json.dumps(obj, default=str)), "name": name})
+
+    def finish(self, ok: bool = True) -> None:
+        self._put({"op": "finish", "ok": ok})
+
+    @property
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def close(self) -> None:
+        """Wait up to ``patience_s`` for every call to be delivered; then stop the sender. Raises
+        ``TrackingOutage`` (with the journal and the re-log command) if the server stayed away."""
+        deadline = time.monotonic() + self.patience_s
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+            while self._queue and time.monotonic() < deadline:
+                self._wake.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            left = len(self._queue)
+            self._abandoned = bool(left)  # the journal is now relog's: the sender must not touch it
+        if left:
+            since = time.strftime("%H:%M:%S", time.localtime(self.outage_since or time.time()))
+            raise TrackingOutage(
+                f"MLflow at {self.uri} has not answered since {since}; waited {self.patience_s:g} s after the work "
+                f"finished. The work is done and on disk; {left} log call(s) of run {self.run_id} are kept in "
+                f"{self.journal}. When the server is back, deliver them with: nai3 relog {self.journal}")
+        self._thread.join(timeout=5)
+        if self.rejected:
+            log.error("MLflow refused %d call(s) of run %s: %s", len(self.rejected), self.run_id,
+                      "; ".join(self.rejected)[:2000])
+        self.journal.unlink(missing_ok=True)
+
+    def _put(self, op: dict) -> None:
+        with self._wake:
+            self._seq += 1
+            self._queue.append((self._seq, op))
+            self._append({"seq": self._seq, **op})
+            self._wake.notify_all()
+
+    def _append(self, entry: dict) -> None:
+        with self.journal.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._wake.wait()
+                if self._abandoned:
+                    return
+                seq, op = self._queue[0]
+            try:
+                deliver(self.tracker, op)
+            except BaseException as e:  # noqa: BLE001 - an outage must never reach the training loop
+                if transient(e):
+                    if self.outage_since is None:
+                        self.outage_since = time.time()
+                        log.warning("MLflow at %s is not answering (%s); training goes on, logging is buffered "
+                                    "in %s", self.uri, str(e)[:200], self.journal)
+                    time.sleep(self.retry_s)
+                    continue
+                self.rejected.append(f"{op['op']}: {str(e)[:300]}")
+            if self.outage_since is not None:
+                log.warning("MLflow at %s answers again after %.0f s; delivering the backlog", self.uri,
+                            time.time() - self.outage_since)
+                self.outage_since = None
+            with self._wake:
+                if self._abandoned:
+                    return
+                self._queue.popleft()
+                self._append({"ack": seq})
+                self._wake.notify_all()
+
+
+def relog(journal: str | Path) -> int:
+    """Deliver what a ``TrackingOutage`` left in ``journal`` (in order, original timestamps) and
+    remove the journal. Returns the number of calls delivered."""
+    path = Path(journal)
+    if not path.is_file():
+        raise FileNotFoundError(f"journal {path} does not exist (already delivered, or a different run folder?)")
+    header, ops, acked = None, {}, set()
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill mid-write: the calls before it stand
+            log.warning("%s:%d is not JSON (cut short?); ignored", path, n)
+            continue
+        if "run_id" in entry and header is None:
+            header = entry
+        elif "ack" in entry:
+            acked.add(entry["ack"])
+        elif "seq" in entry:
+            ops[entry["seq"]] = entry
+    if header is None:
+        raise ValueError(f"{path} is not a nai3 logging journal (no header line with uri and run_id)")
+    tracker = Tracker(header["uri"], header["run_id"])
+    todo = [ops[s] for s in sorted(ops) if s not in acked]
+    for op in todo:
+        deliver(tracker, op)
+    path.unlink()
+    return len(todo)

@@ -1,0 +1,94 @@
+"""The MLflow server goes away during training (fault matrix, issue 14), against a real server.
+
+1. It comes back: training never stopped, the buffered metrics arrive with their own steps, the
+   checkpoint is logged and the run ends FINISHED.
+2. It stays away past the patience: training still completes and its checkpoint is on disk, the
+   error names the journal and the command; once the server is back `nai3 relog` delivers it all.
+"""
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .servers import _free_port, _stop, start_mlflow
+
+
+def _steps_logged(uri: str, run_id: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, "train/loss"))
+
+
+def _kill_when(path_glob: Path, proc_box: dict, key: str, timeout: float = 120) -> threading.Thread:
+    """Kill the server in ``proc_box[key]`` as soon as a file matching ``path_glob`` exists."""
+    def watch() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline and not list(path_glob.parent.glob(path_glob.name)):
+            time.sleep(0.01)
+        _stop(proc_box[key])
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.slow
+def test_training_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_path, tiny_config, monkeypatch, caplog):
+    from flows.cli import main as nai3
+    from nai3train.buffered import TrackingOutage
+    from nai3train.data import prepare_dataset
+    from nai3train.run import train_tracked
+    from nai3train.tracking import ensure_experiment
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    box = {"mlflow": start_mlflow(tmp_path, port)}
+    try:
+        cfg = tiny_config(["train.steps=400", "train.log_every=10", "train.checkpoint_every=100", "train.threads=1"])
+        variant = cfg.variants[0]
+        data = prepare_dataset(cfg.data, tmp_path / "work")
+        exp = ensure_experiment(MlflowClient(uri), "outage", None)
+        caplog.set_level(logging.WARNING, logger="nai3train.buffered")
+
+        # 1. down after the first checkpoint, back while training goes on (or just after it ends)
+        out1 = tmp_path / "run1"
+        watcher = _kill_when(out1 / "checkpoints" / "step-00000100", box, "mlflow")
+        restarter = threading.Thread(target=lambda: (watcher.join(), time.sleep(3),
+                                                     box.__setitem__("mlflow", start_mlflow(tmp_path, port,
+                                                                                            log_name="mlflow2.log"))))
+        restarter.start()
+        monkeypatch.setenv("NAI3_TRACKING_PATIENCE_S", "180")
+        done = train_tracked(cfg, variant, data, out1, uri, exp, progress=False)
+        restarter.join()
+        assert "is not answering" in caplog.text, "the outage was never seen: the test did not test anything"
+        run = MlflowClient(uri).get_run(done.run_id)
+        assert run.info.status == "FINISHED"
+        assert _steps_logged(uri, done.run_id) == list(range(10, 401, 10))  # nothing lost, none twice
+        assert "checkpoint" in {f.path for f in MlflowClient(uri).list_artifacts(done.run_id)}
+        assert not list(out1.glob("mlflow-journal-*.jsonl"))  # delivered, so removed
+
+        # 2. down for good during training: the work completes, the error says how to re-log
+        out2 = tmp_path / "run2"
+        caplog.clear()
+        _kill_when(out2 / "checkpoints" / "step-00000100", box, "mlflow").join(timeout=0)
+        monkeypatch.setenv("NAI3_TRACKING_PATIENCE_S", "2")
+        cfg2 = tiny_config(["train.steps=400", "train.log_every=10", "train.checkpoint_every=100",
+                            "train.threads=1", "train.seed=1"])
+        with pytest.raises(TrackingOutage) as err:
+            train_tracked(cfg2, cfg2.variants[0], data, out2, uri, exp, progress=False)
+        msg = str(err.value)
+        journal = next(out2.glob("mlflow-journal-*.jsonl"))
+        assert str(journal) in msg and "nai3 relog" in msg
+        assert (out2 / "checkpoint" / "meta.json").is_file()
+
+        box["mlflow"] = start_mlflow(tmp_path, port, log_name="mlflow3.log")
+        assert nai3(["relog", str(journal)]) == 0
+        run_id = journal.stem.removeprefix("mlflow-journal-")
+        run = MlflowClient(uri).get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert _steps_logged(uri, run_id) == list(range(10, 401, 10))
+        assert "checkpoint" in {f.path for f in MlflowClient(uri).list_artifacts(run_id)}
+        assert not journal.exists()
+    finally:
+        _stop(box.get("mlflow"))
