@@ -314,12 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from nai3train.config import ConfigError
     from nai3train.data import DatasetError
+    from nai3train.secrets import redact
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except (ConfigError, DatasetError, FileNotFoundError, NotImplementedError, ValueError) as e:
-        print(f"nai3: error: {e}", file=sys.stderr)
+        print(f"nai3: error: {redact(str(e))}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from nai3eval.results import PointResult
+from nai3train.secrets import redact
 
 COLUMNS = (("variant", "{}"), ("cfg_scale", "{:g}"), ("first_sigma", "{:g}"), ("fd_tagger", "{:.1f}"),
            ("kid_tagger", "{:.4g}"), ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"), ("scorer_object_acc", "{:.3f}"),
@@ -28,4 +29,4 @@ def format_table(rows: list[PointResult]) -> str:
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
-    return f"open {uri} in a browser"
+    return f"open {redact(uri)} in a browser"

@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from .secrets import redact
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,10 @@ class BufferedTracker:
         self._put({"op": "metrics", "items": [[k, float(v), ts, step] for k, v in metrics.items()]})
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._put({"op": "params", "items": {k: str(v) for k, v in params.items()}})
+        self._put({"op": "params", "items": {k: redact(str(v)) for k, v in params.items()}})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._put({"op": "tags", "items": {k: str(v) for k, v in tags.items()}})
+        self._put({"op": "tags", "items": {k: redact(str(v)) for k, v in tags.items()}})
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._put({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
@@ -135,7 +136,7 @@ class BufferedTracker:
         if left:
             since = time.strftime("%H:%M:%S", time.localtime(self.outage_since or time.time()))
             raise TrackingOutage(
-                f"MLflow at {self.uri} has not answered since {since}; waited {self.patience_s:g} s after the work "
+                f"MLflow at {redact(self.uri)} has not answered since {since}; waited {self.patience_s:g} s after the work "
                 f"finished. The work is done and on disk; {left} log call(s) of run {self.run_id} are kept in "
                 f"{self.journal}. When the server is back, deliver them with: nai3 relog {self.journal}")
         self._thread.join(timeout=5)
@@ -172,12 +173,12 @@ class BufferedTracker:
                     if self.outage_since is None:
                         self.outage_since = time.time()
                         log.warning("MLflow at %s is not answering (%s); training goes on, logging is buffered "
-                                    "in %s", self.uri, str(e)[:200], self.journal)
+                                    "in %s", redact(self.uri), redact(str(e)[:200]), self.journal)
                     time.sleep(self.retry_s)
                     continue
                 self.rejected.append(f"{op['op']}: {str(e)[:300]}")
             if self.outage_since is not None:
-                log.warning("MLflow at %s answers again after %.0f s; delivering the backlog", self.uri,
+                log.warning("MLflow at %s answers again after %.0f s; delivering the backlog", redact(self.uri),
                             time.time() - self.outage_since)
                 self.outage_since = None
             with self._wake:

@@ -23,6 +23,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from .secrets import redact  # noqa: E402
+
 MAX_PARAM_LEN = 6000
 
 
@@ -65,7 +67,7 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
 def runs_page(uri: str, experiment_id: str) -> str:
     """The URL of the experiment's runs page: the first click lands on the comparison."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs"
+    return redact(f"{base}/#/experiments/{experiment_id}/runs")
 
 
 def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
@@ -98,13 +100,13 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, str(v)[:MAX_PARAM_LEN]) for k, v in params.items()]
+        items = [Param(k, redact(str(v))[:MAX_PARAM_LEN]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            self.client.set_tag(self.run_id, k, redact(str(v)))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)
@@ -142,7 +144,7 @@ class Tracker:
               tags: dict[str, str] | None = None, start_time_ms: int | None = None) -> "Tracker":
         """A new run; ``start_time_ms`` back-dates it to when its work began (a point logged after
         it was measured still shows the measurement's duration)."""
-        t = dict(tags or {})
+        t = {k: redact(str(v)) for k, v in (tags or {}).items()}
         if parent is not None:
             t["mlflow.parentRunId"] = parent.run_id
         run = MlflowClient(tracking_uri=uri).create_run(experiment_id, start_time=start_time_ms, run_name=name,

@@ -46,10 +46,10 @@ def test_symlink_loops_end_and_symlinks_out_of_the_folder_are_skipped(tmp_path):
     _good(data / "ok.png")
     _good(data / "sub" / "two.png")
     os.symlink(data, data / "sub" / "loop")  # a directory loop
-    secret = tmp_path / "outside.png"
-    _good(secret)
-    os.symlink(secret, data / "escape.png")
-    os.symlink(secret.with_suffix(".txt"), data / "escape.txt")
+    outside_file = tmp_path / "outside.png"
+    _good(outside_file)
+    os.symlink(outside_file, data / "escape.png")
+    os.symlink(outside_file.with_suffix(".txt"), data / "escape.txt")
     d = load_folder(data, 8)
     assert sorted(p.split("/")[-1] for p in d.paths) == ["ok.png", "two.png"]
     assert "leaves the dataset folder" in _reasons(d)["escape.png"]
@@ -99,3 +99,50 @@ def test_pickled_checkpoints_are_never_unpickled(tmp_path, suffix, capsys):
     assert main(["eval", str(f), "--work-dir", str(tmp_path / "w"),
                  "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2
     assert "pickled checkpoints are refused" in capsys.readouterr().err
+
+
+DROP_DAC = """
+import ctypes, json, sys
+class Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+libc = ctypes.CDLL(None, use_errno=True)
+hdr, data = Header(0x20080522, 0), (Data * 2)()
+assert libc.capget(ctypes.byref(hdr), data) == 0
+for bit in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH: without them root obeys file modes too
+    data[0].effective &= ~(1 << bit); data[0].permitted &= ~(1 << bit)
+assert libc.capset(ctypes.byref(hdr), data) == 0, ctypes.get_errno()
+from nai3train.data import scan_folder
+from nai3train.data.identity import content_identity
+scan = scan_folder(sys.argv[1])
+content_identity(sys.argv[1])
+print(json.dumps({"kept": [r.path for r in scan.records], "skipped": scan.skipped}))
+"""
+
+
+def test_unreadable_images_tag_files_and_folders_are_skipped_with_the_reason(tmp_path):
+    """File modes are obeyed (as root too: the scan runs without the capabilities that bypass them)."""
+    import subprocess
+    import sys
+
+    for name in ("ok", "locked", "locked_tags"):
+        _good(tmp_path / f"{name}.png")
+    (tmp_path / "sub").mkdir()
+    _good(tmp_path / "sub" / "hidden.png")
+    (tmp_path / "metadata.jsonl").write_text("")
+    for p in (tmp_path / "locked.png", tmp_path / "locked_tags.txt", tmp_path / "metadata.jsonl"):
+        p.chmod(0)
+    (tmp_path / "sub").chmod(0)
+    try:
+        out = subprocess.run([sys.executable, "-c", DROP_DAC, str(tmp_path)], capture_output=True, text=True,
+                             timeout=120)
+    finally:
+        (tmp_path / "sub").chmod(0o755)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [p.split("/")[-1] for p in got["kept"]] == ["ok.png"]
+    reasons = {s["path"].split("/")[-1]: s["reason"] for s in got["skipped"]}
+    assert "PermissionError" in reasons["locked.png"]
+    assert "unreadable tag file locked_tags.txt" in reasons["locked_tags.png"]
+    assert "unreadable folder" in reasons["sub"]

@@ -101,8 +101,13 @@ def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skippe
     if folder not in cache:
         table: dict[str, list[str]] = {}
         meta = folder / "metadata.jsonl"
-        if meta.is_file():
-            for n, line in enumerate(meta.read_text().splitlines(), 1):
+        try:
+            lines = meta.read_text(errors="replace").splitlines() if meta.is_file() else []
+        except OSError as e:
+            skipped.append({"path": str(meta), "reason": f"unreadable metadata file: {type(e).__name__}: {e.strerror}"})
+            lines = []
+        if lines:
+            for n, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
@@ -124,11 +129,17 @@ def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skippe
     return cache[folder]
 
 
-def _walk(root: Path) -> list[Path]:
+def _walk(root: Path, skipped: list[dict] | None = None) -> list[Path]:
     """Every file under ``root``, following directory symlinks at most once (a symlink loop ends
-    there) — sorted, so a scan is deterministic."""
+    there) — sorted, so a scan is deterministic. A folder that cannot be listed is reported in
+    ``skipped`` (os.walk would pass over it in silence)."""
     out, seen = [], set()
-    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+
+    def unreadable(e: OSError) -> None:
+        if skipped is not None:
+            skipped.append({"path": str(e.filename), "reason": f"unreadable folder: {type(e).__name__}: {e.strerror}"})
+
+    for dirpath, _dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
         real = os.path.realpath(dirpath)
         if real in seen:
             _dirs.clear()
@@ -146,7 +157,7 @@ def scan_folder(root: str | Path) -> FolderScan:
     records, skipped = [], []
     meta_cache: dict[Path, dict[str, list[str]]] = {}
     real_root = root.resolve()
-    for path in _walk(root):
+    for path in _walk(root, skipped):
         if not path.resolve().is_relative_to(real_root):
             skipped.append({"path": str(path), "reason": "symlink that leaves the dataset folder"})
             continue
@@ -156,7 +167,12 @@ def scan_folder(root: str | Path) -> FolderScan:
                 skipped.append({"path": str(path), "reason": "not an image file"})
             continue
         side = path.with_suffix(".txt")
-        tags = parse_tags(side.read_text(errors="replace")) if side.is_file() else []
+        try:
+            tags = parse_tags(side.read_text(errors="replace")) if side.is_file() else []
+        except OSError as e:
+            skipped.append({"path": str(path), "reason": f"unreadable tag file {side.name}: {type(e).__name__}: "
+                                                         f"{e.strerror}"})
+            continue
         if not tags:
             tags = _metadata_tags(path.parent, meta_cache, skipped).get(path.name, [])
         if not tags:

@@ -50,7 +50,10 @@ def content_identity(root: str | Path, cache_file: str | Path | None = None) -> 
         st = path.stat()
         key = str(path.resolve())
         hit = cache.get(key)
-        digest = hit[2] if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns else _file_digest(path)
+        try:
+            digest = hit[2] if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns else _file_digest(path)
+        except OSError as e:  # the loader skips it too; its state is still part of the identity
+            digest = f"unreadable:{e.errno}"
         fresh[key] = [st.st_size, st.st_mtime_ns, digest]
         h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{digest}\n".encode())
     if cache_file is not None:
