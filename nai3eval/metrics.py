@@ -245,8 +245,8 @@ class ExactScorer:
 class RealDataMetrics:
     """Inception FID (clean-fid), CLIPScore (torchmetrics) and WD14 adherence from local weights.
 
-    A missing file is reported once (logged and kept in ``problems``) and the sweep goes on without
-    that metric."""
+    A missing or corrupt file is reported once (logged and kept in ``problems``) and the sweep goes
+    on without that metric: any failure to load an instrument costs that instrument, not the run."""
 
     def __init__(self, real_images: torch.Tensor, inception_weights: str = "", clip_path: str = "",
                  wd14_model: str = "", wd14_tags: str = ""):
@@ -258,17 +258,17 @@ class RealDataMetrics:
         if inception_weights:
             try:
                 self.inception = realdata.InceptionFeatures(inception_weights)
-            except (FileNotFoundError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001 - missing, truncated, wrong format: all skip the metric
                 self._skip("Inception FID", e)
         if clip_path:
             try:
                 self.clip = realdata.load_clip(clip_path)
-            except (FileNotFoundError, OSError) as e:
+            except Exception as e:  # noqa: BLE001
                 self._skip("CLIPScore", e)
         if wd14_model or wd14_tags:
             try:
                 self.wd14 = realdata.WD14Tagger(wd14_model, wd14_tags)
-            except (FileNotFoundError, OSError, RuntimeError) as e:
+            except Exception as e:  # noqa: BLE001
                 self._skip("WD14 tag adherence", e)
 
     @property
@@ -276,7 +276,7 @@ class RealDataMetrics:
         return any(m is not None for m in (self.inception, self.clip, self.wd14))
 
     def _skip(self, what: str, e: Exception) -> None:
-        msg = f"{what} skipped: {e}"
+        msg = f"{what} skipped: {type(e).__name__}: {str(e)[:500]}"
         log.warning(msg)
         self.problems.append(msg)
 

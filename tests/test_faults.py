@@ -107,3 +107,26 @@ def test_sigkill_during_evaluation_resumes_without_redoing_finished_points(tmp_p
     parents = [r for r in client.search_runs([client.get_experiment_by_name("nai3-smoke").experiment_id])
                if r.data.tags.get("nai3.kind") == "eval-only" and r.info.status == "FINISHED"]
     assert int(parents[0].data.tags["nai3.resumed_eval_points.nai-v-ztsnr"]) == len(finished)
+
+
+def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
+    """Truncated Inception weights (both formats), a CLIP folder with garbage weights, a corrupt
+    ONNX tagger and a tag list without its columns: each metric is skipped with its reason."""
+    import torch
+
+    from nai3eval.metrics import RealDataMetrics
+
+    junk = bytes(range(256)) * 40
+    (tmp_path / "inception.pth").write_bytes(junk)
+    (tmp_path / "inception.safetensors").write_bytes(junk)
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    (clip / "config.json").write_text("{not json")
+    (tmp_path / "model.onnx").write_bytes(junk)
+    (tmp_path / "tags.csv").write_text("wrong,header\n1,2\n")
+    real = torch.zeros(2, 3, 8, 8)
+    for weights in ("inception.pth", "inception.safetensors"):
+        m = RealDataMetrics(real, str(tmp_path / weights), str(clip), str(tmp_path / "model.onnx"),
+                            str(tmp_path / "tags.csv"))
+        assert not m.active and len(m.problems) == 3
+        assert [p.split(" skipped")[0] for p in m.problems] == ["Inception FID", "CLIPScore", "WD14 tag adherence"]
