@@ -178,7 +178,7 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"run {a.parent_run} in {uri} has no results/results.json artifact "
                                 f"(is it an ablation parent run?): {e}") from None
     results, res = read_results(local)
-    claims, folder = write_report(results, out, res.get("bucketing"), res.get("normalisation"))
+    claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")})
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="re-render the claims report of an ablation's parent MLflow run",
                         description="Download results/results.json from the parent run and write report.md, "
-                                    "report.html, claims.json and the plots.")
+                                    "report.html, report.json (claims, checks, the claims spec sha256) and the plots.")
     rp.add_argument("parent_run", help="MLflow run id of the ablation's parent run")
     rp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     rp.add_argument("--out", default=None, help="output folder (default runs/report-<id>)")

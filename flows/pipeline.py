@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
-from nai3eval.report import Claim, summary_lines, write_report
+from nai3eval.claims import ClaimsOutcome
+from nai3eval.report import summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.results import VariantResult
 from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
@@ -193,7 +194,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
 @dataclass
 class ReportOutput:
     table: str
-    claims: list[Claim]
+    claims: ClaimsOutcome
     folder: Path
 
     @property
@@ -209,20 +210,21 @@ def report(cfg: AblationConfig, results: list[VariantResult], trained: list[Trai
     out = out or ws.work / "results"
     out.mkdir(parents=True, exist_ok=True)
     table = format_table([p for r in results for p in r.points])
-    extra = claim_measurements(scan_folder(data.train), cfg.data.resolution)
+    extra = claim_measurements(scan_folder(data.train), cfg.data.resolution, scan_folder(data.eval))
     (out / "results.json").write_text(json.dumps({"variants": [r.to_dict() for r in results],
                                                   "training": [asdict(t) for t in trained], **extra}, default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))}
-    claims, folder = write_report(results, out / "report", extra["bucketing"], extra["normalisation"], grids)
+    claims, folder = write_report(results, out / "report", extra, grids)
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:
         parent.log_artifact(out / "results.json", "results")
         parent.log_artifact(out / "results.md", "results")
         parent.log_artifact(folder, "report")
-        parent.set_tags({f"nai3.claim.{c.id}": c.verdict for c in claims})
-        parent.log_metrics({f"claims/{c.id}_supported": float(c.verdict == "supported") for c in claims})
+        parent.set_tags({"nai3.claims_spec_sha256": claims.spec.sha256, "nai3.claims_spec_version": claims.spec.version,
+                         **{f"nai3.claim.{c.id}": c.verdict for c in [*claims.claims, *claims.checks]}})
+        parent.log_metrics({f"claims/{c.id}_supported": float(c.verdict == "supported") for c in claims.claims})
     return ReportOutput(table, claims, folder)
 
 

@@ -137,19 +137,21 @@ ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2
 
 @dataclass(frozen=True)
 class Superiority:
-    """The effect exceeds 0 in the expected direction: the one-sided lower bound > 0 (upper < 0 for
-    'contradicted': the one-sided bound on the other side excludes 0)."""
+    """The effect exceeds ``threshold`` (0: a difference; a margin: "a level above m") in the expected
+    direction: the one-sided lower bound > threshold (upper < threshold for 'contradicted')."""
 
     direction: Literal["greater", "less"] = "greater"
     alpha: float = 0.025  # one-sided: the lower bound of the two-sided 95 % interval
+    threshold: float = 0.0
     name: str = field(default="superiority", init=False)
 
     def decide(self, e: Effect, alpha: float | None = None) -> Decision:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
             return ZERO_WIDTH
-        p_for = e.p_greater() if self.direction == "greater" else e.p_less()
-        p_against = e.p_less() if self.direction == "greater" else e.p_greater()
+        t = self.threshold
+        p_for = e.p_greater(t) if self.direction == "greater" else e.p_less(t)
+        p_against = e.p_less(t) if self.direction == "greater" else e.p_greater(t)
         if p_for < a:
             return Decision(SUPPORTED, p_for)
         if p_against < a:

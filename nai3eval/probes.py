@@ -5,7 +5,10 @@
   v-prediction has a finite exact limit; ε-prediction returns ∞·(ε − F): its non-finite fraction
   and magnitude are measured, never raised.
 * Practical infinity (C9): samples started from 20000, 317, 136 and 56 (SDXL units) from the same
-  unit noise; RMS distance of each to the 20000 one.
+  unit noise; RMS distance of each to the 20000 one, and the scale: the distance between samples of
+  the same prompt from independent noise.
+* Mean leak (C3): a designed probe — per prompt, noise whose mean is set to {−2, −1, 0, 1, 2}/√D —
+  sampled at the lowest and highest start; the output mean's slope on the unit noise mean.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_st
 
 from .metrics import to_unit
 from .prompts import PromptSet
-from .results import PracticalInfinity, Probes, X0Probe
-from .sweep import LoadedCheckpoint
+from .results import EvalPoint, MeanLeakProbe, PracticalInfinity, Probes, X0Probe
+from .sweep import LoadedCheckpoint, generate
 
 PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
 
@@ -73,16 +76,59 @@ def practical_infinity(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, st
         dist[f"{s:g}"] = float(d.mean())
         per_image[f"{s:g}"] = d.tolist()
     return PracticalInfinity(cfg_scale=cfg_scale, reference_start=starts[0], distance=dist,
-                             per_image_distance=per_image)
+                             per_image_distance=per_image, per_image_reference=same_prompt_distance(ref, ps))
+
+
+def same_prompt_distance(images: torch.Tensor, ps: PromptSet) -> list[float]:
+    """Per image, the mean RMS distance to the other images of its prompt (independent noise): what
+    "different" means for this model and prompt, the scale that makes C9's distances comparable."""
+    flat = images.flatten(1)
+    pid = ps.prompt_index
+    out = []
+    for i in range(len(flat)):
+        others = torch.nonzero((pid == pid[i]) & (torch.arange(len(pid)) != i)).flatten()
+        if len(others) == 0:
+            return []
+        out.append(float((flat[others] - flat[i]).pow(2).mean(1).sqrt().mean()))
+    return out
+
+
+LEAK_LEVELS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+@torch.no_grad()
+def mean_leak_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, start: float, steps: int,
+                    sampler: str = "euler", schedule: str = "native", levels: tuple[float, ...] = LEAK_LEVELS,
+                    batch: int = 64) -> MeanLeakProbe:
+    """Claim C3's designed probe: each prompt's first noise with its mean removed, then set to
+    level/√D for every level; sampled at (``cfg_scale``, ``start``). Exact balance across prompts
+    and a dose-response, with a regressor of the same unit at every start."""
+
+    first = [int(torch.nonzero(ps.prompt_index == p)[0]) for p in range(len(ps.prompts))]
+    base = ps.noise[first]
+    dim = base[0].numel()
+    centred = base - base.flatten(1).mean(1).view(-1, *([1] * (base.dim() - 1)))
+    noise = torch.cat([centred + lv / math.sqrt(dim) for lv in levels])
+    index = torch.arange(len(first)).repeat(len(levels))
+    designed = PromptSet(ps.prompts, index, noise)
+    point = EvalPoint(cfg_scale=cfg_scale, first_sigma=start, sampler=sampler, schedule=schedule, steps=steps)
+    images = generate(ck, point, designed, batch=batch).images
+    out = images.flatten(1).mean(1)
+    return MeanLeakProbe(cfg_scale=cfg_scale, start=start, dim=dim, prompt_index=index.tolist(),
+                         level=[lv for lv in levels for _ in first], out_mean=out.tolist())
 
 
 def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
-               cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str) -> Probes:
-    """Both x̂0 probes for every checkpoint; the practical-infinity probe for ZTSNR variants (at the
-    swept CFG nearest 5, the paper's recommendation)."""
+               cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
+               starts: tuple[float, ...] = ()) -> Probes:
+    """Both x̂0 probes for every checkpoint; the designed mean-leak probe at the lowest and highest
+    swept start (``starts``); the practical-infinity probe for ZTSNR variants. Sampled probes run
+    at the swept CFG nearest 5, the paper's recommendation."""
     ref = background_reference(ps.per_image, real_images, real_tags)
     probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
+    cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
+    for s in sorted({min(starts), max(starts)}) if starts else ():
+        probes.mean_leak[f"{s:g}"] = mean_leak_probe(ck, ps, cfg, s, steps, sampler, schedule)
     if math.isinf(ck.variant.top_sigma):
-        cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
         probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
     return probes

@@ -129,6 +129,27 @@ class PracticalInfinity:
     reference_start: float
     distance: dict[str, float]  # start (formatted with :g) → mean distance
     per_image_distance: dict[str, list[float]]
+    # the scale of a distance: per image, the mean RMS distance of its reference-start sample to the
+    # other samples of the same prompt (independent noise); empty with one sample per prompt
+    per_image_reference: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class MeanLeakProbe:
+    """The designed mean-leak probe (claim C3) at one start: per prompt, its noise with the mean set
+    to ``level``/√D (level ∈ {−2, −1, 0, 1, 2}), sampled; the output mean per image. The regressor,
+    the unit noise mean ``level``/√D, has the same unit at every start."""
+
+    cfg_scale: float
+    start: float  # SDXL units
+    dim: int  # D, elements of one noise sample
+    prompt_index: list[int]
+    level: list[float]
+    out_mean: list[float]
+
+    @property
+    def noise_mean(self) -> np.ndarray:
+        return np.asarray(self.level, dtype=float) / math.sqrt(self.dim)
 
 
 @dataclass(slots=True)
@@ -136,6 +157,16 @@ class Probes:
     x0_inf: X0Probe
     x0_20000: X0Probe
     practical_infinity: PracticalInfinity | None = None
+    mean_leak: dict[str, MeanLeakProbe] = field(default_factory=dict)  # start (":g", "inf") → probe
+
+    def leak_at(self, start: str) -> MeanLeakProbe | None:
+        """The mean-leak probe nearest ``start`` (a σ), or at the highest start for "max"."""
+        if not self.mean_leak:
+            return None
+        key = (lambda k: float(k))
+        if start == "max":
+            return self.mean_leak[max(self.mean_leak, key=key)]
+        return self.mean_leak[min(self.mean_leak, key=lambda k: abs(float(k) - float(start)))]
 
 
 @dataclass(slots=True)
@@ -177,8 +208,9 @@ class VariantResult:
         if d.get("probes"):
             pr = d["probes"]
             pi = pr.get("practical_infinity")
+            leak = {k: MeanLeakProbe(**_floats(v)) for k, v in (pr.get("mean_leak") or {}).items()}
             probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
-                            PracticalInfinity(**pi) if pi else None)
+                            PracticalInfinity(**pi) if pi else None, leak)
         return cls(**{**d, "points": points, "probes": probes})
 
 

@@ -68,13 +68,17 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     assert sorted(v["seed"] for v in results["variants"]) == [0, 0, 1, 1]
     report_json = json.loads(Path(client.download_artifacts(pid, "report/report.json", str(tmp_path / "dl2")))
                              .read_text())
-    c2 = next(c for c in report_json["claims"] if c["id"] == "C2")
+    c2 = next(c for c in report_json["claims"] if c["id"] == "C2-package")  # the smoke arms: SDXL ε vs NAI
     assert c2["n_seeds"] == 2 and c2["level"] == "checkpoint"  # K < 3: no recipe-level word
+    assert c2["verdict"].startswith("checkpoint-level: ") and c2["arms"] == {"baseline": "sdxl-eps",
+                                                                            "treatment": "nai-v-ztsnr"}
+    assert all(c["level"] == "checkpoint" for c in report_json["claims"])
     report = {a.path for a in client.list_artifacts(pid, "report")}
-    assert {"report/report.md", "report/report.html", "report/claims.json", "report/fd_tagger_vs_cfg.png"} <= report
+    assert {"report/report.md", "report/report.html", "report/report.json", "report/fd_tagger_vs_cfg.png"} <= report
     parent_tags = client.get_run(pid).data.tags
-    assert all(parent_tags[f"nai3.claim.C{i}"] in ("supported", "not supported", "inconclusive", "not measured")
-               for i in range(1, 10))
+    assert parent_tags["nai3.claims_spec_sha256"] == report_json["claims_spec_sha256"]
+    words = ("supported", "contradicted", "equivalent", "inconclusive", "not measured", "check passed", "check failed")
+    assert all(parent_tags[f"nai3.claim.C{i}"].removeprefix("checkpoint-level: ") in words for i in range(1, 10))
 
     # the same report re-rendered from the run, and a checkpoint evaluated on its own by run id
     p = subprocess.run([sys.executable, "-m", "flows.cli", "report", pid, "--tracking-uri", uri, "--out",

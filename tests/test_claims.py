@@ -1,0 +1,212 @@
+"""The claims decided by the pre-registered spec: arms chosen by fields, every rule able to come out
+either way, recipe-level verdicts only at the looks, Holm across primaries, intersection-union for
+compound claims, checks without intervals — on synthetic results whose truth is set here."""
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nai3eval import analysis as A
+from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
+from nai3eval.report import write_report
+from nai3eval.results import (EvalPoint, MeanLeakProbe, PerImage, PointResult, PracticalInfinity, Probes,
+                              VariantResult, X0Probe)
+from nai3train.config import ConfigError
+
+G, PER = 8, 4  # prompts, images per prompt
+PID = np.repeat(np.arange(G), PER)
+PROMPTS = [["1girl", "black_background" if g % 2 == 0 else "white_background"] for g in range(G)]
+DIM = 768
+
+ARMS = {  # name → variant fields
+    "sdxl-eps": {"prediction": "eps", "ztsnr": False},
+    "v": {"prediction": "v", "ztsnr": False},
+    "eps-ztsnr": {"prediction": "eps", "ztsnr": True},
+    "v-ztsnr": {"prediction": "v", "ztsnr": True},
+    "v-ztsnr-tagw": {"prediction": "v", "ztsnr": True, "tag_weighting": True},
+    "v-ztsnr-minsnr": {"prediction": "v", "ztsnr": True, "min_snr_gamma": 5.0},
+}
+
+
+def arm_truth(name: str, flip: bool = False) -> dict:
+    """What each arm does; ``flip`` makes the baselines as good as NAI (every claim should fail)."""
+    zt = ARMS[name]["ztsnr"]
+    good = zt or flip
+    v_zt = (zt and ARMS[name]["prediction"] == "v") != flip  # flipped: the baselines are the accurate ones
+    return {"bright_err": 0.03 if v_zt else 0.3, "grey": 0.05 if not good else 0.45,
+            "slope": {"low": 0.9, "top": 0.02 if zt and not flip else 0.9}, "x0_err": 0.05 if ARMS[name]["prediction"] == "v" or flip else 0.4,
+            "nonfinite_inf": 1.0 if ARMS[name]["prediction"] == "eps" and zt else 0.0,
+            "cfg_star": 3.0 if zt else 6.0, "rare": 0.5 if ARMS[name].get("tag_weighting") else 0.3,
+            "leak": 0.1 if ARMS[name].get("tag_weighting") else 0.2,
+            "ratios": {"317": 0.02, "136": 0.04, "56": 0.05 if flip else 0.6}}
+
+
+def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False, noise: float = 0.02) -> VariantResult:
+    t = arm_truth(name, flip)
+    zt = ARMS[name]["ztsnr"]
+    starts = (14.6, 20000.0) + ((math.inf,) if zt else ())
+
+    def jitter(v, n=G * PER):
+        return (v + rng.normal(scale=noise, size=n) + np.repeat(rng.normal(scale=noise, size=G), PER)).tolist()
+
+    points = []
+    for c in cfgs:
+        for s in starts:
+            top = s == starts[-1]
+            err = t["bright_err"] if top or not zt else 0.3
+            per = PerImage(brightness=(np.where(PID % 2 == 0, 0.5 - t["grey"], 0.5 + t["grey"])
+                                       + rng.normal(scale=noise, size=G * PER)).tolist(),
+                           brightness_err=jitter(err), recall_rare=jitter(t["rare"]), leakage_common=jitter(t["leak"]))
+            kid = 0.05 + 0.02 * (math.log(c) - math.log(t["cfg_star"])) ** 2 + rng.normal(scale=0.0005)
+            points.append(PointResult(name, EvalPoint(c, s), G * PER, False, kid_tagger=kid, per_image=per))
+    levels = np.tile([-2.0, -1.0, 0.0, 1.0, 2.0], G)
+    lpid = np.repeat(np.arange(G), 5)
+    leak = {}
+    for key, s in (("14.6", 14.6), ("max", starts[-1])):
+        slope = t["slope"]["low" if key == "14.6" else "top"]
+        out = slope * levels / math.sqrt(DIM) + np.sin(lpid) + rng.normal(scale=noise / 20, size=len(levels))
+        leak[f"{s:g}"] = MeanLeakProbe(5.0, s, DIM, lpid.tolist(), levels.tolist(), out.tolist())
+    ref = np.abs(1.0 + rng.normal(scale=noise, size=G * PER))
+    pi = PracticalInfinity(5.0, 20000.0, {}, {k: (r * ref + rng.normal(scale=noise / 5, size=G * PER)).tolist()
+                                             for k, r in t["ratios"].items()}, ref.tolist()) if zt else None
+    nf = t["nonfinite_inf"]
+    probes = Probes(X0Probe(math.inf, nf, math.inf if nf else 1.0, math.nan, [math.nan if nf else 0.05] * (G * PER)),
+                    X0Probe(20000.0, 0.0, 1.0, t["x0_err"], jitter(t["x0_err"])), pi, leak)
+    return VariantResult(name, {"name": name, **ARMS[name]}, PROMPTS, PID.tolist(), points, probes, seed=seed)
+
+
+def fake_results(seeds=(0, 1, 2), arms=tuple(ARMS), **kw) -> list[VariantResult]:
+    rng = np.random.default_rng(sum(seeds) + 7)
+    return [fake_variant(a, k, rng, **kw) for k in seeds for a in arms]
+
+
+def by_id(outcome):
+    return {c.id: c for c in [*outcome.claims, *outcome.checks]}
+
+
+def test_the_spec_loads_with_the_sha256_of_its_bytes():
+    spec = load_claims_spec()
+    assert spec.sha256 == hashlib.sha256(DEFAULT_SPEC.read_bytes()).hexdigest()
+    assert {c.role for c in spec.claims} == {"primary", "secondary", "exploratory", "check"}
+    assert [c.id for c in spec.claims if c.role == "primary"] == ["C1", "C2", "C3"]
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda d: d["claims"][0].update(metric="no_such_metric"), "claims[0]"),
+    (lambda d: d["claims"][0]["rule"].update(kind="below"), "claims[0].rule"),
+    (lambda d: d["claims"][0]["arms"]["baseline"].update(colour="red"), "claims[0].arms"),
+    (lambda d: d["claims"][1].update(id="C1"), "claims"),
+    (lambda d: d["claims"][0].update(surprise=1), "claims[0].surprise"),
+    (lambda d: d.update(looks=[5, 3]), "claims"),
+])
+def test_a_bad_spec_is_refused_naming_the_key(tmp_path, edit, key):
+    import yaml
+
+    doc = yaml.safe_load(DEFAULT_SPEC.read_text())
+    edit(doc)
+    bad = tmp_path / "claims.yaml"
+    bad.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_claims_spec(bad)
+
+
+def test_arms_are_selected_by_fields_and_all_other_fields_at_defaults():
+    assert matches({"name": "anything", "prediction": "v", "ztsnr": True}, {"prediction": "v", "ztsnr": True})
+    assert not matches({"prediction": "v", "ztsnr": True, "tag_weighting": True}, {"prediction": "v", "ztsnr": True})
+    assert matches({"prediction": "v", "sigma_max": 20000}, {"prediction": "v", "sigma_max": 20000.0})
+    results = fake_results(seeds=(0,))
+    for r in results:  # names carry no meaning
+        r.variant = r.variant_config["name"] = f"arm-{abs(hash(r.variant)) % 1000}"
+    o = evaluate_claims(results)
+    c2 = by_id(o)["C2"]
+    assert [next(r for r in results if r.variant == c2.arms[a]).variant_config["prediction"] for a in
+            ("baseline", "treatment")] == ["v", "v"]
+    doubled = results + [fake_variant("v", 0, np.random.default_rng(1))]
+    doubled[-1].variant = "another-v"
+    assert "several variants match" in by_id(evaluate_claims(doubled))["C2"].decision.reason
+
+
+def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path):
+    results = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0))
+    o, folder = write_report(results, tmp_path, data={
+        "bucketing": {"kept": [0.9, 1.0], "kept_square": [0.6, 1.0]},
+        "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],
+                          "heldout_images": 64}})
+    c = by_id(o)
+    for cid in ("C1", "C2", "C3", "C1-sampled", "C2-package", "C2-black", "C2-white", "C2-grey", "C3-package",
+                "C3-copies", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
+        assert c[cid].verdict == A.SUPPORTED, (cid, c[cid].verdict, c[cid].decision.reason)
+        assert c[cid].level == A.RECIPE
+    assert c["C4"].verdict == A.NOT_MEASURED and "twice the side" in c["C4"].decision.reason
+    assert [c[i].verdict for i in ("C1-check", "C7", "C8")] == [A.CHECK_PASSED] * 3
+    assert c["C2"].arms == {"baseline": "v", "treatment": "v-ztsnr"}  # ZTSNR alone, not the package
+    assert c["C1"].arms == {"baseline": "eps-ztsnr", "treatment": "v-ztsnr"}
+    assert all(c[i].holm_alpha is not None for i in ("C1", "C2", "C3"))
+    assert c["C5"].effect.value == pytest.approx(math.log(6.0) - math.log(3.0), abs=0.1)
+
+    doc = json.loads((folder / "report.json").read_text())
+    assert doc["claims_spec_sha256"] == hashlib.sha256(DEFAULT_SPEC.read_bytes()).hexdigest()
+    c2 = next(x for x in doc["claims"] if x["id"] == "C2")
+    assert {"id", "verdict", "level", "n_seeds", "effect", "per_seed", "rule", "margin"} <= set(c2)
+    assert c2["n_seeds"] == 3 and [d["seed"] for d in c2["per_seed"]] == [0, 1, 2]
+    assert c2["effect"]["value"] == pytest.approx(np.mean([d["value"] for d in c2["per_seed"]]))
+    assert {x["id"] for x in doc["checks"]} == {"C1-check", "C7", "C8"} and all(x["passed"] for x in doc["checks"])
+    md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    for x in [*o.claims, *o.checks]:
+        assert f"**{x.id}**" in md and f"<b>{x.id}</b>" in page
+    assert doc["claims_spec_sha256"] in md and doc["claims_spec_sha256"] in page
+
+
+def test_the_same_rules_contradict_when_the_data_say_so():
+    o = evaluate_claims(fake_results(flip=True),
+                        data={"bucketing": {"kept": [0.5, 1.0], "kept_square": [0.6, 1.0]},
+                              "normalisation": {"heldout_mean_after": [0.2, 0, 0], "heldout_std_after": [1, 1, 1]}})
+    c = by_id(o)
+    assert c["C2"].verdict == A.CONTRADICTED  # the baseline's brightness error is the smaller one
+    assert c["C3"].verdict == A.CONTRADICTED  # ratio ≈ 1, far above 0.2
+    assert c["C9-56"].verdict == A.CONTRADICTED and c["C9"].verdict == A.CONTRADICTED
+    assert [c[i].verdict for i in ("C7", "C8")] == [A.CHECK_FAILED] * 2
+
+
+def test_below_the_first_look_every_verdict_is_checkpoint_level_and_looks_are_not_re_decided():
+    one = by_id(evaluate_claims(fake_results(seeds=(0,))))
+    assert one["C2"].level == A.CHECKPOINT and one["C2"].verdict == "checkpoint-level: supported"
+    assert one["C5"].verdict == A.NOT_MEASURED  # a set-level statistic at K = 1 has no interval
+    four = fake_results(seeds=(0, 1, 2, 3))
+    c2 = by_id(evaluate_claims(four))["C2"]
+    assert c2.look == 3 and [s.seed for s in c2.effect.per_seed] == [0, 1, 2] and c2.seeds_available == 4
+    assert "look K = 3" in c2.detail
+
+
+def test_missing_arms_and_probes_are_not_measured_with_the_reason():
+    smoke = fake_results(seeds=(0,), arms=("sdxl-eps", "v-ztsnr"))
+    c = by_id(evaluate_claims(smoke))
+    assert c["C2"].verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c["C2"].decision.reason
+    assert c["C2-package"].verdict.endswith("supported")
+    for r in smoke:
+        r.probes.mean_leak = {}
+    assert "no designed mean-leak probe" in by_id(evaluate_claims(smoke))["C3-package"].decision.reason
+
+
+def test_identical_values_never_yield_a_verdict():
+    results = fake_results(seeds=(0,), noise=0.0)
+    assert by_id(evaluate_claims(results))["C2"].decision.verdict == A.NOT_MEASURED
+
+
+def test_holm_can_withhold_a_primary_that_passes_alone():
+    """Three primaries with one-sided p = 0.001, 0.02, 0.02: each passes at α = 0.025 alone; Holm
+    tests them at α/3, α/2, α/1 in order of p, and stops at the first failure."""
+    from nai3eval.claims import ClaimResult, apply_holm
+
+    spec = load_claims_spec()
+    results = []
+    for cid, p in (("C1", 0.001), ("C2", 0.02), ("C3", 0.02)):
+        e = A.Effect(1.0, 1.0 / A.stats.t.isf(p, 2), 2, A.RECIPE)
+        rule = A.Superiority(alpha=spec.alpha)
+        assert rule.decide(e).verdict == A.SUPPORTED
+        results.append(ClaimResult(spec.by_id(cid), e, rule.decide(e)))
+    apply_holm(results, spec)
+    assert [r.verdict for r in results] == [A.SUPPORTED, A.INCONCLUSIVE, A.INCONCLUSIVE]
+    assert results[0].holm_alpha == pytest.approx(spec.alpha / 3)
