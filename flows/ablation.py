@@ -19,7 +19,7 @@ from nai3train.data import PreparedData
 from nai3train.run import TrainedVariant
 from nai3train.tracking import Tracker, flatten, runs_page
 
-from . import pipeline
+from . import pipeline, runs
 from .pipeline import ReportOutput, TaggerRef, Workspace
 from .summary import ui_command
 
@@ -105,19 +105,26 @@ def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, 
 
 @flow(name="nai3-ablation", log_prints=True)
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
-             tracking_uri: str | None = None, force: bool = False, settings: AblationConfig | None = None) -> dict:
+             tracking_uri: str | None = None, force: bool = False, settings: AblationConfig | None = None,
+             next_seed: bool = False) -> dict:
     """Train every variant of the matrix and evaluate each over its CFG × σ sweep.
 
     ``config`` is a YAML file and ``overrides`` ``key.path=value`` strings — or ``settings`` the whole
     config as a typed object. ``tracking_uri`` defaults to $MLFLOW_TRACKING_URI, else the SQLite
-    store under ./mlflow.
+    store under ./mlflow. ``next_seed`` (the nightly): replicates accumulate across runs — train the
+    next training seed no arm has finished yet, reuse every seed already finished in the experiment,
+    and report over all of them (``train.seeds`` is ignored).
     """
     cfg = resolve(config, overrides, settings)
     ws = Workspace.open(cfg, work_dir, tracking_uri)
+    data = prepare_data_task(cfg, ws)
+    if next_seed:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+            "seeds": runs.next_seeds(cfg, data.content_hash, ws.uri, ws.experiment_id)})})
+        print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
     try:
         parent.log_params({"variants": ",".join(v.name for v in cfg.variants)})
-        data = prepare_data_task(cfg, ws)
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
         if cfg.skipped_variants:
             parent.log_json(list(cfg.skipped_variants), "skipped_variants.json")

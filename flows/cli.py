@@ -191,7 +191,7 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     from flows.ablation import ablation
 
     ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
-             settings=cfg)
+             settings=cfg, next_seed=a.next_seed)
     return 0
 
 
@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--work-dir", default="runs", help="where data, checkpoints and results go (default ./runs)")
     ab.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     ab.add_argument("--force", action="store_true", help="retrain variants that already have a FINISHED run")
+    ab.add_argument("--next-seed", action="store_true",
+                    help="accumulate replicates (the nightly): train the next training seed of every arm, reuse the "
+                         "seeds already FINISHED in the experiment, report over all of them")
     ab.set_defaults(fn=cmd_ablation)
     return p
 

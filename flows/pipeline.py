@@ -93,7 +93,8 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
         if force:
             shutil.rmtree(out, ignore_errors=True)
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume, progress,
-                             {"nai3.run_key": key, "nai3.code_version": version})
+                             {"nai3.run_key": key, "nai3.code_version": version,
+                              "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
 
 
 def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:

@@ -48,6 +48,34 @@ def run_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
 
+def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
+    """What replicates of one arm share: the run key without the training seed. Seeds of the same
+    recipe (and training code) found in the experiment are the evidence that accumulates."""
+    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seed", "seeds")}
+    return stable_hash({"variant": variant.config_hash(), "train": train, "model": to_dict(cfg.model),
+                        "resolution": cfg.data.resolution, "data": data_hash})[:12]
+
+
+def finished_seeds(uri: str, experiment_id: str, recipe: str, version: str) -> set[int]:
+    """Training seeds with a FINISHED run of this recipe and training code version."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`nai3.recipe_key` = '{recipe}' and tags.`nai3.code_version` = "
+                                       f"'{version}' and attributes.status = 'FINISHED'", max_results=5000)
+    return {int(r.data.tags["nai3.seed"]) for r in runs if r.data.tags.get("nai3.seed", "").isdigit()}
+
+
+def next_seeds(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str) -> tuple[int, ...]:
+    """The nightly's seeds: every seed any arm has finished (so gaps are filled and nothing is
+    dropped from the report) plus the smallest seed not yet finished by every arm."""
+    version = training_code_version()
+    have = [finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), version) for v in cfg.variants]
+    every = set.intersection(*have) if have else set()
+    new = next(k for k in range(len(every) + 1 + max(every, default=0) + 1) if k not in every)
+    return tuple(sorted(set().union(*have) | {new}))
+
+
 def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, options: dict | None = None) -> str:
     """Key of a stored evaluation: sweep settings, instrument, evaluation code, the training run,
     and how the model was read (parameterisation overrides, size, prompts)."""
