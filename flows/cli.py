@@ -133,10 +133,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     else:
         from nai3train.models import pretrained_format
 
-        pretrained_format(str(ckpt))  # refuse a pickle or an unknown format before any work
-        name = Path(ckpt).name
+        pretrained_format(str(ckpt), a.model_config)  # refuse a pickle or an unknown format before any work
+        name = Path(ckpt).stem if Path(ckpt).is_file() else Path(ckpt).name
     options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
-                                    prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None)
+                                    prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None,
+                                    model_config=str(Path(a.model_config).resolve()) if a.model_config else None)
     data = pipeline.prepare_data(cfg, ws)
     tagger = pipeline.prepare_tagger(cfg, data, ws)
     if a.reference:
@@ -261,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "scheduler's prediction_type and rescale_betas_zero_snr) unless overridden; the "
                                     "σ table is always nai3's own (exact ∞ with ZTSNR).")
     ev.add_argument("model", metavar="PATH", help="a nai3 checkpoint folder (with meta.json), a diffusers SDXL folder "
-                                                  "(model_index.json), or an MLflow run id with a 'checkpoint' artifact")
+                                                  "(model_index.json), a single-file SDXL .safetensors (with "
+                                                  "--model-config), or an MLflow run id with a 'checkpoint' artifact")
+    ev.add_argument("--model-config", default=None, metavar="DIR",
+                    help="for a single-file checkpoint: the local diffusers SDXL folder that supplies its configs "
+                         "and tokenizers (offline; its scheduler config gives the parameterisation unless the "
+                         "checkpoint carries v_pred/ztsnr marker keys)")
     ev.add_argument("--config", default="configs/smoke.yaml", help="config whose data and eval sections to use")
     ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override, e.g. --set eval.cfg_scales='[1,2,3.5,5,7.5,10]' --set eval.sampler=dpmpp_2m")

@@ -140,6 +140,7 @@ class ModelOptions:
     ztsnr: bool | None = None
     resolution: int | None = None
     prompts: tuple[tuple[str, ...], ...] | None = None
+    model_config: str | None = None  # the local diffusers folder a single-file checkpoint takes configs from
 
 
 def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
@@ -158,7 +159,8 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
             stored.seed = cfg.train.seed
             return stored
     inst = instruments(cfg, data, tagger)
-    ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution)
+    ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution,
+                    model_config=options.model_config)
     log.info("evaluating %s as %s%s (from %s)", trained.variant, ck.variant.prediction,
              " + ZTSNR" if ck.variant.ztsnr else "", ck.source)
     weights = Path(trained.checkpoint) / "ema.safetensors"

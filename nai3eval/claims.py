@@ -234,7 +234,13 @@ def _leak_slope_ratio(x: Arms) -> Estimate:
 
 
 def _count_error_2x(x: Arms) -> Estimate:
-    raise NotMeasured("sampling at twice the side with the counting scorer is not part of this evaluation yet")
+    probe = x.treat.probes.count if x.treat.probes else None
+    if probe is None:
+        raise NotMeasured("no 2×-canvas count probe (it needs an exact counter: the embedded benchmark)")
+    lo, hi = f"{x.spec.point.baseline_start:g}", f"{x.spec.point.treatment_start:g}"
+    if lo not in probe.wrong or hi not in probe.wrong:
+        raise NotMeasured(f"the count probe ran from {sorted(probe.wrong)}, not {lo} and {hi}")
+    return _contrast(probe.wrong[lo], probe.wrong[hi], x.treat.prompt_index)
 
 
 def _cfg_optimum(r: VariantResult, start: str) -> float:

@@ -60,7 +60,8 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     by_name = {**done, **{r.name: r for r in fresh}}
     results = [by_name[p.name] for p in points]
     probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
-                        ec.schedule, starts=tuple(p.first_sigma for p in points))
+                        ec.schedule, starts=tuple(p.first_sigma for p in points),
+                        counts=any(isinstance(m, ExactScorer) for m in instruments.metrics), seed=ec.seed)
     return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,
                          prompt_index=ps.prompt_index.tolist(), points=results, probes=probes,
                          problems=list(instruments.problems))

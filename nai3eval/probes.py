@@ -7,6 +7,8 @@
 * Practical infinity (C9): samples started from 20000, 317, 136 and 56 (SDXL units) from the same
   unit noise; RMS distance of each to the 20000 one, and the scale: the distance between samples of
   the same prompt from independent noise.
+* Count at twice the side (C4, benchmark): objects counted off the pixels of samples on a 2×
+  canvas from starts 14.6, 29 and 20000 — a wrong count is the incoherence the paper's σ_max fixes.
 * Mean leak (C3): a designed probe — per prompt, noise whose mean is set to {−2, −1, 0, 1, 2}/√D —
   sampled at the lowest and highest start; the output mean's slope on the unit noise mean.
 """
@@ -21,7 +23,7 @@ from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_st
 
 from .metrics import to_unit
 from .prompts import PromptSet
-from .results import EvalPoint, MeanLeakProbe, PracticalInfinity, Probes, X0Probe
+from .results import CountProbe, EvalPoint, MeanLeakProbe, PracticalInfinity, Probes, X0Probe
 from .sweep import LoadedCheckpoint, generate
 
 PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
@@ -118,11 +120,40 @@ def mean_leak_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, start
                          level=[lv for lv in levels for _ in first], out_mean=out.tolist())
 
 
+COUNT_STARTS = (14.6, 29.0, 20000.0)
+
+
+@torch.no_grad()
+def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
+                schedule: str = "native", seed: int = 0, scale: int = 2,
+                starts: tuple[float, ...] = COUNT_STARTS) -> CountProbe:
+    """Claim C4 on the benchmark: every prompt sampled at ``scale``× the native side from each start
+    on the same fresh noise (drawn from ``seed``: shared by the arms of a replicate), objects counted
+    off the pixels (``scorer.count_objects``) against the prompt's count tag."""
+    from nai3train.data.synth import COUNTS
+
+    from .scorer import count_objects
+
+    h, w = ck.image_size
+    big = ck.at_size((scale * h, scale * w))
+    gen = torch.Generator().manual_seed(seed + 7919)
+    noise = torch.randn((len(ps), *big.sample_shape), generator=gen)
+    wide = PromptSet(ps.prompts, ps.prompt_index, noise)
+    want = [next((COUNTS[t][1] for t in p if t in COUNTS), None) for p in wide.per_image]
+    wrong = {}
+    for s in starts:
+        point = EvalPoint(cfg_scale=cfg_scale, first_sigma=s, sampler=sampler, schedule=schedule, steps=steps)
+        got = count_objects(generate(big, point, wide).images)
+        wrong[f"{s:g}"] = [math.nan if n is None else float(g != n) for g, n in zip(got, want)]
+    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=[scale * h, scale * w], wrong=wrong)
+
+
 def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
                cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
-               starts: tuple[float, ...] = ()) -> Probes:
+               starts: tuple[float, ...] = (), counts: bool = False, seed: int = 0) -> Probes:
     """Both x̂0 probes for every checkpoint; the designed mean-leak probe at the lowest and highest
-    swept start (``starts``); the practical-infinity probe for ZTSNR variants. Sampled probes run
+    swept start (``starts``); the practical-infinity probe for ZTSNR variants; with ``counts`` (the
+    benchmark, whose objects can be counted exactly) the 2×-canvas count probe. Sampled probes run
     at the swept CFG nearest 5, the paper's recommendation."""
     ref = background_reference(ps.per_image, real_images, real_tags)
     probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
@@ -131,4 +162,6 @@ def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, r
         probes.mean_leak[f"{s:g}"] = mean_leak_probe(ck, ps, cfg, s, steps, sampler, schedule)
     if math.isinf(ck.variant.top_sigma):
         probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
+    if counts:
+        probes.count = count_probe(ck, ps, cfg, steps, sampler, schedule, seed)
     return probes

@@ -135,6 +135,18 @@ class PracticalInfinity:
 
 
 @dataclass(slots=True)
+class CountProbe:
+    """Claim C4: samples at ``scale``× the native side (each canvas with its own dimension scale)
+    from each start on the same noise; per image 1 if the number of objects differs from the
+    prompt's count, 0 if it matches, NaN for a prompt without a count."""
+
+    cfg_scale: float
+    scale: int
+    size: list[int]
+    wrong: dict[str, list[float]]  # start (":g") → per image
+
+
+@dataclass(slots=True)
 class MeanLeakProbe:
     """The designed mean-leak probe (claim C3) at one start: per prompt, its noise with the mean set
     to ``level``/√D (level ∈ {−2, −1, 0, 1, 2}), sampled; the output mean per image. The regressor,
@@ -158,6 +170,7 @@ class Probes:
     x0_20000: X0Probe
     practical_infinity: PracticalInfinity | None = None
     mean_leak: dict[str, MeanLeakProbe] = field(default_factory=dict)  # start (":g", "inf") → probe
+    count: CountProbe | None = None
 
     def leak_at(self, start: str) -> MeanLeakProbe | None:
         """The mean-leak probe nearest ``start`` (a σ), or at the highest start for "max"."""
@@ -209,8 +222,9 @@ class VariantResult:
             pr = d["probes"]
             pi = pr.get("practical_infinity")
             leak = {k: MeanLeakProbe(**_floats(v)) for k, v in (pr.get("mean_leak") or {}).items()}
+            count = CountProbe(**pr["count"]) if pr.get("count") else None
             probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
-                            PracticalInfinity(**pi) if pi else None, leak)
+                            PracticalInfinity(**pi) if pi else None, leak, count)
         return cls(**{**d, "points": points, "probes": probes})
 
 

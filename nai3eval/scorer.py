@@ -137,3 +137,18 @@ def read_tags(images: torch.Tensor) -> list[list[str]]:
     """Tags of a batch of images in [−1, 1] (N, 3, H, W)."""
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     return [read_image(a).tags for a in x]
+
+
+def count_objects(images: torch.Tensor, min_area: int = 2) -> list[int]:
+    """Objects per image in [−1, 1] (N, 3, H, W) as connected components of object pixels — no
+    assumption on their size, so it also reads a canvas larger than the one trained on (C4), where
+    an incoherent model repeats or splits the subject."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    out = []
+    for img in x:
+        _, expected = _background(img)
+        mask = np.linalg.norm(img - expected, axis=2) > _OBJECT_DISTANCE
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        sizes = ndimage.sum(mask, labels, range(1, n + 1)) if n else []
+        out.append(int(sum(1 for a in sizes if a >= min_area)))
+    return out

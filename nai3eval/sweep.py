@@ -62,6 +62,12 @@ class LoadedCheckpoint:
     def sample_shape(self) -> tuple[int, ...]:
         return self.bundle.sample_shape(*self.image_size)
 
+    def at_size(self, size: tuple[int, int]) -> "LoadedCheckpoint":
+        """The same model sampled at ``size`` with the σ table scaled for that canvas (its own
+        dimension scale, when the variant uses one), as the larger canvas would have been trained."""
+        denoiser = build_denoiser(self.bundle.network, self.variant, self.bundle.sample_dim(size))
+        return LoadedCheckpoint(self.bundle, denoiser, self.variant, size, self.source, self._conditioning)
+
     def conditioning(self, ps: PromptSet, rows: slice) -> tuple[dict, dict]:
         """(cond, uncond) for the prompts of ``rows``, encoded once per checkpoint: every point of the
         sweep and every probe reuses them (for SDXL that is two text encoders not run again)."""
@@ -94,9 +100,11 @@ def load_checkpoint(folder: str | Path, ema: bool = True, device: torch.device |
 
 
 def load_model(ref: str | Path, prediction: str | None = None, ztsnr: bool | None = None,
-               resolution: int | None = None, device: torch.device | str | None = None) -> LoadedCheckpoint:
+               resolution: int | None = None, device: torch.device | str | None = None,
+               model_config: str | None = None) -> LoadedCheckpoint:
     """Any model nai3 can evaluate: a nai3 checkpoint folder, or a model a researcher holds (a
-    diffusers SDXL folder). ``prediction`` ('eps'/'v') and ``ztsnr`` override what the model says
+    diffusers SDXL folder, or a single-file SDXL checkpoint with ``model_config``, the local diffusers
+    folder for its configs and tokenizers). ``prediction`` ('eps'/'v') and ``ztsnr`` override what the model says
     about itself; the σ table is always nai3's own (SDXL betas, exact ∞ with ZTSNR), never a
     scheduler's clamp or spacing."""
     from nai3train.models import load_pretrained
@@ -106,7 +114,7 @@ def load_model(ref: str | Path, prediction: str | None = None, ztsnr: bool | Non
         given = {k: v for k, v in (("prediction", prediction), ("ztsnr", ztsnr)) if v is not None}
         ck = load_checkpoint(path, device=device, overrides=given)
     else:
-        bundle, found = load_pretrained(str(path))
+        bundle, found = load_pretrained(str(path), model_config)
         bundle.to(device or default_device())
         ck = pretrained_checkpoint(bundle, found, path.name, prediction, ztsnr)
     if resolution:

@@ -11,7 +11,7 @@ import pytest
 from nai3eval import analysis as A
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
 from nai3eval.report import write_report
-from nai3eval.results import (EvalPoint, MeanLeakProbe, PerImage, PointResult, PracticalInfinity, Probes,
+from nai3eval.results import (CountProbe, EvalPoint, MeanLeakProbe, PerImage, PointResult, PracticalInfinity, Probes,
                               VariantResult, X0Probe)
 from nai3train.config import ConfigError
 
@@ -40,7 +40,8 @@ def arm_truth(name: str, flip: bool = False) -> dict:
             "nonfinite_inf": 1.0 if ARMS[name]["prediction"] == "eps" and zt else 0.0,
             "cfg_star": 3.0 if zt else 6.0, "rare": 0.5 if ARMS[name].get("tag_weighting") else 0.3,
             "leak": 0.1 if ARMS[name].get("tag_weighting") else 0.2,
-            "ratios": {"317": 0.02, "136": 0.04, "56": 0.05 if flip else 0.6}}
+            "ratios": {"317": 0.02, "136": 0.04, "56": 0.05 if flip else 0.6},
+            "count_err": 0.0 if flip else 0.6}
 
 
 def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False, noise: float = 0.02) -> VariantResult:
@@ -71,9 +72,11 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
     ref = np.abs(1.0 + rng.normal(scale=noise, size=G * PER))
     pi = PracticalInfinity(5.0, 20000.0, {}, {k: (r * ref + rng.normal(scale=noise / 5, size=G * PER)).tolist()
                                              for k, r in t["ratios"].items()}, ref.tolist()) if zt else None
+    count = CountProbe(5.0, 2, [32, 32], {"14.6": (rng.uniform(size=G * PER) < t["count_err"]).astype(float).tolist(),
+                                           "20000": (rng.uniform(size=G * PER) < 0.6 - t["count_err"]).astype(float).tolist()})
     nf = t["nonfinite_inf"]
     probes = Probes(X0Probe(math.inf, nf, math.inf if nf else 1.0, math.nan, [math.nan if nf else 0.05] * (G * PER)),
-                    X0Probe(20000.0, 0.0, 1.0, t["x0_err"], jitter(t["x0_err"])), pi, leak)
+                    X0Probe(20000.0, 0.0, 1.0, t["x0_err"], jitter(t["x0_err"])), pi, leak, count)
     return VariantResult(name, {"name": name, **ARMS[name]}, PROMPTS, PID.tolist(), points, probes, seed=seed)
 
 
@@ -136,10 +139,9 @@ def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path
                           "heldout_images": 64}})
     c = by_id(o)
     for cid in ("C1", "C2", "C3", "C1-sampled", "C2-package", "C2-black", "C2-white", "C2-grey", "C3-package",
-                "C3-copies", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
+                "C3-copies", "C4", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
         assert c[cid].verdict == A.SUPPORTED, (cid, c[cid].verdict, c[cid].decision.reason)
         assert c[cid].level == A.RECIPE
-    assert c["C4"].verdict == A.NOT_MEASURED and "twice the side" in c["C4"].decision.reason
     assert [c[i].verdict for i in ("C1-check", "C7", "C8")] == [A.CHECK_PASSED] * 3
     assert c["C2"].arms == {"baseline": "v", "treatment": "v-ztsnr"}  # ZTSNR alone, not the package
     assert c["C1"].arms == {"baseline": "eps-ztsnr", "treatment": "v-ztsnr"}
@@ -167,6 +169,7 @@ def test_the_same_rules_contradict_when_the_data_say_so():
     assert c["C2"].verdict == A.CONTRADICTED  # the baseline's brightness error is the smaller one
     assert c["C3"].verdict == A.CONTRADICTED  # ratio ≈ 1, far above 0.2
     assert c["C9-56"].verdict == A.CONTRADICTED and c["C9"].verdict == A.CONTRADICTED
+    assert c["C4"].verdict == A.CONTRADICTED  # more wrong counts from 20000 than from 14.6
     assert [c[i].verdict for i in ("C7", "C8")] == [A.CHECK_FAILED] * 2
 
 
@@ -186,8 +189,10 @@ def test_missing_arms_and_probes_are_not_measured_with_the_reason():
     assert c["C2"].verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c["C2"].decision.reason
     assert c["C2-package"].verdict.endswith("supported")
     for r in smoke:
-        r.probes.mean_leak = {}
-    assert "no designed mean-leak probe" in by_id(evaluate_claims(smoke))["C3-package"].decision.reason
+        r.probes.mean_leak, r.probes.count = {}, None
+    c = by_id(evaluate_claims(smoke))
+    assert "no designed mean-leak probe" in c["C3-package"].decision.reason
+    assert "no 2×-canvas count probe" in c["C4"].decision.reason
 
 
 def test_identical_values_never_yield_a_verdict():

@@ -52,3 +52,21 @@ def test_exact_scorer_metric_scores_real_images_against_their_own_prompts(tmp_pa
     shifted = PromptSet(ev.tags[1:] + ev.tags[:1], ps.prompt_index, ps.noise)
     ExactScorer()(Samples(ev.images, torch.zeros(len(ev.tags)), shifted), r)  # every prompt shifted by one image
     assert r.scorer_object_acc < 0.6
+
+
+def test_object_counting_needs_no_object_size(tmp_path):
+    """C4's counter reads held-out images at their own size and the same images on a twice-as-large
+    canvas (objects half the relative size after a 2× pad): the count is the benchmark's own."""
+    from nai3eval.scorer import count_objects
+
+    synthesize(tmp_path / "b", 8, 300, 32, seed=13)
+    ev = load_folder(tmp_path / "b" / "eval", 32)
+    want = [next(COUNTS[t][1] for t in tags if t in COUNTS) for tags in ev.tags]
+    acc = np.mean([g == w for g, w in zip(count_objects(ev.images), want)])
+    assert acc >= 0.97, acc  # objects may touch and merge into one component
+    edge = ev.images[:, :, :1, :1].expand(-1, -1, 64, 64).clone()  # the top-left background colour
+    edge[:, :, 16:48, 16:48] = ev.images  # the same scene in the middle of a 64 px canvas
+    solid = [i for i, t in enumerate(ev.tags) if "gradient_background" not in t]
+    big = count_objects(edge[solid])
+    assert np.mean([big[j] == want[i] for j, i in enumerate(solid)]) >= 0.97
+    assert count_objects(torch.full((2, 3, 16, 16), -1.0)) == [0, 0]

@@ -193,3 +193,50 @@ def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl
     assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
     assert all(p.brightness_black is not None for p in res.points)
     assert res.probes.x0_inf.nonfinite_frac == 0.0  # v's exact limit through the SDXL UNet and VAE
+
+
+@pytest.fixture(scope="module")
+def tiny_single_file(tmp_path_factory):
+    """A tiny SDXL folder and the same weights as one original-layout .safetensors, with and
+    without the community v-prediction marker keys."""
+    from .sdxl_tiny import save_single_file
+
+    root = tmp_path_factory.mktemp("single")
+    folder = build_tiny_sdxl(root / "folder", hidden_2=24)  # SDXL's encoders differ in width; diffusers relies on it
+    return folder, save_single_file(folder, root / "plain.safetensors"), \
+        save_single_file(folder, root / "vpred.safetensors", ("v_pred", "ztsnr"))
+
+
+def test_a_single_file_checkpoint_samples_exactly_like_its_diffusers_folder(tiny_single_file):
+    from nai3eval.sweep import load_model
+    from nai3train.diffusion import sampling_sigmas
+    from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
+
+    folder, plain, vpred = tiny_single_file
+    single = load_model(plain, device="cpu", model_config=str(folder))
+    assert (single.variant.prediction, single.variant.ztsnr) == ("eps", False)  # the folder's scheduler config
+    marked = load_model(vpred, device="cpu", model_config=str(folder))
+    assert (marked.variant.prediction, marked.variant.ztsnr) == ("v", True) and "marker keys v_pred, ztsnr" in marked.source
+    reference = load_model(folder, device="cpu", prediction="v", ztsnr=True)
+    size = reference.bundle.native_size
+    prompts = ["red circle, black background", "blue square, white background"]
+    eps = torch.randn((2, *reference.sample_shape), generator=torch.Generator().manual_seed(3))
+    outs = []
+    for ck in (marked, reference):
+        cond, uncond = ck.bundle.encode(prompts, [size] * 2), ck.bundle.uncond(2, [size] * 2)
+        sig = sampling_sigmas(ck.denoiser.schedule, 4, 20000.0, "native")
+        outs.append(get_sampler("euler")(GuidedDenoiser(ck.denoiser, cond, uncond, 5.0),
+                                         initial_state(eps, float(sig[0])), sig))
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_a_single_file_checkpoint_without_its_config_folder_is_refused(tiny_single_file, tmp_path, capsys):
+    from flows.cli import main as nai3
+
+    _, plain, _ = tiny_single_file
+    assert nai3(["eval", str(plain), "--work-dir", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-config DIR" in err and "Hub" in err
+    assert nai3(["eval", str(plain), "--model-config", str(tmp_path), "--work-dir", str(tmp_path),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert "model_index.json is missing" in capsys.readouterr().err

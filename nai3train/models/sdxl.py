@@ -329,3 +329,37 @@ def load_sdxl_folder(path: str | Path) -> tuple[SDXLBundle, dict]:
     if not (root / "model_index.json").is_file():
         raise FileNotFoundError(f"{root} is not a diffusers pipeline folder: {root / 'model_index.json'} is missing")
     return SDXLBundle.from_diffusers(root), scheduler_parameterization(root)
+
+
+MARKER_KEYS = ("v_pred", "ztsnr")
+
+
+def single_file_markers(path: str | Path) -> dict[str, bool]:
+    """The marker keys community v-prediction checkpoints carry in their state dict (``v_pred``,
+    ``ztsnr``; diffusers ignores them). Only the safetensors header is read."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+    return {k: k in keys for k in MARKER_KEYS}
+
+
+def load_sdxl_single_file(path: str | Path, model_config: str | Path) -> tuple[SDXLBundle, dict]:
+    """(bundle, parameterisation) for a single-file SDXL checkpoint in the original layout, with the
+    configs and tokenizers of the local diffusers folder ``model_config``, offline. The
+    parameterisation: the checkpoint's marker keys win over the folder's scheduler config."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_single_file(str(path), config=str(model_config), local_files_only=True)
+    found = scheduler_parameterization(model_config)
+    marks = single_file_markers(path)
+    notes = []
+    if marks["v_pred"]:
+        found["prediction"] = "v"
+        notes.append("v_pred")
+    if marks["ztsnr"]:
+        found["ztsnr"] = True
+        notes.append("ztsnr")
+    if notes:
+        found["source"] = f"marker keys {', '.join(notes)} in {Path(path).name}; otherwise " + found["source"]
+    return SDXLBundle.from_pipeline(pipe, name=str(path)), found
