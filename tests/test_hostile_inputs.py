@@ -146,3 +146,14 @@ def test_unreadable_images_tag_files_and_folders_are_skipped_with_the_reason(tmp
     assert "PermissionError" in reasons["locked.png"]
     assert "unreadable tag file locked_tags.txt" in reasons["locked_tags.png"]
     assert "unreadable folder" in reasons["sub"]
+
+
+@pytest.mark.parametrize("argv", [["eval", "x", "--no-such-flag"], ["ablation", "--stepz", "3"], ["nonsense"]])
+def test_unknown_cli_flags_and_commands_are_refused_with_exit_2(argv, capsys):
+    from flows.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "invalid choice" in err
