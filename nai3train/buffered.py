@@ -40,11 +40,13 @@ class TrackingOutage(RuntimeError):
 
 
 def transient(err: BaseException) -> bool:
+    """The tracking server could not answer now (worth retrying) — not a local failure: a broken
+    stdout pipe of an orphaned process, say, must never be retried as an outage."""
     from mlflow.exceptions import MlflowException
 
     if isinstance(err, MlflowException):
         return err.error_code in TRANSIENT
-    return isinstance(err, (OSError, ConnectionError)) or type(err).__module__.startswith(("requests", "urllib3"))
+    return type(err).__module__.startswith(("requests", "urllib3"))
 
 
 def deliver(tracker: Tracker, op: dict) -> None:

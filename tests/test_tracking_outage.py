@@ -92,3 +92,19 @@ def test_training_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_path
         assert not journal.exists()
     finally:
         _stop(box.get("mlflow"))
+
+
+def test_only_the_server_not_answering_counts_as_an_outage():
+    """A broken stdout pipe (an orphaned flow-run process printing after its worker died) is a local
+    failure: retrying it as an outage would hold the run's lock for the whole patience."""
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+
+    from nai3train.buffered import transient
+
+    assert transient(MlflowException("connection refused", error_code=INTERNAL_ERROR))
+    assert transient(requests.exceptions.ConnectionError("refused"))
+    assert not transient(MlflowException("bad value", error_code=INVALID_PARAMETER_VALUE))
+    assert not transient(BrokenPipeError(32, "Broken pipe"))
+    assert not transient(OSError(28, "No space left on device"))
