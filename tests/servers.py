@@ -56,6 +56,23 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 
+def kill_by_env(marker: str) -> int:
+    """SIGKILL every process whose environment holds ``marker`` (e.g. this test's PREFECT_API_URL):
+    flow-run processes a process worker started live in their own session and outlive a killed
+    worker, so they are found by what the test gave them, not by process group."""
+    n = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (d / "environ").read_bytes().split(b"\0"):
+                os.kill(int(d.name), signal.SIGKILL)
+                n += 1
+        except (OSError, ProcessLookupError):
+            continue
+    return n
+
+
 def start_mlflow(root: Path, port: int, env: dict | None = None, log_name: str = "mlflow.log") -> subprocess.Popen:
     """An MLflow tracking server on SQLite + proxied artifacts under ``root``, healthy on return."""
     proc = _start([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import _api, _free_port, _start, _stop, _wait
+from .servers import _api, _free_port, _start, _stop, _wait, kill_by_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -106,3 +106,4 @@ def test_smoke_deployment_against_real_servers(tmp_path):
     finally:
         for p in procs.values():
             _stop(p)
+        kill_by_env(f"PREFECT_API_URL={prefect_api}")  # flow runs orphaned by the killed worker
