@@ -19,8 +19,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/nai3 ablation configs/smoke.yaml
 
+# two pytest workers, one thread each (OMP_NUM_THREADS reaches the subprocesses the end-to-end tests
+# start): much of the suite waits on servers and process start-up, and one thread per process never
+# oversubscribes a 2-core box
 test: install
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist load
 
 test-fast: install
 	$(PY) -m pytest -q -m 'not slow'

@@ -4,11 +4,14 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# two pytest workers share 2 cores with the servers they start: give Prefect's ephemeral API more than
+# its default 20 s to come up (inherited by the subprocesses the end-to-end tests run)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)  # `make test`: 2 workers × 1 thread
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest config that trains and evaluates in seconds: 8 px images, a two-level UNet.
