@@ -240,7 +240,7 @@ def _count_error_2x(x: Arms) -> Estimate:
     lo, hi = f"{x.spec.point.baseline_start:g}", f"{x.spec.point.treatment_start:g}"
     if lo not in probe.wrong or hi not in probe.wrong:
         raise NotMeasured(f"the count probe ran from {sorted(probe.wrong)}, not {lo} and {hi}")
-    return _contrast(probe.wrong[lo], probe.wrong[hi], x.treat.prompt_index)
+    return _contrast(probe.wrong[lo], probe.wrong[hi], probe.prompt_index or x.treat.prompt_index)
 
 
 def _cfg_optimum(r: VariantResult, start: str) -> float:
@@ -289,7 +289,7 @@ def _distance_ratio(start: str) -> Callable[[Arms], Estimate]:
         if not pi.per_image_reference:
             raise NotMeasured("no scale: the probe had one sample per prompt (eval.seeds_per_prompt ≥ 2 needed)")
         d, ref = np.asarray(pi.per_image_distance[start]), np.asarray(pi.per_image_reference)
-        pid = np.asarray(x.treat.prompt_index)
+        pid = np.asarray(pi.prompt_index or x.treat.prompt_index)
 
         def ratio(kept: np.ndarray) -> float:
             m = np.isin(pid, kept)

@@ -61,7 +61,10 @@ def x0_probe(ck: LoadedCheckpoint, ps: PromptSet, ref: torch.Tensor, sigma_sdxl:
 def practical_infinity(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
                        schedule: str = "native", starts: tuple[float, ...] = PRACTICAL_STARTS) -> PracticalInfinity:
     """Claim C9 for one checkpoint: per-image RMS distance between samples started at ``starts[0]``
-    and at each other start, from the same noise and sampler."""
+    and at each other start, from the same noise and sampler — on two images per prompt, which
+    also give the scale (their distance to each other)."""
+    keep = torch.cat([torch.nonzero(ps.prompt_index == p).flatten()[:2] for p in range(len(ps.prompts))])
+    ps = PromptSet(ps.prompts, ps.prompt_index[keep], ps.noise[keep])  # two per prompt: d and its scale d_ref
     cond, uncond = ck.conditioning(ps, slice(None))
     guided = GuidedDenoiser(ck.denoiser, cond, uncond, cfg_scale)
     outs = {}
@@ -78,7 +81,8 @@ def practical_infinity(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, st
         dist[f"{s:g}"] = float(d.mean())
         per_image[f"{s:g}"] = d.tolist()
     return PracticalInfinity(cfg_scale=cfg_scale, reference_start=starts[0], distance=dist,
-                             per_image_distance=per_image, per_image_reference=same_prompt_distance(ref, ps))
+                             per_image_distance=per_image, per_image_reference=same_prompt_distance(ref, ps),
+                             prompt_index=ps.prompt_index.tolist())
 
 
 def same_prompt_distance(images: torch.Tensor, ps: PromptSet) -> list[float]:
@@ -120,16 +124,16 @@ def mean_leak_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, start
                          level=[lv for lv in levels for _ in first], out_mean=out.tolist())
 
 
-COUNT_STARTS = (14.6, 29.0, 20000.0)
+COUNT_STARTS = (14.6, 20000.0)
 
 
 @torch.no_grad()
 def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
                 schedule: str = "native", seed: int = 0, scale: int = 2,
                 starts: tuple[float, ...] = COUNT_STARTS) -> CountProbe:
-    """Claim C4 on the benchmark: every prompt sampled at ``scale``× the native side from each start
-    on the same fresh noise (drawn from ``seed``: shared by the arms of a replicate), objects counted
-    off the pixels (``scorer.count_objects``) against the prompt's count tag."""
+    """Claim C4 on the benchmark: one image per prompt sampled at ``scale``× the native side from
+    each start on the same fresh noise (drawn from ``seed``: shared by the arms of a replicate),
+    objects counted off the pixels (``scorer.count_objects``) against the prompt's count tag."""
     from nai3train.data.synth import COUNTS
 
     from .scorer import count_objects
@@ -137,31 +141,37 @@ def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: in
     h, w = ck.image_size
     big = ck.at_size((scale * h, scale * w))
     gen = torch.Generator().manual_seed(seed + 7919)
-    noise = torch.randn((len(ps), *big.sample_shape), generator=gen)
-    wide = PromptSet(ps.prompts, ps.prompt_index, noise)
+    index = torch.arange(len(ps.prompts))  # one image per prompt: the canvas costs scale² of the sweep's
+    noise = torch.randn((len(index), *big.sample_shape), generator=gen)
+    wide = PromptSet(ps.prompts, index, noise)
     want = [next((COUNTS[t][1] for t in p if t in COUNTS), None) for p in wide.per_image]
     wrong = {}
     for s in starts:
         point = EvalPoint(cfg_scale=cfg_scale, first_sigma=s, sampler=sampler, schedule=schedule, steps=steps)
         got = count_objects(generate(big, point, wide).images)
         wrong[f"{s:g}"] = [math.nan if n is None else float(g != n) for g, n in zip(got, want)]
-    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=[scale * h, scale * w], wrong=wrong)
+    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=[scale * h, scale * w], wrong=wrong,
+                      prompt_index=index.tolist())
 
 
 def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
                cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
                starts: tuple[float, ...] = (), counts: bool = False, seed: int = 0) -> Probes:
-    """Both x̂0 probes for every checkpoint; the designed mean-leak probe at the lowest and highest
-    swept start (``starts``); the practical-infinity probe for ZTSNR variants; with ``counts`` (the
-    benchmark, whose objects can be counted exactly) the 2×-canvas count probe. Sampled probes run
-    at the swept CFG nearest 5, the paper's recommendation."""
+    """Both x̂0 probes for every checkpoint; the designed mean-leak probe from the highest swept start
+    the variant was trained for (14.6 without ZTSNR, the top start with it: C3 compares exactly
+    these); for ZTSNR variants the practical-infinity probe and, with ``counts`` (the benchmark,
+    whose objects can be counted exactly), the 2×-canvas count probe (C4 compares starts of the
+    ZTSNR model). Sampled probes run at the swept CFG nearest 5, the paper's recommendation."""
     ref = background_reference(ps.per_image, real_images, real_tags)
     probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
     cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
-    for s in sorted({min(starts), max(starts)}) if starts else ():
+    top = ck.variant.top_sigma
+    trained = [s for s in starts if s <= top * 1.001]  # the starts this variant was trained to begin from
+    if trained:
+        s = max(trained)
         probes.mean_leak[f"{s:g}"] = mean_leak_probe(ck, ps, cfg, s, steps, sampler, schedule)
-    if math.isinf(ck.variant.top_sigma):
+    if math.isinf(top):
         probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
-    if counts:
-        probes.count = count_probe(ck, ps, cfg, steps, sampler, schedule, seed)
+        if counts:
+            probes.count = count_probe(ck, ps, cfg, steps, sampler, schedule, seed)
     return probes

@@ -132,6 +132,7 @@ class PracticalInfinity:
     # the scale of a distance: per image, the mean RMS distance of its reference-start sample to the
     # other samples of the same prompt (independent noise); empty with one sample per prompt
     per_image_reference: list[float] = field(default_factory=list)
+    prompt_index: list[int] = field(default_factory=list)  # the probe's images (empty: the variant's own)
 
 
 @dataclass(slots=True)
@@ -144,6 +145,7 @@ class CountProbe:
     scale: int
     size: list[int]
     wrong: dict[str, list[float]]  # start (":g") → per image
+    prompt_index: list[int] = field(default_factory=list)  # the probe's images (empty: the variant's own)
 
 
 @dataclass(slots=True)
