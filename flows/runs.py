@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
@@ -72,7 +73,7 @@ def next_seeds(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str
     version = training_code_version()
     have = [finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), version) for v in cfg.variants]
     every = set.intersection(*have) if have else set()
-    new = next(k for k in range(len(every) + 1 + max(every, default=0) + 1) if k not in every)
+    new = next(k for k in itertools.count() if k not in every)
     return tuple(sorted(set().union(*have) | {new}))
 
 

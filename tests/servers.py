@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +21,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 180, any_status: bool = False) -> None:
+    """Until ``url`` answers 200 — or, with ``any_status``, answers at all (an auth-protected health
+    check answers 401)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -29,6 +32,10 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
+            time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(url)

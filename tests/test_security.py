@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from .servers import BIN, ROOT, _free_port, _start, _stop
+from .servers import BIN, ROOT, _free_port, _start, _stop, _wait
 
 
 def _status(url: str, auth: tuple[str, str] | None = None, body: bytes | None = None) -> int:
@@ -24,20 +24,6 @@ def _status(url: str, auth: tuple[str, str] | None = None, body: bytes | None = 
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
-
-
-def _wait_listening(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Up = answers at all (an auth-protected health check answers 401)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early ({proc.returncode})")
-        try:
-            _status(url)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 def _clean_env(**extra: str) -> dict:
@@ -124,7 +110,7 @@ def test_team_mlflow_server_refuses_unauthenticated_requests(tmp_path):
     base = f"http://127.0.0.1:{port}"
     proc = _start(["bash", str(ROOT / "mlflow/serve-team.sh")], env, tmp_path / "mlflow.log")
     try:
-        _wait_listening(base + "/health", proc)
+        _wait(base + "/health", proc, any_status=True)
         search = base + "/api/2.0/mlflow/experiments/search?max_results=5"
         assert _status(search) == 401
         assert _status(search, ("admin", "not-the-password")) == 401
@@ -154,7 +140,7 @@ def test_team_prefect_server_refuses_unauthenticated_requests(tmp_path):
     api = f"http://127.0.0.1:{port}/api"
     proc = _start(["bash", str(ROOT / "flows/serve-team.sh")], env, tmp_path / "prefect.log")
     try:
-        _wait_listening(api + "/health", proc)
+        _wait(api + "/health", proc, any_status=True)
         deadline = time.time() + 120
         while _status(api + "/flows/filter", ("admin", pw), b"{}") != 200 and time.time() < deadline:
             time.sleep(1)
