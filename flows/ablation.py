@@ -9,6 +9,8 @@ variant (training) and one per evaluation point.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -19,7 +21,8 @@ from nai3train.data import PreparedData
 from nai3train.run import TrainedVariant
 from nai3train.tracking import Tracker, flatten, runs_page
 
-from . import pipeline, runs
+from . import fanout, pipeline, runs
+from .locks import prefect_server_configured
 from .pipeline import ReportOutput, TaggerRef, Workspace
 from .summary import ui_command
 
@@ -82,6 +85,45 @@ def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data
     return results, report_task(cfg, results, trained, data, ws, parent_run_id)
 
 
+def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef, ws: Workspace, parent_run_id: str,
+            deployment: str, attempts: int, force: bool
+            ) -> tuple[list[TrainedVariant], list[VariantResult], fanout.FanOutFailed | None]:
+    """One ``deployment`` flow run per (variant, seed), waited for; then what the completed ones
+    left in MLflow (the training run and its stored evaluation), and the failure naming the rest."""
+    children = [fanout.Child(fanout.Unit(v.name, ck.train.seed), {
+        "config": to_dict(ck), "variant": v.name, "parent_run_id": parent_run_id, "data_hash": data.content_hash,
+        "tagger": Path(tagger.folder).name, "tagger_report": asdict(tagger.report), "work_dir": str(ws.work),
+        "tracking_uri": ws.uri, "force": force}) for ck in replicas for v in ck.variants]
+    fanout.ensure_zombie_automation()
+    for child in children:
+        fanout.submit(child, deployment)
+    print(f"submitted {len(children)} (variant, seed) flow runs to {deployment}: "
+          + ", ".join(f"{c.unit.label} → {c.name}" for c in children))
+    failure = None
+    try:
+        fanout.wait(children, attempts, deployment=deployment)
+    except fanout.FanOutFailed as e:
+        failure = e
+        _logger().error("%s", e)
+    trained, results = [], []
+    for ck in replicas:
+        for v in ck.variants:
+            child = next(c for c in children if c.unit == fanout.Unit(v.name, ck.train.seed))
+            if child.state != "COMPLETED":
+                continue
+            got = pipeline.finished_training(ck, v, data, ws)
+            result = got and pipeline.stored_result(ck, got, tagger, ws)
+            if got is None or result is None:
+                failure = failure or fanout.FanOutFailed(
+                    f"{child.unit.label}: flow run '{child.name}' completed but MLflow holds no finished training "
+                    f"run and evaluation for it with this code version ({runs.training_code_version()}): does that "
+                    "worker run the same code?")
+                continue
+            trained.append(got)
+            results.append(result)
+    return trained, results, failure
+
+
 def resolve(config: str | None, overrides: list[str] | None, settings: AblationConfig | None) -> AblationConfig:
     """The flow's config: ``settings`` as given (the typed form in the Prefect UI), else the YAML file
     with overrides; validated before any work."""
@@ -106,7 +148,7 @@ def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, 
 @flow(name="nai3-ablation", log_prints=True)
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
              tracking_uri: str | None = None, force: bool = False, settings: AblationConfig | None = None,
-             next_seed: bool = False) -> dict:
+             next_seed: bool = False, variant_deployment: str | None = None, attempts: int = 2) -> dict:
     """Train every variant of the matrix and evaluate each over its CFG × σ sweep.
 
     ``config`` is a YAML file and ``overrides`` ``key.path=value`` strings — or ``settings`` the whole
@@ -114,6 +156,12 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     store under ./mlflow. ``next_seed`` (the nightly): replicates accumulate across runs — train the
     next training seed no arm has finished yet, reuse every seed already finished in the experiment,
     and report over all of them (``train.seeds`` is ignored).
+
+    ``variant_deployment`` (e.g. ``nai3-variant/train-eval``): fan out — each (variant, seed) runs
+    as a flow run of that deployment on whichever worker is free (``flows/fanout.py``), a crashed
+    one is submitted again (``attempts`` runs in all), and the report is written from MLflow once
+    all are final. Without it, or without a Prefect server (the ephemeral API), everything runs
+    in this process, one after another.
     """
     cfg = resolve(config, overrides, settings)
     ws = Workspace.open(cfg, work_dir, tracking_uri)
@@ -132,8 +180,18 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
                 print(f"skipped variant {s}")
         replicas = [cfg.for_seed(k) for k in cfg.replicate_seeds]
         parent.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
-        trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
-        results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
+        if variant_deployment and not prefect_server_configured():
+            print(f"no Prefect server configured (PREFECT_API_URL): {variant_deployment} is not used, every "
+                  "(variant, seed) runs in this process")
+        if variant_deployment and prefect_server_configured():
+            trained, results, failure = fan_out(replicas, data, tagger, ws, parent.run_id, variant_deployment, attempts,
+                                                force)
+            out = report_task(cfg, results, trained, data, ws, parent.run_id)
+            if failure is not None:
+                raise failure
+        else:
+            trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
+            results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
         parent.finish(True)
     except BaseException:
         parent.finish(False)

@@ -192,7 +192,7 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     from flows.ablation import ablation
 
     ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
-             settings=cfg, next_seed=a.next_seed)
+             settings=cfg, next_seed=a.next_seed, variant_deployment=a.fan_out)
     return 0
 
 
@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--next-seed", action="store_true",
                     help="accumulate replicates (the nightly): train the next training seed of every arm, reuse the "
                          "seeds already FINISHED in the experiment, report over all of them")
+    ab.add_argument("--fan-out", metavar="DEPLOYMENT", default=None,
+                    help="run each (variant, seed) as a flow run of DEPLOYMENT (e.g. nai3-variant/train-eval) on the "
+                         "workers of its pool and wait for them; needs a Prefect server (PREFECT_API_URL). Default: "
+                         "everything in this process")
     ab.set_defaults(fn=cmd_ablation)
     return p
 

@@ -24,12 +24,13 @@ from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
 from nai3eval.sweep import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
-from nai3train.config import AblationConfig, VariantConfig, stable_hash
+from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.tracking import Tracker, open_experiment
 
 from . import runs
+from .locks import run_lock
 from .summary import format_table
 
 log = logging.getLogger("nai3.pipeline")
@@ -58,43 +59,61 @@ class TaggerRef:
 
 
 def prepare_data(cfg: AblationConfig, ws: Workspace) -> PreparedData:
-    """Synthesise the benchmark (skipped when an identical one is already there) or point at a folder."""
-    return prepare_dataset(cfg.data, ws.work)
+    """Synthesise the benchmark (skipped when an identical one is already there) or point at a folder.
+    Under a lock: two flow runs started together must not write (or hash) the same folder at once."""
+    with run_lock(ws.work, f"data-{stable_hash(to_dict(cfg.data))[:12]}"):
+        return prepare_dataset(cfg.data, ws.work)
 
 
 def prepare_tagger(cfg: AblationConfig, data: PreparedData, ws: Workspace) -> TaggerRef:
     """The domain tagger, trained once per dataset (cached by content hash). Its seed is the data
     seed, never the training seed: the instrument must not change with what it measures."""
     folder = ws.work / f"tagger-{data.content_hash[:12]}-{cfg.eval.tagger_steps}"
-    path, report = ensure_tagger(data.train, data.eval, cfg.data.resolution, cfg.eval.tagger_steps, cfg.data.seed,
-                                 folder)
+    with run_lock(ws.work, folder.name):
+        path, report = ensure_tagger(data.train, data.eval, cfg.data.resolution, cfg.eval.tagger_steps,
+                                     cfg.data.seed, folder)
     return TaggerRef(str(path), report)
 
 
 def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: Workspace, parent: Tracker | None = None,
           resume: bool = True, force: bool = False, progress: bool = True) -> TrainedVariant:
     """Train one variant — or reuse a FINISHED run with the same run key and training code
-    (``force`` retrains from scratch). A retry, or a re-run after a crash, resumes from the
-    newest checkpoint of the run directory."""
+    (``force`` retrains from scratch). A retry, or a re-run after a crash (on this worker or on
+    another one sharing the work folder), resumes from the newest checkpoint of the run directory."""
     key = runs.run_key(cfg, variant, data.content_hash)
     out = ws.work / "variants" / f"{variant.name}-{key}"
     if int(os.environ.get("RANK", "0")) != 0:
         return train_untracked(cfg, variant, data, out, resume)
     version = runs.training_code_version()
-    with runs.run_lock(ws.work, key):
-        done = None if force else runs.find_finished_training(ws.uri, ws.experiment_id, key, version)
+    with run_lock(ws.work, key):
+        done = None if force else finished_training(cfg, variant, data, ws, out)
         if done is not None:
-            log.info("reusing %s from FINISHED run %s", variant.name, done.info.run_id)
+            log.info("reusing %s from FINISHED run %s", variant.name, done.run_id)
             if parent is not None:
-                parent.set_tags({f"nai3.reused.{variant.name}": done.info.run_id})
-            return TrainedVariant(variant.name, str(_reuse_checkpoint(ws.uri, done.info.run_id, out)),
-                                  done.info.run_id, True, done.data.metrics.get("train/img_per_s", float("nan")),
-                                  done.data.metrics.get("train/loss", float("nan")), seed=cfg.train.seed)
+                parent.set_tags({f"nai3.reused.{variant.name}": done.run_id})
+            return done
+        for orphan in runs.close_orphaned_runs(ws.uri, ws.experiment_id, key):
+            log.warning("training run %s of %s was left RUNNING by a dead process: marked KILLED", orphan,
+                        variant.name)
         if force:
             shutil.rmtree(out, ignore_errors=True)
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume, progress,
                              {"nai3.run_key": key, "nai3.code_version": version,
                               "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
+
+
+def finished_training(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: Workspace,
+                      out: Path | None = None) -> TrainedVariant | None:
+    """The FINISHED training run of this (variant, seed) with today's training code, if any; its
+    checkpoint is made local under ``out`` (without ``out`` it is named by its MLflow URI)."""
+    done = runs.find_finished_training(ws.uri, ws.experiment_id, runs.run_key(cfg, variant, data.content_hash),
+                                       runs.training_code_version())
+    if done is None:
+        return None
+    run_id = done.info.run_id
+    checkpoint = str(_reuse_checkpoint(ws.uri, run_id, out)) if out is not None else f"runs:/{run_id}/checkpoint"
+    return TrainedVariant(variant.name, checkpoint, run_id, True, done.data.metrics.get("train/img_per_s", float("nan")),
+                          done.data.metrics.get("train/loss", float("nan")), seed=cfg.train.seed)
 
 
 def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:
@@ -118,8 +137,10 @@ def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagge
 
     ec = EvalConfig(**dict(zip(REAL_DATA_WEIGHTS, weights)))
     ev = load_folder(eval_dir, resolution)
-    tagger, vocab, _ = load_tagger(tagger_dir)
-    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark)
+    tagger, vocab, report = load_tagger(tagger_dir)
+    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark,
+                             {"recall": report.val_recall, "precision": report.val_precision,
+                              "label_accuracy": report.val_label_accuracy})
 
 
 def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> Instruments:
@@ -148,15 +169,23 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
              options: ModelOptions = ModelOptions()) -> VariantResult:
     """The CFG × σ sweep and the pure-noise probes for one trained variant (or any model
     ``load_model`` reads) — or, when its training run already stores an evaluation with the same
-    sweep, instrument and evaluation code, that one."""
+    sweep, instrument and evaluation code, that one. Two workers evaluating the same training run
+    take turns (the evaluation key's lock), so the second reuses what the first stored."""
     key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options))
+    if not trained.run_id:
+        return _evaluate(cfg, trained, data, tagger, ws, parent, force, progress, options, key)
+    with run_lock(ws.work, f"eval-{key}"):
+        return _evaluate(cfg, trained, data, tagger, ws, parent, force, progress, options, key)
+
+
+def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
+              parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> VariantResult:
     if trained.run_id and not force:
-        stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
+        stored = stored_result(cfg, trained, tagger, ws, options)
         if stored is not None:
             if parent is not None:
                 parent.set_tags({f"nai3.reused_eval.{trained.variant}": trained.run_id})
             log.info("reused the evaluation of %s (training run %s)", trained.variant, trained.run_id)
-            stored.seed = cfg.train.seed
             return stored
     inst = instruments(cfg, data, tagger)
     ck = load_model(trained.checkpoint, options.prediction, options.ztsnr, options.resolution,
@@ -192,6 +221,16 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
     if trained.run_id:
         runs.store_evaluation(ws.uri, trained.run_id, key, result)
     return result
+
+
+def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef, ws: Workspace,
+                  options: ModelOptions = ModelOptions()) -> VariantResult | None:
+    """The evaluation ``evaluate`` stored on ``trained``'s run for this sweep, if there is one."""
+    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options))
+    stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
+    if stored is not None:
+        stored.variant, stored.seed = trained.variant, cfg.train.seed
+    return stored
 
 
 @dataclass

@@ -6,18 +6,16 @@
 * An evaluation is reused when the training run already stores an evaluation with the same key
   (sweep settings, instrument, evaluation code version: ``nai3eval`` plus the diffusion math and
   model bundles it samples through).
-* Two flow runs on one machine that want the same run key take a per-key file lock: the second
-  waits, then finds the finished run and reuses it.
+* Two flow runs that want the same run key take its lock (:mod:`flows.locks`: cluster-wide with a
+  Prefect server, per machine without one): the second waits, then finds the finished run and
+  reuses it.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Iterator
 
 from nai3eval.results import VariantResult
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
@@ -84,19 +82,6 @@ def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, optio
                         "run": training_run_id, "options": options or {}})[:12]
 
 
-@contextlib.contextmanager
-def run_lock(work_dir: str | Path, key: str) -> Iterator[None]:
-    """An exclusive lock per run key on this machine."""
-    folder = Path(work_dir) / "locks"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def find_finished_training(uri: str, experiment_id: str, key: str, version: str):
     """The newest FINISHED training run with this run key and training code version, if any."""
     from mlflow.tracking import MlflowClient
@@ -106,6 +91,21 @@ def find_finished_training(uri: str, experiment_id: str, key: str, version: str)
                                        "and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
+
+
+def close_orphaned_runs(uri: str, experiment_id: str, key: str) -> list[str]:
+    """Mark RUNNING training runs of ``key`` KILLED: called under the run key's lock, so whoever
+    started them is dead (a worker killed with its machine); the retry resumes their checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    stale = client.search_runs([experiment_id], filter_string=f"tags.`nai3.run_key` = '{key}' and "
+                                                             "attributes.status = 'RUNNING'", max_results=100)
+    for r in stale:
+        client.set_tag(r.info.run_id, "nai3.error", "its process died holding the run key (killed worker?); "
+                                                    "a later run resumed from its checkpoint")
+        client.set_terminated(r.info.run_id, "KILLED")
+    return [r.info.run_id for r in stale]
 
 
 def stored_evaluation(uri: str, run_id: str, key: str, download_to: Path) -> VariantResult | None:

@@ -7,7 +7,10 @@
 #   MLFLOW_AUTH_ADMIN_PASSWORD   required: the admin user's password on first start (no default)
 #   MLFLOW_AUTH_ADMIN_USERNAME   default admin
 #   MLFLOW_BACKEND_STORE_URI     default sqlite:///<state>/mlflow.db (PostgreSQL: postgresql+psycopg://user@host/db,
-#                                password via PGPASSWORD or ~/.pgpass, never in the URI)
+#                                password via PGPASSWORD or ~/.pgpass, never in the URI); `mlflow db upgrade`
+#                                runs on it first
+#   MLFLOW_AUTH_DATABASE_URI     the auth app's user store, default sqlite:///<state>/basic_auth.db (may be the
+#                                same PostgreSQL server, another database)
 #   MLFLOW_ARTIFACTS_DESTINATION default <state>/artifacts (or s3://bucket/prefix)
 #   MLFLOW_STATE_DIR             default mlflow/team (auth config and user store, mode 700)
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  the auth app's CSRF key; generated once into the state dir if unset
@@ -37,7 +40,11 @@ if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then  # CSRF key of the auth 
 fi
 export MLFLOW_AUTH_CONFIG_PATH="$state/auth.ini" MLFLOW_DISABLE_TELEMETRY=true MLFLOW_FLASK_SERVER_SECRET_KEY
 mlflow="${MLFLOW_BIN:-$root/.venv/bin/mlflow}"
+backend="${MLFLOW_BACKEND_STORE_URI:-sqlite:///$state/mlflow.db}"
+# the store's schema to this MLflow's (creates the tables on a fresh database; the server refuses an
+# out-of-date schema, so an MLflow upgrade needs this step anyway)
+"$mlflow" db upgrade "$backend"
 exec "$mlflow" server --app-name basic-auth \
-  --backend-store-uri "${MLFLOW_BACKEND_STORE_URI:-sqlite:///$state/mlflow.db}" \
+  --backend-store-uri "$backend" \
   --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-$state/artifacts}" \
   --host "${MLFLOW_HOST:-127.0.0.1}" --port "${MLFLOW_PORT:-5000}" "$@"

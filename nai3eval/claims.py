@@ -264,14 +264,38 @@ def _log_cfg_optimum(x: Arms) -> Estimate:
             len(set(x.base.prompt_index)))
 
 
+def _adherence(x: Arms, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(baseline, treatment) per-image ``name``: the exact scorer's reading where both arms have one
+    (the benchmark), else the domain tagger's — the same instrument on both arms."""
+    b, t = x.point("baseline"), x.point("treatment")
+    if len(b.per_image.scorer_recall_rare) and len(t.per_image.scorer_recall_rare):
+        return b.arr(f"scorer_{name}"), t.arr(f"scorer_{name}")
+    return b.arr(name), t.arr(name)
+
+
 def _recall_rare_gain(x: Arms) -> Estimate:
-    return _contrast(x.point("treatment").arr("recall_rare"), x.point("baseline").arr("recall_rare"),
-                     x.base.prompt_index)
+    b, t = _adherence(x, "recall_rare")
+    return _contrast(t, b, x.base.prompt_index)
 
 
 def _leakage_common_drop(x: Arms) -> Estimate:
-    return _contrast(x.point("baseline").arr("leakage_common"), x.point("treatment").arr("leakage_common"),
-                     x.base.prompt_index)
+    b, t = _adherence(x, "leakage_common")
+    return _contrast(b, t, x.base.prompt_index)
+
+
+SCORER_METRICS = {"count_error_2x", "recall_rare_gain", "leakage_common_drop"}  # read by the exact scorer if present
+TAGGER_METRICS = {"log_cfg_optimum", "kid_harm"}  # KID in the domain tagger's feature space
+
+
+def instrument_note(metric: str, results: list[VariantResult]) -> str:
+    """Which instrument measured ``metric`` and its accuracy on held-out real images."""
+    acc = next((r.instruments for r in results if r.instruments), {})
+    name = ("exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else
+            "domain tagger" if metric in SCORER_METRICS | TAGGER_METRICS else None)
+    if name is None:
+        return ""
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in acc.get(name, {}).items())
+    return f"instrument: {name}" + (f" (held-out real images: {figures})" if figures else "")
 
 
 def _kid_harm(x: Arms) -> Estimate:
@@ -504,7 +528,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, results: list[VariantResult], data:
     decision = _rule(spec, c.rule).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH
-    note = "; ".join(dict.fromkeys(reasons))
+    note = "; ".join(t for t in dict.fromkeys([*reasons, instrument_note(c.metric, results)]) if t)
     if look and look < len(per_seed):
         note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "
                                                 f"{[s.seed for s in used]}; {len(per_seed)} available")

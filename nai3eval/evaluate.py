@@ -12,7 +12,7 @@ import torch
 
 from nai3train.config import EvalConfig, to_dict
 
-from .metrics import Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
+from .metrics import RARE_BELOW, Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
 from .probes import run_probes
 from .prompts import make_prompt_set
 from .results import PointResult, VariantResult
@@ -29,20 +29,28 @@ class Instruments:
     metrics: list[PointMetric]
     vocab: list[str] = field(default_factory=list)  # the tag names the tagger's predictions index
     problems: list[str] = field(default_factory=list)
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # per instrument, on held-out real images
+    rare_tags: frozenset[str] = frozenset()  # tags on < 5 % of the training images (eval.rare_prompts draws them)
 
 
 def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]], tagger: Tagger | None,
                       tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
-                      exact_scorer: bool = False) -> Instruments:
-    """``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels."""
-    metrics: list[PointMetric] = [ExactScorer()] if exact_scorer else []
+                      exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None) -> Instruments:
+    """``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels
+    (the primary adherence and counting instrument there). Each instrument's accuracy on the
+    held-out real images travels with every result it measures."""
+    metrics: list[PointMetric] = [ExactScorer(tag_frequency)] if exact_scorer else []
+    accuracy = {"exact scorer": ExactScorer.accuracy(real_images, real_tags)} if exact_scorer else {}
     if tagger is not None:
         metrics.append(TaggerMetrics(tagger, tagger_vocab, real_images, tag_frequency))
+        if tagger_accuracy:
+            accuracy["domain tagger"] = dict(tagger_accuracy)
     metrics += [MeanLeak(), Brightness(real_images, real_tags)]
     real = RealDataMetrics(real_images, ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
     if real.active:
         metrics.append(real)
-    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems))
+    rare = frozenset(t for t, f in (tag_frequency or {}).items() if f < RARE_BELOW)
+    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare)
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
@@ -52,7 +60,7 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     reference set's tags — or from ``prompts`` (a user's prompt file) when given. Points in ``done``
     (by name: measured before an interrupted run) are taken as they are, not sampled again."""
     ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
-                         ec.seed)
+                         ec.seed, instruments.rare_tags, ec.rare_prompts)
     points = sweep_points(ec, ck.variant.top_sigma)
     done = done or {}
     fresh = run_sweep(ck, [p for p in points if p.name not in done], ps, instruments.metrics, seed=ec.seed,
@@ -64,4 +72,4 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
                         counts=any(isinstance(m, ExactScorer) for m in instruments.metrics), seed=ec.seed)
     return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,
                          prompt_index=ps.prompt_index.tolist(), points=results, probes=probes,
-                         problems=list(instruments.problems))
+                         problems=list(instruments.problems), instruments=dict(instruments.accuracy))

@@ -101,8 +101,11 @@ class FeatureDistances:
         return self._kids[key]
 
 
-def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = 0.05,
-               common_from: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+RARE_BELOW, COMMON_FROM = 0.05, 0.2  # a tag's share of the training images
+
+
+def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = RARE_BELOW,
+               common_from: float = COMMON_FROM) -> tuple[torch.Tensor, torch.Tensor]:
     """Boolean masks over ``vocab``: rare tags (< 5 % of training images) and common ones (≥ 20 %)."""
     f = torch.tensor([freq.get(t, 0.0) for t in vocab])
     return f < rare_below, f >= common_from
@@ -147,16 +150,37 @@ def adherence(pred: torch.Tensor, prompted: torch.Tensor, result: PointResult,
     result.per_image.found = [torch.nonzero(row).flatten().tolist() for row in pred]
     if groups is None:
         return
-    rare, common = groups
+    g = group_adherence(pred, prompted, groups)
+    result.tag_recall_rare, result.tag_recall_common, result.tag_leakage_common = g.recall_rare, g.recall_common, g.leakage
+    result.per_image.recall_rare, result.per_image.leakage_common = g.per_image_recall_rare, g.per_image_leakage
+
+
+@dataclass
+class GroupAdherence:
+    """Claim C6's two readings of one instrument: recall of prompted rare tags, and leakage — common
+    tags detected although not prompted (micro-averaged, and per image; NaN: no rare tag prompted)."""
+
+    recall_rare: float
+    recall_common: float
+    leakage: float
+    per_image_recall_rare: list[float]
+    per_image_leakage: list[float]
+
+
+def group_adherence(pred: torch.Tensor, prompted: torch.Tensor,
+                    groups: tuple[torch.Tensor, torch.Tensor]) -> GroupAdherence:
+    rare, common = (m.float() for m in groups)
+    recall = {}
     for name, mask in (("rare", rare), ("common", common)):
-        p = prompted * mask.float()
-        setattr(result, f"tag_recall_{name}", float((pred * p).sum() / p.sum()) if p.sum() > 0 else math.nan)
-        if name == "rare":
-            per = ((pred * p).sum(1) / p.sum(1).clamp_min(1)).tolist()
-            result.per_image.recall_rare = [v if n > 0 else math.nan for v, n in zip(per, p.sum(1).tolist())]
-    not_prompted = (1 - prompted) * common.float()
-    result.tag_leakage_common = float((pred * not_prompted).sum() / not_prompted.sum().clamp_min(1))
-    result.per_image.leakage_common = ((pred * not_prompted).sum(1) / not_prompted.sum(1).clamp_min(1)).tolist()
+        p = prompted * mask
+        recall[name] = float((pred * p).sum() / p.sum()) if p.sum() > 0 else math.nan
+    p = prompted * rare
+    per = ((pred * p).sum(1) / p.sum(1).clamp_min(1)).tolist()
+    not_prompted = (1 - prompted) * common
+    return GroupAdherence(recall["rare"], recall["common"],
+                          float((pred * not_prompted).sum() / not_prompted.sum().clamp_min(1)),
+                          [v if n > 0 else math.nan for v, n in zip(per, p.sum(1).tolist())],
+                          ((pred * not_prompted).sum(1) / not_prompted.sum(1).clamp_min(1)).tolist())
 
 
 def within_group_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
@@ -203,6 +227,8 @@ class Brightness:
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
         bright = to_unit(samples.images).flatten(1).mean(1)
+        x = torch.nan_to_num(samples.images.float(), nan=0.0, posinf=1.0, neginf=-1.0)
+        unclamped = ((x + 1) / 2).flatten(1).mean(1)  # beyond [0, 1] where CFG overshoots the pixel range
         per_image = torch.full((len(bright),), math.nan)
         prompts = samples.prompt_set.per_image
         for key, ref in self.reference.items():
@@ -212,14 +238,28 @@ class Brightness:
                 per_image[sel] = err[sel]
                 setattr(result, f"brightness_{key}", float(bright[sel].mean()))
                 setattr(result, f"brightness_err_{key}", float(err[sel].mean()))
+                setattr(result, f"brightness_unclamped_{key}", float(unclamped[sel].mean()))
         result.per_image.brightness = bright.tolist()
         result.per_image.brightness_err = per_image.tolist()
 
 
 class ExactScorer:
     """Prompt adherence on the embedded benchmark read off the pixels (``scorer.read_tags``): the
-    fraction of images showing the prompted background, object count, and colour + shape. An
-    instrument that depends on nothing trained."""
+    fraction of images showing the prompted background, object count, and colour + shape; with the
+    training tag frequencies, C6's rare-tag recall and common-tag leakage too. An instrument that
+    depends on nothing trained: the primary adherence instrument on the benchmark."""
+
+    def __init__(self, tag_frequency: dict[str, float] | None = None):
+        self.frequency = tag_frequency
+
+    @staticmethod
+    def accuracy(images: torch.Tensor, tags: list[list[str]]) -> dict[str, float]:
+        """Its accuracy on real images with known tags (the held-out split): per reading."""
+        from .scorer import read_tags
+
+        got = read_tags(images)
+        return {key: float(np.mean([g[i] in want for g, want in zip(got, tags)]))
+                for i, key in enumerate(("background", "count", "object"))}
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
         from nai3train.data.synth import BACKGROUNDS, COLOURS, COUNTS, SHAPES
@@ -240,6 +280,14 @@ class ExactScorer:
                     hits[key].append(tag in wanted)
         for key, h in hits.items():
             setattr(result, f"scorer_{key}_acc", float(np.mean(h)) if h else None)
+        if self.frequency:
+            readable = sorted({*BACKGROUNDS, *COUNTS, *objects})  # the tags the scorer can read at all
+            vocab = Vocabulary(tuple(readable))
+            g = group_adherence(vocab.multi_hot(read), vocab.multi_hot(samples.prompt_set.per_image),
+                                tag_groups(self.frequency, readable))
+            result.scorer_recall_rare, result.scorer_leakage_common = g.recall_rare, g.leakage
+            result.per_image.scorer_recall_rare = g.per_image_recall_rare
+            result.per_image.scorer_leakage_common = g.per_image_leakage
 
 
 class RealDataMetrics:

@@ -33,24 +33,40 @@ class PromptSet:
 
 
 def make_prompt_set(eval_tags: list[list[str]], n_prompts: int, seeds_per_prompt: int, shape: tuple[int, ...],
-                    seed: int) -> PromptSet:
+                    seed: int, rare_tags: frozenset[str] | set[str] = frozenset(), rare_fraction: float = 0.0
+                    ) -> PromptSet:
     """Held-out prompts, round-robin over backgrounds so black and white prompts are always
-    present (claims C2/C3), and unit noise of ``shape`` per image drawn once from ``seed``."""
-    by_bg: dict[str, list[list[str]]] = {}
-    for t in eval_tags:
-        by_bg.setdefault(next((x for x in t if x.endswith("_background")), ""), []).append(t)
-    order = sorted(by_bg, key=lambda k: (k not in ("black_background", "white_background"), k))
-    prompts: list[list[str]] = []
-    i = 0
-    while len(prompts) < n_prompts and any(by_bg.values()):
-        bucket = by_bg[order[i % len(order)]]
-        if bucket:
-            prompts.append(bucket.pop(0))
-        i += 1
+    present (claims C2/C3), and unit noise of ``shape`` per image drawn once from ``seed``.
+
+    ``rare_fraction`` of the prompts are taken first from those carrying a tag of ``rare_tags``
+    (claim C6 needs rare concepts prompted often enough to measure their recall; an ordinary draw
+    holds few), the rest as usual."""
+    rare_tags = set(rare_tags)
+    n_rare = round(n_prompts * rare_fraction) if rare_tags else 0
+    with_rare = [t for t in eval_tags if rare_tags.intersection(t)]
+    prompts = _round_robin(with_rare, n_rare)
+    taken = {id(t) for t in prompts}
+    prompts += _round_robin([t for t in eval_tags if id(t) not in taken], n_prompts - len(prompts))
     index = torch.arange(len(prompts)).repeat_interleave(seeds_per_prompt)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn((len(index), *shape), generator=gen)
     return PromptSet(prompts=prompts, prompt_index=index, noise=noise)
+
+
+def _round_robin(tag_lists: list[list[str]], n: int) -> list[list[str]]:
+    """Up to ``n`` of ``tag_lists``, one background after another, black and white first."""
+    by_bg: dict[str, list[list[str]]] = {}
+    for t in tag_lists:
+        by_bg.setdefault(next((x for x in t if x.endswith("_background")), ""), []).append(t)
+    order = sorted(by_bg, key=lambda k: (k not in ("black_background", "white_background"), k))
+    out: list[list[str]] = []
+    i = 0
+    while len(out) < n and any(by_bg.values()):
+        bucket = by_bg[order[i % len(order)]]
+        if bucket:
+            out.append(bucket.pop(0))
+        i += 1
+    return out
 
 
 def read_prompt_file(path: str | Path) -> list[list[str]]:

@@ -69,6 +69,17 @@ def _intro(o: ClaimsOutcome, k: int) -> str:
             f"claims at one-sided α = {o.spec.alpha:g}.")
 
 
+FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag leakage; scorer_* adherence",
+         "domain tagger": "FD/KID in its feature space (C5, C6-kid); tag recall and leakage (C6 without the scorer)"}
+
+
+def instrument_rows(results: list[VariantResult]) -> list[tuple[str, str, str]]:
+    """(instrument, its accuracy on the held-out real images, the metrics it feeds)."""
+    acc = next((r.instruments for r in results if r.instruments), {})
+    return [(name, ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), FEEDS.get(name, ""))
+            for name, figures in acc.items()]
+
+
 COLUMNS = (("claim", "id"), ("role", "role"), ("verdict", "verdict"), ("K", "K"), ("D_k (SE) per seed", "per_seed"),
            ("D̄ [95 % CI]", "effect"), ("s_w", "s_w"), ("τ̂", "tau"), ("rule", "rule"))
 
@@ -83,6 +94,10 @@ def render_markdown(o: ClaimsOutcome, results: list[VariantResult], plots: dict[
     lines += ["", "## Checks", "", "A property of the code or the data, reported as such: not evidence, no interval.",
               "", "| check | result | detail |", "|---|---|---|"]
     lines += [f"| **{c.id}** {c.spec.title} | {c.verdict} | {c.detail or c.decision.reason} |" for c in o.checks]
+    lines += ["", "## Instruments", "", "Each instrument's accuracy on the held-out real images, beside what it "
+              "measures: an effect read through an instrument is attenuated by its errors.", "",
+              "| instrument | held-out accuracy | feeds |", "|---|---|---|"]
+    lines += [f"| {n} | {a} | {f} |" for n, a, f in instrument_rows(results)]
     lines += ["", "## Claims in detail", ""]
     for r in rows:
         lines += [f"### {r['id']}: {r['title']} ({r['role']})", "", f"*Estimand:* {r['estimand']} (unit: {r['unit']})",
@@ -121,6 +136,8 @@ def render_html(o: ClaimsOutcome, results: list[VariantResult], plots: dict[str,
         f"<td>{e(r[f])}</td>" for _, f in COLUMNS) + "</tr>" for r in rows)
     checks = "".join(f"<tr><td><b>{e(c.id)}</b> {e(c.spec.title)}</td><td style='color:{_colour(c.verdict)}'>"
                      f"{e(c.verdict)}</td><td>{e(c.detail or c.decision.reason)}</td></tr>" for c in o.checks)
+    instruments = "".join(f"<tr><td>{e(n)}</td><td>{e(a)}</td><td>{e(f)}</td></tr>" for n, a, f in
+                          instrument_rows(results))
     sections = "".join(
         f"<h3>{e(r['id'])}: {e(r['title'])} ({e(r['role'])})</h3><p><i>Estimand:</i> {e(r['estimand'])} (unit: "
         f"{e(r['unit'])})<br><i>Arms:</i> {e(r['arms'])}<br><i>Per seed:</i> {e(r['per_seed'])}<br><i>Effect:</i> "
@@ -137,7 +154,8 @@ def render_html(o: ClaimsOutcome, results: list[VariantResult], plots: dict[str,
             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}figure{display:inline-block;margin:8px}"
             "img{max-width:520px;image-rendering:pixelated}</style></head><body><h1>nai3 claims report</h1>"
             f"<p>{e(_intro(o, k))}</p><table><tr>{head}</tr>{body}</table><h2>Checks</h2><table><tr><th>check</th>"
-            f"<th>result</th><th>detail</th></tr>{checks}</table><h2>Claims in detail</h2>{sections}"
+            f"<th>result</th><th>detail</th></tr>{checks}</table><h2>Instruments</h2><table><tr><th>instrument</th>"
+            f"<th>held-out accuracy</th><th>feeds</th></tr>{instruments}</table><h2>Claims in detail</h2>{sections}"
             "<h2>Evaluation points</h2><table><tr><th>seed</th><th>variant</th><th>point</th><th>FD</th><th>KID</th>"
             f"<th>recall</th><th>leak slope</th><th>non-finite</th></tr>{points}</table><h2>Plots and samples</h2>"
             f"{imgs}</body></html>")

@@ -48,6 +48,8 @@ class PerImage:
     leakage_common: list[float] = field(default_factory=list)
     found: list[list[int]] = field(default_factory=list)  # tag indices the instrument detected
     read: list[list[str]] = field(default_factory=list)  # the exact scorer's reading (benchmark only)
+    scorer_recall_rare: list[float] = field(default_factory=list)  # … its rare-tag recall (NaN: no rare tag)
+    scorer_leakage_common: list[float] = field(default_factory=list)  # … common tags read although not prompted
     finite: list[bool] = field(default_factory=list)
 
 
@@ -73,6 +75,8 @@ class PointResult:
     brightness_white: float | None = None
     brightness_err_black: float | None = None
     brightness_err_white: float | None = None
+    brightness_unclamped_black: float | None = None  # mean of (x + 1) / 2 before clipping: CFG overshoot shows here
+    brightness_unclamped_white: float | None = None
     fid_inception: float | None = None
     clip_score: float | None = None
     wd14_precision: float | None = None
@@ -80,6 +84,8 @@ class PointResult:
     scorer_background_acc: float | None = None  # exact scorer: fraction of images showing the prompted background
     scorer_count_acc: float | None = None  # … the prompted object count
     scorer_object_acc: float | None = None  # … the prompted colour and shape
+    scorer_recall_rare: float | None = None  # … rare prompted tags read (C6 on the benchmark)
+    scorer_leakage_common: float | None = None  # … common tags read although not prompted
     per_image: PerImage = field(default_factory=PerImage)
 
     # convenient reads of the settings
@@ -196,6 +202,7 @@ class VariantResult:
     probes: Probes | None = None
     problems: list[str] = field(default_factory=list)
     seed: int = 0  # the training seed of this replicate
+    instruments: dict[str, dict[str, float]] = field(default_factory=dict)  # accuracy on held-out real images
 
     @property
     def prediction(self) -> str:

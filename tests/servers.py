@@ -87,3 +87,59 @@ def start_mlflow(root: Path, port: int, env: dict | None = None, log_name: str =
                    "--workers", "1"], env or dict(os.environ), root / log_name)
     _wait(f"http://127.0.0.1:{port}/health", proc)
     return proc
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix that drops root (PostgreSQL refuses to run as root; CI runs as root)."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    for user in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(user)
+            return ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--clear-groups"]
+        except KeyError:
+            continue
+    raise RuntimeError("running as root with neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
+
+
+def pg_bin(name: str) -> str:
+    """A PostgreSQL server program (initdb, postgres): on PATH or in Debian's versioned folder."""
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise FileNotFoundError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+
+
+def start_postgres(databases: list[str]) -> tuple[subprocess.Popen, int, Path]:
+    """A throw-away PostgreSQL cluster on a free loopback port (trust auth: the test's own cluster)
+    with ``databases`` created. Its folder is a fresh one under the system temp dir (pytest's
+    tmp_path sits in a root-only folder the unprivileged server could not reach); the caller
+    stops the process and removes the folder."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="nai3-pg-"))
+    data, port = root / "pgdata", _free_port()
+    drop = _unprivileged()
+    if drop:
+        shutil.chown(root, drop[1].split("=", 1)[1])
+    subprocess.run([*drop, pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
+                   check=True, capture_output=True, timeout=120)
+    proc = _start([*drop, pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
+                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], dict(os.environ), root / "postgres.log")
+    psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
+    deadline = time.time() + 60
+    while subprocess.run([*psql, "select 1"], capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"PostgreSQL did not start: {(root / 'postgres.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    for db in databases:
+        subprocess.run([*psql, f"create database {db}"], check=True, capture_output=True)
+    return proc, port, root

@@ -215,3 +215,21 @@ def test_holm_can_withhold_a_primary_that_passes_alone():
     apply_holm(results, spec)
     assert [r.verdict for r in results] == [A.SUPPORTED, A.INCONCLUSIVE, A.INCONCLUSIVE]
     assert results[0].holm_alpha == pytest.approx(spec.alpha / 3)
+
+
+def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrument():
+    """The tagger's readings say tag weighting helps rare recall; the exact scorer (the benchmark's
+    primary instrument) says it does not: the claim follows the scorer and says so."""
+    results = fake_results()
+    for r in results:
+        weighted = ARMS[r.variant].get("tag_weighting", False)
+        r.instruments = {"exact scorer": {"background": 1.0, "count": 0.99, "object": 0.98},
+                         "domain tagger": {"recall": 0.8}}
+        for p in r.points:
+            p.per_image.scorer_recall_rare = [0.4 + (0.001 * (i % 3) if weighted else 0.0) for i in range(G * PER)]
+            p.per_image.scorer_leakage_common = [0.2] * (G * PER)
+    rare = by_id(evaluate_claims(results))["C6-rare"]
+    assert rare.effect.value == pytest.approx(0.001, abs=0.001) and "supported" not in rare.verdict
+    assert "instrument: exact scorer (held-out real images: background 1.000, count 0.990, object 0.980)" in rare.detail
+    plain = by_id(evaluate_claims(fake_results()))["C6-rare"]  # the tagger's readings: a 0.2 gain
+    assert plain.effect.value == pytest.approx(0.2, abs=0.03) and plain.verdict == "supported"

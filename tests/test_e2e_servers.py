@@ -1,33 +1,66 @@
-"""End to end against real servers: a Prefect server and an MLflow tracking server on free loopback
-ports, a process work pool and worker, the smoke deployment run with `prefect deployment run --watch`,
-then the MLflow server's REST API read back. Run again: nothing retrained. Kill the worker during
-training, start it again, rerun: training resumes from its checkpoint. Servers always stopped."""
+"""The team set-up end to end, every server real: PostgreSQL (a throw-away cluster), the MLflow
+server on it with the basic-auth app and proxied artifacts (`mlflow/serve-team.sh`), the Prefect
+server with an API auth string (`flows/serve-team.sh`), a control worker for the parent flows and
+two process workers for the (variant, seed) flow runs, one thread each.
+
+1. Two smoke nightlies (2 variants × 2 seeds) started together fan out over both workers (read
+   back from the Prefect API's events); each (variant, seed) is trained exactly once and evaluated
+   once; both parents finish with a complete report (all four replicates in results.json).
+2. A worker is killed with its flow run mid-training (as when its machine dies): the heartbeat
+   automation marks the run Crashed, the parent submits it again, the other worker takes over the
+   run key's lock once the lease lapses and resumes from the checkpoint; the dead MLflow run is
+   marked KILLED and the report is complete.
+Servers, workers and orphaned flow runs are always stopped."""
+import base64
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .servers import _api, _free_port, _start, _stop, _wait, kill_by_env
+from .servers import _free_port, _start, _stop, _wait, kill_by_env, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = ["data.train_size=96", "data.eval_size=16", "train.steps=12", "train.batch_size=8", "train.log_every=4",
-        "eval.prompts=4", "eval.seeds_per_prompt=2", "eval.steps=4", "eval.tagger_steps=20", "train.threads=1"]
+        "eval.prompts=4", "eval.seeds_per_prompt=2", "eval.steps=4", "eval.tagger_steps=20"]
+ADMIN = ("admin", secrets.token_hex(12))  # generated per run: no literal secret in the repository
+
+
+def _api(base: str, path: str, body: dict | None = None, auth: tuple[str, str] | None = None) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
 
 
 @pytest.mark.slow
-def test_smoke_deployment_against_real_servers(tmp_path):
+def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
+    pg, pg_port, pg_root = start_postgres(["mlflow", "mlflow_auth"])
     mlflow_port, prefect_port = _free_port(), _free_port()
     mlflow_url, prefect_api = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}/api"
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=prefect_api,
-               MLFLOW_TRACKING_URI=mlflow_url, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
+    prefect_auth = f"nai3:{secrets.token_hex(12)}"
+    base = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    server_env = dict(base, MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1], MLFLOW_STATE_DIR=str(tmp_path / "mlflow-state"),
+                      MLFLOW_BACKEND_STORE_URI=f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/mlflow",
+                      MLFLOW_AUTH_DATABASE_URI=f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/mlflow_auth",
+                      MLFLOW_PORT=str(mlflow_port), MLFLOW_BIN=str(BIN / "mlflow"), PREFECT_BIN=str(BIN / "prefect"),
+                      PREFECT_PORT=str(prefect_port), **{"PREFECT_SERVER_API_AUTH_STRING": prefect_auth})
+    env = dict(base, PREFECT_API_URL=prefect_api, PREFECT_API_AUTH_STRING=prefect_auth, MLFLOW_TRACKING_URI=mlflow_url,
+               MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1], PREFECT_WORKER_QUERY_SECONDS="2")
     work = tmp_path / "work"
-    procs: dict[str, subprocess.Popen | None] = {"mlflow": None, "prefect": None, "worker": None}
+    procs: dict[str, subprocess.Popen | None] = {}
 
     def prefect(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
         p = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True,
@@ -35,75 +68,125 @@ def test_smoke_deployment_against_real_servers(tmp_path):
         assert p.returncode == 0, f"prefect {args}: {p.stdout[-3000:]} {p.stderr[-3000:]}"
         return p
 
-    def run_smoke(overrides: list[str], watch: bool = True, force: bool = False):
-        args = ["deployment", "run", "nai3-ablation/smoke", "--param", f"overrides={json.dumps(overrides)}",
-                "--param", f"work_dir={work}", "--param", f"force={json.dumps(force)}"]
-        return prefect(*args, *(["--watch"] if watch else []))
+    def nightly(overrides: list[str]) -> subprocess.Popen:
+        return subprocess.Popen([str(BIN / "prefect"), "--no-prompt", "deployment", "run", "nai3-ablation/smoke",
+                                 "--param", f"overrides={json.dumps(overrides)}", "--param", f"work_dir={work}",
+                                 "--watch"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    def finish(p: subprocess.Popen, timeout: float = 900) -> str:
+        out, _ = p.communicate(timeout=timeout)
+        assert p.returncode == 0, out[-4000:]
+        return out
 
     def runs(kind: str) -> list[dict]:
-        exp = _api(mlflow_url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=nai3-smoke")["experiment"]
+        exp = _api(mlflow_url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=nai3-smoke",
+                   auth=ADMIN)["experiment"]
         out = _api(mlflow_url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                                                "max_results": 1000}).get("runs", [])
+                                                                "max_results": 1000}, ADMIN).get("runs", [])
         tags = lambda r: {t["key"]: t["value"] for t in r["data"].get("tags", [])}  # noqa: E731
         return [dict(r, tags=tags(r)) for r in out if tags(r).get("nai3.kind") == kind]
 
+    def results_of(parent_run_id: str) -> dict:
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{mlflow_url}/get-artifact?path=results/results.json&run_uuid={parent_run_id}",
+                headers={"Authorization": "Basic " + base64.b64encode(":".join(ADMIN).encode()).decode()}),
+                timeout=30) as r:
+            return json.loads(r.read())
+
+    def flow_runs(deployment: str) -> list[dict]:
+        dep = _prefect_api(prefect_api, prefect_auth, f"/deployments/name/{deployment}")
+        return _prefect_api(prefect_api, prefect_auth, "/flow_runs/filter",
+                            {"flow_runs": {"deployment_id": {"any_": [dep["id"]]}}, "limit": 200})
+
     try:
-        procs["mlflow"] = _start([str(BIN / "mlflow"), "server", "--backend-store-uri",
-                                  f"sqlite:///{tmp_path}/mlflow.db", "--artifacts-destination",
-                                  str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(mlflow_port),
-                                  "--workers", "1"], env, tmp_path / "mlflow.log")
-        procs["prefect"] = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                   str(prefect_port)], env, tmp_path / "prefect.log")
-        _wait(mlflow_url + "/health", procs["mlflow"])
-        _wait(prefect_api + "/health", procs["prefect"])
+        procs["mlflow"] = _start(["bash", str(ROOT / "mlflow/serve-team.sh"), "--workers", "1"], server_env,
+                                 tmp_path / "mlflow.log")
+        procs["prefect"] = _start(["bash", str(ROOT / "flows/serve-team.sh")], server_env, tmp_path / "prefect.log")
+        _wait(mlflow_url + "/health", procs["mlflow"], any_status=True, timeout=240)
+        _wait(prefect_api + "/health", procs["prefect"], any_status=True, timeout=240)
+        with pytest.raises(urllib.error.HTTPError):  # the tracking server refuses anonymous clients
+            _api(mlflow_url, "/api/2.0/mlflow/experiments/search", {"max_results": 1})
+        prefect("work-pool", "create", "nai3-control", "--type", "process")
         prefect("work-pool", "create", "nai3-process", "--type", "process")
-        prefect("deploy", "--name", "smoke")
-        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "nai3-process", "--limit", "1"]
-        procs["worker"] = _start(worker_cmd, env, tmp_path / "worker.log")
+        prefect("deploy", "--name", "smoke", "--name", "train-eval")
+        procs["control"] = _start([str(BIN / "prefect"), "worker", "start", "--pool", "nai3-control", "--name",
+                                   "control"], env, tmp_path / "control.log")
+        for w in ("w0", "w1"):
+            procs[w] = _start([str(BIN / "prefect"), "worker", "start", "--pool", "nai3-process", "--limit", "1",
+                               "--name", w], dict(env, NAI3_E2E_WORKER=w), tmp_path / f"{w}.log")
 
-        # 1. the smoke deployment end to end
-        run_smoke(TINY)
+        # 1. two nightlies started together: fan out over both workers, each (variant, seed) trained once
+        two = TINY + ["train.seeds=[0,1]"]
+        first, second = nightly(two), nightly(two)
+        finish(first), finish(second)
+        train = runs("train")
+        units = sorted((r["tags"]["nai3.variant"], r["tags"]["nai3.seed"]) for r in train)
+        assert units == sorted({(v, s) for v in ("sdxl-eps", "nai-v-ztsnr") for s in ("0", "1")}), units
+        assert all(r["info"]["status"] == "FINISHED" for r in train)
+        assert len(runs("eval")) == 4 * 4  # 4 sweep points per (variant, seed), each evaluated once
         parents = runs("ablation")
-        assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
-        pid = parents[0]["info"]["run_id"]
-        train, evals = runs("train"), runs("eval")
-        assert {r["tags"]["nai3.variant"] for r in train} == {"sdxl-eps", "nai-v-ztsnr"}
-        assert all(r["tags"]["mlflow.parentRunId"] == pid for r in train + evals) and len(evals) == 8
-        for r in evals:
-            metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
-            assert {"eval/cfg_scale", "eval/first_sigma", "eval/fd_tagger", "eval/tag_recall"} <= set(metrics)
-        report = _api(mlflow_url, f"/api/2.0/mlflow/artifacts/list?run_id={pid}&path=report")
-        assert "report/report.html" in {f["path"] for f in report.get("files", [])}
+        assert len(parents) == 2 and all(p["info"]["status"] == "FINISHED" for p in parents)
+        for p in parents:
+            res = results_of(p["info"]["run_id"])
+            assert sorted((v["variant"], v["seed"]) for v in res["variants"]) == sorted(
+                (v, s) for v in ("sdxl-eps", "nai-v-ztsnr") for s in (0, 1))
+        children = flow_runs("nai3-variant/train-eval")
+        assert len(children) == 8 and all(c["state_type"] == "COMPLETED" for c in children)
+        events = _prefect_api(prefect_api, prefect_auth, "/events/filter", {
+            "filter": {"event": {"name": ["prefect.worker.executed-flow-run"]}}, "limit": 200})["events"]
+        ran = {e["resource"]["prefect.resource.name"] for e in events
+               if any(r.get("prefect.resource.id") == f"prefect.flow-run.{c['id']}" for c in children
+                      for r in e.get("related", []))}
+        assert {"w0", "w1"} <= ran, f"workers that ran (variant, seed) flow runs: {ran}"
 
-        # 2. again: every variant reused, nothing retrained, nothing re-evaluated
-        run_smoke(TINY)
-        assert len(runs("train")) == 2 and len(runs("eval")) == 8
-        second = [p for p in runs("ablation") if p["info"]["run_id"] != pid][0]
-        assert {"nai3.reused.sdxl-eps", "nai3.reused.nai-v-ztsnr", "nai3.reused_eval.sdxl-eps",
-                "nai3.reused_eval.nai-v-ztsnr"} <= set(second["tags"])
-        assert second["info"]["status"] == "FINISHED"
-        report2 = _api(mlflow_url, f"/api/2.0/mlflow/artifacts/list?run_id={second['info']['run_id']}&path=report")
-        assert "report/report.html" in {f["path"] for f in report2.get("files", [])}
-
-        # 3. kill the worker during a longer training, start it again, rerun: training resumes
-        long = TINY + ["train.steps=400", "train.checkpoint_every=20", "variants.sdxl-eps.min_snr_gamma=5"]
-        run_smoke(long, watch=False)
-        deadline, step = time.time() + 400, 0
-        while time.time() < deadline and step < 60:
-            ckpts = sorted(work.glob("variants/sdxl-eps-*/checkpoints/step-*/meta.json"))
-            step = max((json.loads(c.read_text())["step"] for c in ckpts), default=0)
+        # 2. a worker dies with its flow run mid-training: crashed, resubmitted, resumed on the other
+        long = TINY + ["train.seeds=[2]", "train.steps=600", "train.checkpoint_every=20",
+                       "variants.sdxl-eps.min_snr_gamma=5"]
+        third = nightly(long)
+        deadline, victim = time.time() + 600, None
+        while time.time() < deadline and victim is None:
+            for c in (work / "variants").glob("*/checkpoints/step-*/meta.json"):
+                try:
+                    step = json.loads(c.read_text())["step"]
+                except (OSError, ValueError):
+                    continue  # being written
+                if 60 <= step < 600:
+                    victim = c.parents[2]
+                    break
             time.sleep(0.2)
-        assert step >= 60, "training never reached a checkpoint"
-        _stop(procs["worker"])
-        procs["worker"] = _start(worker_cmd, env, tmp_path / "worker2.log")
-        run_smoke(long)
+        assert victim is not None, "training never reached a checkpoint"
+        variant = victim.name[:-13]  # run directories are <variant>-<12-hex run key>
+        child = next(c for c in flow_runs("nai3-variant/train-eval")
+                     if c["name"] == f"{variant}-seed2" and c["state_type"] == "RUNNING")
+        pid = int(child["infrastructure_pid"].rsplit(":", 1)[1])
+        killed_worker = next(w for w in ("w0", "w1")
+                             if f"NAI3_E2E_WORKER={w}".encode() in Path(f"/proc/{pid}/environ").read_bytes())
+        assert kill_by_env(f"NAI3_E2E_WORKER={killed_worker}") >= 2  # the worker and its flow run
+        out = finish(third, timeout=900)
+        assert "submitting it again" in out or "crashed" in out.lower(), out[-3000:]
+        states = sorted(c["state_type"] for c in flow_runs("nai3-variant/train-eval"))
+        assert states.count("CRASHED") == 1 and states.count("COMPLETED") == 8 + 2, states
         resumed = [r for r in runs("train") if r["tags"].get("nai3.resumed_from_step")]
-        assert resumed and int(resumed[-1]["tags"]["nai3.resumed_from_step"]) >= 60
-        first_step = min(m["step"] for m in _api(
-            mlflow_url, f"/api/2.0/mlflow/metrics/get-history?run_id={resumed[-1]['info']['run_id']}"
-                        "&metric_key=train/loss")["metrics"])
-        assert first_step > 0
+        assert len(resumed) == 1 and int(resumed[0]["tags"]["nai3.resumed_from_step"]) >= 60
+        killed = [r for r in runs("train") if r["info"]["status"] == "KILLED"]
+        assert len(killed) == 1 and killed[0]["tags"]["nai3.run_key"] == resumed[0]["tags"]["nai3.run_key"]
+        last = max(runs("ablation"), key=lambda p: p["info"]["start_time"])
+        assert last["info"]["status"] == "FINISHED"
+        assert sorted(v["variant"] for v in results_of(last["info"]["run_id"])["variants"]) == ["nai-v-ztsnr",
+                                                                                               "sdxl-eps"]
     finally:
         for p in procs.values():
             _stop(p)
-        kill_by_env(f"PREFECT_API_URL={prefect_api}")  # flow runs orphaned by the killed worker
+        kill_by_env(f"PREFECT_API_URL={prefect_api}")  # flow runs orphaned by killed workers
+        _stop(pg)
+        shutil.rmtree(pg_root, ignore_errors=True)
+
+
+def _prefect_api(api: str, auth: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(api + path, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Basic " + base64.b64encode(auth.encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+

@@ -35,3 +35,33 @@ def test_tag_groups_and_leakage():
     assert r.tag_leakage_common == 1.0  # the common tag shows up in all 3 images that did not ask for it
     assert r.per_image.leakage_common == [1.0, 1.0, 0.0, 1.0]
     assert r.tag_precision == pytest.approx(1 / 4) and r.tag_recall == pytest.approx(1 / 5)
+
+
+def test_unclamped_brightness_shows_overshoot_that_clipping_hides():
+    """A black-background image at −1.5 (CFG overshoot below black): clipped brightness 0, the
+    unclamped mean (x + 1)/2 = −0.25; a white one at 2.0: clipped 1, unclamped 1.5."""
+    from nai3eval.metrics import Brightness, Samples
+    from nai3eval.prompts import PromptSet
+
+    tags = [["black_background"], ["white_background"]]
+    real = torch.stack([torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)])
+    images = torch.stack([torch.full((3, 4, 4), -1.5), torch.full((3, 4, 4), 2.0)])
+    r = PointResult(variant="x", point=EvalPoint(5.0, 14.6), n_images=2, extrapolated=False)
+    Brightness(real, tags)(Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))), r)
+    assert (r.brightness_black, r.brightness_white) == (0.0, 1.0)
+    assert r.brightness_unclamped_black == pytest.approx(-0.25) and r.brightness_unclamped_white == pytest.approx(1.5)
+
+
+def test_rare_enriched_prompts_carry_rare_tags_and_keep_black_and_white():
+    from nai3eval.prompts import make_prompt_set
+
+    pool = [[bg, "1_object", obj] for bg in ("black_background", "white_background", "grey_background")
+            for obj in ("red_circle", "blue_square", "orange_cross") for _ in range(3)]
+    plain = make_prompt_set(pool, 6, 2, (1,), 0)
+    rich = make_prompt_set(pool, 6, 2, (1,), 0, frozenset({"orange_cross"}), 0.5)
+    assert sum("orange_cross" in p for p in plain.prompts) < 3
+    assert sum("orange_cross" in p for p in rich.prompts) >= 3
+    for ps in (plain, rich):
+        assert len(ps.prompts) == 6 and len({id(p) for p in ps.prompts}) == 6
+        assert any("black_background" in p for p in ps.prompts) and any("white_background" in p for p in ps.prompts)
+    assert make_prompt_set(pool, 6, 2, (1,), 0, frozenset({"orange_cross"}), 0.0).prompts == plain.prompts

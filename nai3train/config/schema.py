@@ -203,6 +203,8 @@ class EvalConfig(_Frozen):
     clip_path: Str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
     wd14_model: Str = ""  # local WD14-style tagger model.onnx → anime tag adherence via onnxruntime
     wd14_tags: Str = ""  # its selected_tags.csv
+    rare_prompts: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be a fraction in [0, 1]")
+                            ] = 0.0  # share of prompts that carry a rare tag (< 5 % of training images): C6
     prompt_file: Annotated[Str, rule(lambda v: not v or Path(v).is_file(), "names a file that does not exist")
                            ] = ""  # one prompt per line (danbooru tags or text); empty: prompts from the eval split
 
