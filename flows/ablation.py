@@ -186,9 +186,11 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         if variant_deployment and prefect_server_configured():
             trained, results, failure = fan_out(replicas, data, tagger, ws, parent.run_id, variant_deployment, attempts,
                                                 force)
+            if failure is not None and not results:
+                raise failure
             out = report_task(cfg, results, trained, data, ws, parent.run_id)
             if failure is not None:
-                raise failure
+                raise failure  # after the report over the (variant, seed) runs that completed
         else:
             trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
             results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)

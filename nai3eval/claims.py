@@ -290,7 +290,9 @@ TAGGER_METRICS = {"log_cfg_optimum", "kid_harm"}  # KID in the domain tagger's f
 def instrument_note(metric: str, results: list[VariantResult]) -> str:
     """Which instrument measured ``metric`` and its accuracy on held-out real images."""
     acc = next((r.instruments for r in results if r.instruments), {})
-    name = ("exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else
+    counter = next((r.probes.counter for r in results if r.probes and r.probes.counter), "")
+    name = (counter or None if metric == "count_error_2x" else
+            "exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else
             "domain tagger" if metric in SCORER_METRICS | TAGGER_METRICS else None)
     if name is None:
         return ""

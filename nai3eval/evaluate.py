@@ -12,6 +12,7 @@ import torch
 
 from nai3train.config import EvalConfig, to_dict
 
+from .counting import BenchmarkCounter, Counter, WD14Counter
 from .metrics import RARE_BELOW, Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
 from .probes import run_probes
 from .prompts import make_prompt_set
@@ -31,6 +32,8 @@ class Instruments:
     problems: list[str] = field(default_factory=list)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # per instrument, on held-out real images
     rare_tags: frozenset[str] = frozenset()  # tags on < 5 % of the training images (eval.rare_prompts draws them)
+    counter: Counter | None = None  # C4's object counter: the exact scorer (benchmark) or a WD14 tagger
+    count_scales: tuple[float, ...] = (2.0,)  # canvas scales of the count probe
 
 
 def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]], tagger: Tagger | None,
@@ -50,7 +53,11 @@ def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list
     if real.active:
         metrics.append(real)
     rare = frozenset(t for t, f in (tag_frequency or {}).items() if f < RARE_BELOW)
-    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare)
+    # C4 on the benchmark at 2× (the demo's budget); on a real model through WD14's count tags at 1.5× and 2×
+    counter, scales = ((BenchmarkCounter(), (2.0,)) if exact_scorer else
+                       (WD14Counter(real.wd14), (1.5, 2.0)) if real.wd14 is not None else (None, (2.0,)))
+    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare,
+                       counter, scales)
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
@@ -69,7 +76,7 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     results = [by_name[p.name] for p in points]
     probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
                         ec.schedule, starts=tuple(p.first_sigma for p in points),
-                        counts=any(isinstance(m, ExactScorer) for m in instruments.metrics), seed=ec.seed)
+                        counter=instruments.counter, seed=ec.seed, count_scales=instruments.count_scales)
     return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,
                          prompt_index=ps.prompt_index.tolist(), points=results, probes=probes,
                          problems=list(instruments.problems), instruments=dict(instruments.accuracy))

@@ -21,6 +21,7 @@ import torch
 from nai3train.diffusion import sampling_sigmas
 from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 
+from .counting import Counter, wrong_counts
 from .metrics import to_unit
 from .prompts import PromptSet
 from .results import CountProbe, EvalPoint, MeanLeakProbe, PracticalInfinity, Probes, X0Probe
@@ -127,41 +128,42 @@ def mean_leak_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, start
 COUNT_STARTS = (14.6, 20000.0)
 
 
+def canvas(ck: LoadedCheckpoint, scale: float) -> tuple[int, int]:
+    """``scale``× the native side, rounded to a size the model can sample."""
+    m = ck.bundle.size_multiple
+    return tuple(max(m, round(scale * side / m) * m) for side in ck.image_size)
+
+
 @torch.no_grad()
-def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
-                schedule: str = "native", seed: int = 0, scale: int = 2,
+def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, counter: Counter,
+                sampler: str = "euler", schedule: str = "native", seed: int = 0, scale: float = 2.0,
                 starts: tuple[float, ...] = COUNT_STARTS) -> CountProbe:
-    """Claim C4 on the benchmark: one image per prompt sampled at ``scale``× the native side from
-    each start on the same fresh noise (drawn from ``seed``: shared by the arms of a replicate),
-    objects counted off the pixels (``scorer.count_objects``) against the prompt's count tag."""
-    from nai3train.data.synth import COUNTS
-
-    from .scorer import count_objects
-
-    h, w = ck.image_size
-    big = ck.at_size((scale * h, scale * w))
+    """Claim C4: one image per prompt sampled at ``scale``× the native side (its own dimension
+    scale) from each start on the same fresh noise (drawn from ``seed``: shared by the arms of a
+    replicate), objects counted by ``counter`` against the prompt's number."""
+    big = ck.at_size(canvas(ck, scale))
     gen = torch.Generator().manual_seed(seed + 7919)
     index = torch.arange(len(ps.prompts))  # one image per prompt: the canvas costs scale² of the sweep's
     noise = torch.randn((len(index), *big.sample_shape), generator=gen)
     wide = PromptSet(ps.prompts, index, noise)
-    want = [next((COUNTS[t][1] for t in p if t in COUNTS), None) for p in wide.per_image]
     wrong = {}
     for s in starts:
         point = EvalPoint(cfg_scale=cfg_scale, first_sigma=s, sampler=sampler, schedule=schedule, steps=steps)
-        got = count_objects(generate(big, point, wide).images)
-        wrong[f"{s:g}"] = [math.nan if n is None else float(g != n) for g, n in zip(got, want)]
-    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=[scale * h, scale * w], wrong=wrong,
+        wrong[f"{s:g}"] = wrong_counts(counter, wide.per_image, generate(big, point, wide).images)
+    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=list(big.image_size), wrong=wrong,
                       prompt_index=index.tolist())
 
 
 def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
                cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
-               starts: tuple[float, ...] = (), counts: bool = False, seed: int = 0) -> Probes:
+               starts: tuple[float, ...] = (), counter: Counter | None = None, seed: int = 0,
+               count_scales: tuple[float, ...] = (2.0,)) -> Probes:
     """Both x̂0 probes for every checkpoint; the designed mean-leak probe from the highest swept start
     the variant was trained for (14.6 without ZTSNR, the top start with it: C3 compares exactly
-    these); for ZTSNR variants the practical-infinity probe and, with ``counts`` (the benchmark,
-    whose objects can be counted exactly), the 2×-canvas count probe (C4 compares starts of the
-    ZTSNR model). Sampled probes run at the swept CFG nearest 5, the paper's recommendation."""
+    these); for ZTSNR variants the practical-infinity probe and, with a ``counter`` (the exact
+    scorer on the benchmark, a WD14 tagger for anime models), the count probe at each of
+    ``count_scales`` × the side (C4 compares starts of the ZTSNR model at 2×). Sampled probes run
+    at the swept CFG nearest 5, the paper's recommendation."""
     ref = background_reference(ps.per_image, real_images, real_tags)
     probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
     cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
@@ -172,6 +174,12 @@ def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, r
         probes.mean_leak[f"{s:g}"] = mean_leak_probe(ck, ps, cfg, s, steps, sampler, schedule)
     if math.isinf(top):
         probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
-        if counts:
-            probes.count = count_probe(ck, ps, cfg, steps, sampler, schedule, seed)
+        if counter is not None:
+            probes.counter = counter.name
+            for scale in count_scales:
+                probe = count_probe(ck, ps, cfg, steps, counter, sampler, schedule, seed, scale)
+                if scale == 2.0:
+                    probes.count = probe
+                else:
+                    probes.count_scales[f"{scale:g}"] = probe
     return probes

@@ -148,7 +148,7 @@ class CountProbe:
     prompt's count, 0 if it matches, NaN for a prompt without a count."""
 
     cfg_scale: float
-    scale: int
+    scale: float
     size: list[int]
     wrong: dict[str, list[float]]  # start (":g") → per image
     prompt_index: list[int] = field(default_factory=list)  # the probe's images (empty: the variant's own)
@@ -178,7 +178,9 @@ class Probes:
     x0_20000: X0Probe
     practical_infinity: PracticalInfinity | None = None
     mean_leak: dict[str, MeanLeakProbe] = field(default_factory=dict)  # start (":g", "inf") → probe
-    count: CountProbe | None = None
+    count: CountProbe | None = None  # at 2× the side: what C4 compares
+    count_scales: dict[str, CountProbe] = field(default_factory=dict)  # other scales (":g" → probe), descriptive
+    counter: str = ""  # the instrument that counted ("exact scorer", "WD14 tagger")
 
     def leak_at(self, start: str) -> MeanLeakProbe | None:
         """The mean-leak probe nearest ``start`` (a σ), or at the highest start for "max"."""
@@ -232,8 +234,9 @@ class VariantResult:
             pi = pr.get("practical_infinity")
             leak = {k: MeanLeakProbe(**_floats(v)) for k, v in (pr.get("mean_leak") or {}).items()}
             count = CountProbe(**pr["count"]) if pr.get("count") else None
+            scales = {k: CountProbe(**v) for k, v in (pr.get("count_scales") or {}).items()}
             probes = Probes(X0Probe(**_floats(pr["x0_inf"])), X0Probe(**_floats(pr["x0_20000"])),
-                            PracticalInfinity(**pi) if pi else None, leak, count)
+                            PracticalInfinity(**pi) if pi else None, leak, count, scales, pr.get("counter", ""))
         return cls(**{**d, "points": points, "probes": probes})
 
 

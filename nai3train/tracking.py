@@ -20,6 +20,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -57,8 +58,12 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     exp = client.get_experiment_by_name(name)
     if exp is None:
         location = f"{artifact_root}/{name}" if artifact_root else None
-        exp_id = client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
-        return exp_id
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = client.get_experiment_by_name(name)  # two flow runs started together: the other created it
     if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
         client.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
     return exp.experiment_id

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from .toys import toy_wd14
+
 from nai3eval.realdata import InceptionFeatures, clip_score, inception_fid, load_clip, write_pngs
 
 
@@ -100,15 +102,7 @@ def test_wd14_tagger_from_local_onnx(tmp_path):
     """A tiny ONNX tagger the test exports: it detects 'dark' when the image is dark, 'bright' when not."""
     from nai3eval.realdata import WD14Tagger
 
-    class Toy(torch.nn.Module):  # NHWC BGR 0..255 → sigmoid([dark, bright, never])
-        def forward(self, x):
-            m = x.mean(dim=(1, 2, 3), keepdim=False).unsqueeze(1) / 255.0
-            return torch.sigmoid(torch.cat([(0.5 - m) * 40, (m - 0.5) * 40, m * 0 - 20], dim=1))
-
-    torch.onnx.export(Toy(), torch.zeros(1, 24, 24, 3), str(tmp_path / "model.onnx"), input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "batch"}}, dynamo=False)
-    (tmp_path / "selected_tags.csv").write_text("tag_id,name,category,count\n1,dark,0,10\n2,bright,0,10\n"
-                                                "3,never,0,1\n")
+    toy_wd14(tmp_path, ["dark", "bright", "never"])
     tagger = WD14Tagger(tmp_path / "model.onnx", tmp_path / "selected_tags.csv")
     assert tagger.side == 24 and tagger.tags == ["dark", "bright", "never"]
     images = torch.cat([torch.full((2, 3, 8, 8), -0.9), torch.full((2, 3, 8, 8), 0.9)])
@@ -118,3 +112,22 @@ def test_wd14_tagger_from_local_onnx(tmp_path):
     assert recall == pytest.approx(3 / 5) and precision == pytest.approx(3 / 4)
     with pytest.raises(FileNotFoundError, match="selected_tags.csv"):
         WD14Tagger(tmp_path / "model.onnx", tmp_path / "nope" / "selected_tags.csv")
+
+
+def test_wd14_count_tags_count_objects_for_c4(tmp_path):
+    """C4 on anime models reads the count through WD14's count tags. A tiny ONNX tagger the test
+    exports says '1girl' for a dark image and '2girls' for a bright one (never a boy): the wrong
+    rate per image follows by hand."""
+    from nai3eval.counting import WD14Counter, count_tag, wrong_counts
+    from nai3eval.realdata import WD14Tagger
+
+    model, tags = toy_wd14(tmp_path, ["1girl", "2girls", "6+girls", "1boy"])
+    counter = WD14Counter(WD14Tagger(model, tags))
+    assert count_tag("2girls") == ("girl", 2) and count_tag("6+girls") == ("girl", 6) and count_tag("1boy") == ("boy", 1)
+    assert count_tag("girl") is None and count_tag("solo") is None
+    dark, bright = torch.full((1, 3, 8, 8), -0.9), torch.full((1, 3, 8, 8), 0.9)
+    images = torch.cat([dark, dark, bright, bright, dark, bright])
+    prompts = [["1girl", "smile"], ["2girls"], ["2girls"], ["solo"], ["1boy"], ["landscape"]]
+    wrong = wrong_counts(counter, prompts, images)
+    # dark reads 1 girl, bright 2 girls; '1boy' reads no boy above threshold → 0; no count asked → NaN
+    assert wrong[:5] == [0.0, 1.0, 0.0, 1.0, 1.0] and np.isnan(wrong[5])

@@ -1,16 +1,19 @@
 """The SDXL path with tiny random-weight components saved by the test and loaded back."""
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from nai3eval.results import VariantResult
 from nai3train.config import ConfigError, load_config
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.models.sdxl import encode_prompts, load_sdxl
 from nai3train.trainer import train_variant
 
 from .sdxl_tiny import build_tiny_sdxl
+from .toys import toy_wd14
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,11 +191,19 @@ def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl
     from nai3train.data import load_folder
 
     ev = load_folder(tmp_path / "bench" / "eval", 16)
-    inst = build_instruments(cfg.eval, ev.images, ev.tags, None, [])
-    res = evaluate_variant(ck, cfg.eval, inst, progress=False)
+    model, tags = toy_wd14(tmp_path / "wd14", ["1girl", "2girls", "1boy"])
+    ec = cfg.eval.model_copy(update={"wd14_model": str(model), "wd14_tags": str(tags)})
+    inst = build_instruments(ec, ev.images, ev.tags, None, [])
+    res = evaluate_variant(ck, ec, inst, progress=False)
     assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
     assert all(p.brightness_black is not None for p in res.points)
     assert res.probes.x0_inf.nonfinite_frac == 0.0  # v's exact limit through the SDXL UNet and VAE
+    # C4 on a real model: WD14's count tags at 1.5× and 2× the side (the benchmark's prompts ask no
+    # WD14 count, so every image is NaN: measured where a prompt file asks for 1girl/2girls)
+    assert res.probes.counter == "WD14 tagger" and res.probes.count.size == [32, 32]
+    assert res.probes.count_scales["1.5"].size == [24, 24] and set(res.probes.count.wrong) == {"14.6", "20000"}
+    again = VariantResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.probes.count_scales["1.5"].size == [24, 24] and again.probes.counter == "WD14 tagger"
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,11 @@ class ModelBundle(ABC):
             x = self.normalization.invert(x)
         return self.decode(x)
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this (each UNet down-sampling halves the side)."""
+        return 1
+
     def sample_dim(self, size: tuple[int, int] | None = None) -> int:
         """Values per sample (D of the dimension-equivalent σ scale) at ``size`` or the native size."""
         h, w = size or self.native_size

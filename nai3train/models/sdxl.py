@@ -273,6 +273,10 @@ class SDXLBundle(ModelBundle):
     def native_size(self) -> tuple[int, int]:
         return self.resolution, self.resolution
 
+    @property
+    def size_multiple(self) -> int:
+        return self.components.vae_factor * 2 ** (len(self.components.unet.config.block_out_channels) - 1)
+
     def sample_shape(self, height: int, width: int) -> tuple[int, ...]:
         f = self.components.vae_factor
         if height % f or width % f:

@@ -87,6 +87,10 @@ class TinyBundle(ModelBundle):
     def sample_shape(self, height: int, width: int) -> tuple[int, ...]:
         return 3, height, width
 
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** (len(self.network.config["block_out_channels"]) - 1)
+
     def encode(self, prompts: Sequence[Prompt], sizes: Sizes) -> dict[str, torch.Tensor]:
         tags = [parse_tags(p) if isinstance(p, str) else list(p) for p in prompts]
         dev = self.device
