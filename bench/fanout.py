@@ -10,7 +10,7 @@ and report. Layouts alternate (A, B, then B, A with ``--repeats 2``) and medians
 Prints per layout the nightly's wall time and the span of its (variant, seed) flow runs, and the
 speedup last.
 
-    .venv/bin/python bench/fanout.py [--steps 300] [--repeats 1]    # ≈ 10 min on 2 cores
+    .venv/bin/python bench/fanout.py [--steps 120] [--repeats 1]    # ≈ 10 min on 2 cores
     .venv/bin/python bench/fanout.py --tiny                         # a minute: does it run
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _t(s: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300, help="training steps per (variant, seed)")
+    ap.add_argument("--steps", type=int, default=120, help="training steps per (variant, seed)")
     ap.add_argument("--repeats", type=int, default=1, help="nightlies per layout (alternating order)")
     ap.add_argument("--tiny", action="store_true", help="seconds-sized nightly: checks the bench runs, times nothing")
     a = ap.parse_args()

@@ -114,14 +114,14 @@ def submit(child: Child, deployment: str = VARIANT_DEPLOYMENT) -> None:
 
 
 def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployment: str = VARIANT_DEPLOYMENT,
-         echo=print) -> None:
+         echo=print, idle_hint_s: float = 300.0) -> None:
     """Until every child is final; crashed ones are resubmitted (``attempts`` runs in all). Raises
     :class:`FanOutFailed` naming every child that did not complete."""
     from prefect import get_client
 
     final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
     pending = list(children)
-    last = ""
+    last, changed, hinted = "", time.time(), False
     with get_client(sync_client=True) as client:
         while pending:
             for child in list(pending):
@@ -140,7 +140,12 @@ def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployme
             line = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
             if line != last:
                 echo(f"children: {line}")
-                last = line
+                last, changed = line, time.time()
+            elif not hinted and time.time() - changed > idle_hint_s and all(
+                    c.state in ("SCHEDULED", "PENDING") for c in pending):
+                echo(f"no (variant, seed) flow run has started for {idle_hint_s:.0f} s: is a worker polling the pool "
+                     f"of {deployment}? (`prefect worker start --pool nai3-process --limit 1`)")
+                hinted = True
             if pending:
                 time.sleep(poll_s)
     failed = [c for c in children if c.state != "COMPLETED"]

@@ -204,7 +204,11 @@ def _background(x: Arms, bg: str) -> np.ndarray:
 def _brightness_error_on(bg: str) -> Callable[[Arms], Estimate]:
     def est(x: Arms) -> Estimate:
         p = x.point("treatment")
-        vals = np.where(_background(x, bg), p.arr("brightness_err"), np.nan)
+        if not p.per_image.brightness_err_unclamped:
+            raise NotMeasured(f"{x.treat.variant} was evaluated before unclamped brightness was recorded")
+        # unclamped, as the spec says: a sample pushed past white by CFG clips to pure white, and the
+        # clipped error would be one constant for every image (a zero-width interval, no verdict)
+        vals = np.where(_background(x, bg), p.arr("brightness_err_unclamped"), np.nan)
         return _level(vals, np.asarray(x.treat.prompt_index))
     return est
 

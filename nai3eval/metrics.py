@@ -230,17 +230,20 @@ class Brightness:
         x = torch.nan_to_num(samples.images.float(), nan=0.0, posinf=1.0, neginf=-1.0)
         unclamped = ((x + 1) / 2).flatten(1).mean(1)  # beyond [0, 1] where CFG overshoots the pixel range
         per_image = torch.full((len(bright),), math.nan)
+        per_image_raw = torch.full((len(bright),), math.nan)
         prompts = samples.prompt_set.per_image
         for key, ref in self.reference.items():
             sel = torch.tensor([f"{key}_background" in p for p in prompts])
             if sel.any():
                 err = (bright - ref).abs()
                 per_image[sel] = err[sel]
+                per_image_raw[sel] = (unclamped - ref).abs()[sel]
                 setattr(result, f"brightness_{key}", float(bright[sel].mean()))
                 setattr(result, f"brightness_err_{key}", float(err[sel].mean()))
                 setattr(result, f"brightness_unclamped_{key}", float(unclamped[sel].mean()))
         result.per_image.brightness = bright.tolist()
         result.per_image.brightness_err = per_image.tolist()
+        result.per_image.brightness_err_unclamped = per_image_raw.tolist()
 
 
 class ExactScorer:

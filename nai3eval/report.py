@@ -104,13 +104,17 @@ def render_markdown(o: ClaimsOutcome, results: list[VariantResult], plots: dict[
                   "", f"*Arms:* {r['arms']}", "", f"*Per seed:* {r['per_seed']}", "",
                   f"*Effect:* {r['effect']}, s_w {r['s_w']}, τ̂ {r['tau']}", "", f"*Rule:* {r['rule']}", "",
                   f"*Verdict:* **{r['verdict']}**" + (f" — {r['why']}" if r["why"] else ""), ""]
-    lines += ["## Evaluation points", "", "| seed | variant | point | FD | KID | recall | rare recall | leakage | "
-              "leak slope | non-finite |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["## Evaluation points", "", "Tagger columns: the domain tagger; scorer columns: the exact scorer (the "
+              "benchmark's primary adherence instrument; empty on other data).", "",
+              "| seed | variant | point | FD | KID | recall | rare recall | leakage | scorer object | scorer count | "
+              "scorer rare recall | scorer leakage | leak slope | non-finite |", "|" + "---|" * 14]
     for res in results:
         for p in res.points:
             lines.append(f"| {res.seed} | {res.variant} | {p.name} | {_num(p.fd_tagger):.4g} | {_num(p.kid_tagger):.3g} | "
                          f"{_num(p.tag_recall):.3f} | {_num(p.tag_recall_rare):.3f} | "
-                         f"{_num(p.tag_leakage_common):.3f} | {_num(p.mean_leak_slope):.3f} | {p.nonfinite_samples} |")
+                         f"{_num(p.tag_leakage_common):.3f} | {_num(p.scorer_object_acc):.3f} | "
+                         f"{_num(p.scorer_count_acc):.3f} | {_num(p.scorer_recall_rare):.3f} | "
+                         f"{_num(p.scorer_leakage_common):.3f} | {_num(p.mean_leak_slope):.3f} | {p.nonfinite_samples} |")
     lines += ["", "## Plots", ""] + [f"![{k_}]({v.name})" for k_, v in plots.items()]
     if grids:
         lines += ["", "## Sample grids", ""] + [f"**{k_}**\n\n![{k_}]({v.name})\n" for k_, v in grids.items()]

@@ -43,6 +43,7 @@ class PerImage:
     start_mean: list[float] = field(default_factory=list)  # starting-noise mean, model units
     brightness: list[float] = field(default_factory=list)  # mean brightness in [0, 1]
     brightness_err: list[float] = field(default_factory=list)  # |brightness − reference|, black/white prompts only
+    brightness_err_unclamped: list[float] = field(default_factory=list)  # … from (x + 1)/2 before clipping
     recall: list[float] = field(default_factory=list)
     recall_rare: list[float] = field(default_factory=list)
     leakage_common: list[float] = field(default_factory=list)

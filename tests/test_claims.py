@@ -57,9 +57,11 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
         for s in starts:
             top = s == starts[-1]
             err = t["bright_err"] if top or not zt else 0.3
-            per = PerImage(brightness=(np.where(PID % 2 == 0, 0.5 - t["grey"], 0.5 + t["grey"])
-                                       + rng.normal(scale=noise, size=G * PER)).tolist(),
-                           brightness_err=jitter(err), recall_rare=jitter(t["rare"]), leakage_common=jitter(t["leak"]))
+            bright = (np.where(PID % 2 == 0, 0.5 - t["grey"], 0.5 + t["grey"])
+                      + rng.normal(scale=noise, size=G * PER)).tolist()
+            err_k = jitter(err)
+            per = PerImage(brightness=bright, brightness_err=err_k, brightness_err_unclamped=err_k,
+                           recall_rare=jitter(t["rare"]), leakage_common=jitter(t["leak"]))
             kid = 0.05 + 0.02 * (math.log(c) - math.log(t["cfg_star"])) ** 2 + rng.normal(scale=0.0005)
             points.append(PointResult(name, EvalPoint(c, s), G * PER, False, kid_tagger=kid, per_image=per))
     levels = np.tile([-2.0, -1.0, 0.0, 1.0, 2.0], G)
@@ -233,3 +235,18 @@ def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrume
     assert "instrument: exact scorer (held-out real images: background 1.000, count 0.990, object 0.980)" in rare.detail
     plain = by_id(evaluate_claims(fake_results()))["C6-rare"]  # the tagger's readings: a 0.2 gain
     assert plain.effect.value == pytest.approx(0.2, abs=0.03) and plain.verdict == "supported"
+
+
+def test_c2_levels_read_unclamped_brightness_and_refuse_results_without_it():
+    """A sample CFG pushed past white clips to pure white: the clipped error is one constant (no
+    verdict from a zero-width interval); the spec's estimand is the unclamped error."""
+    results = fake_results()
+    for r in results:
+        for p in r.points:
+            p.per_image.brightness_err = [0.058] * (G * PER)  # every image clipped to white
+    assert by_id(evaluate_claims(results))["C2-white"].verdict == "supported"  # read unclamped: varies, < 0.10
+    for r in results:
+        for p in r.points:
+            p.per_image.brightness_err_unclamped = []
+    white = by_id(evaluate_claims(results))["C2-white"]
+    assert white.verdict == "not measured" and "before unclamped brightness was recorded" in white.decision.reason

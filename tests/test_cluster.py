@@ -35,7 +35,7 @@ def _overlap(a: list[float], b: list[float]) -> bool:
 
 
 @pytest.mark.slow
-def test_run_key_lock_and_fan_out_wait_against_a_real_prefect_server(tmp_path, monkeypatch):
+def test_run_key_lock_and_fan_out_wait_against_a_real_prefect_server(tmp_path):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=api,
@@ -44,9 +44,8 @@ def test_run_key_lock_and_fan_out_wait_against_a_real_prefect_server(tmp_path, m
                     tmp_path / "prefect.log")
     try:
         _wait(api + "/health", server)
-        for k, v in env.items():
-            if k.startswith("PREFECT_"):
-                monkeypatch.setenv(k, v)
+        # this process reaches the server through temporary_settings only: an environment variable
+        # would be captured by Prefect's global settings on first import and outlive this test
         from prefect import get_client
         from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
         from prefect.settings import temporary_settings, PREFECT_API_URL

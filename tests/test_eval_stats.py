@@ -50,6 +50,8 @@ def test_unclamped_brightness_shows_overshoot_that_clipping_hides():
     Brightness(real, tags)(Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))), r)
     assert (r.brightness_black, r.brightness_white) == (0.0, 1.0)
     assert r.brightness_unclamped_black == pytest.approx(-0.25) and r.brightness_unclamped_white == pytest.approx(1.5)
+    assert r.per_image.brightness_err == pytest.approx([0.0, 0.0])  # clipping hides the overshoot
+    assert r.per_image.brightness_err_unclamped == pytest.approx([0.25, 0.5])
 
 
 def test_rare_enriched_prompts_carry_rare_tags_and_keep_black_and_white():
