@@ -180,10 +180,11 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
                 print(f"skipped variant {s}")
         replicas = [cfg.for_seed(k) for k in cfg.replicate_seeds]
         parent.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
-        if variant_deployment and not prefect_server_configured():
+        fanning_out = bool(variant_deployment) and prefect_server_configured()
+        if variant_deployment and not fanning_out:
             print(f"no Prefect server configured (PREFECT_API_URL): {variant_deployment} is not used, every "
                   "(variant, seed) runs in this process")
-        if variant_deployment and prefect_server_configured():
+        if fanning_out:
             trained, results, failure = fan_out(replicas, data, tagger, ws, parent.run_id, variant_deployment, attempts,
                                                 force)
             if failure is not None and not results:

@@ -181,7 +181,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
 def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
               parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> VariantResult:
     if trained.run_id and not force:
-        stored = stored_result(cfg, trained, tagger, ws, options)
+        stored = _stored(cfg, trained, ws, key)
         if stored is not None:
             if parent is not None:
                 parent.set_tags({f"nai3.reused_eval.{trained.variant}": trained.run_id})
@@ -226,7 +226,10 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
 def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef, ws: Workspace,
                   options: ModelOptions = ModelOptions()) -> VariantResult | None:
     """The evaluation ``evaluate`` stored on ``trained``'s run for this sweep, if there is one."""
-    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options))
+    return _stored(cfg, trained, ws, runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options)))
+
+
+def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: str) -> VariantResult | None:
     stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
     if stored is not None:
         stored.variant, stored.seed = trained.variant, cfg.train.seed

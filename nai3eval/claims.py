@@ -291,9 +291,15 @@ SCORER_METRICS = {"count_error_2x", "recall_rare_gain", "leakage_common_drop"}  
 TAGGER_METRICS = {"log_cfg_optimum", "kid_harm"}  # KID in the domain tagger's feature space
 
 
+def instrument_accuracy(results: list[VariantResult]) -> dict[str, dict[str, float]]:
+    """Per instrument, its accuracy on the held-out real images (the same for every result: the
+    instruments are built once and never depend on what they measure)."""
+    return next((r.instruments for r in results if r.instruments), {})
+
+
 def instrument_note(metric: str, results: list[VariantResult]) -> str:
     """Which instrument measured ``metric`` and its accuracy on held-out real images."""
-    acc = next((r.instruments for r in results if r.instruments), {})
+    acc = instrument_accuracy(results)
     counter = next((r.probes.counter for r in results if r.probes and r.probes.counter), "")
     name = (counter or None if metric == "count_error_2x" else
             "exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else

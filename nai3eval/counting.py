@@ -66,10 +66,7 @@ class WD14Counter:
         self.columns = {kind: [(i, c[1]) for i, c in parsed if c and c[0] == kind] for kind in ("girl", "boy")}
 
     def wanted(self, prompt: list[str]) -> Want | None:
-        for t in prompt:
-            if count_tag(t):
-                return count_tag(t)
-        return ("girl", 1) if "solo" in prompt else None
+        return next((c for c in map(count_tag, prompt) if c), ("girl", 1) if "solo" in prompt else None)
 
     def count(self, images: torch.Tensor, kinds: list[str]) -> list[int]:
         probs = self.tagger.probabilities(images)

@@ -27,10 +27,16 @@ from .tagger import Tagger
 log = logging.getLogger(__name__)
 
 
-def to_unit(images: torch.Tensor) -> torch.Tensor:
-    """[−1, 1] pixels → [0, 1]; non-finite pixels become 0.5 (they are counted separately)."""
+def to_unit_unclamped(images: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] pixels → (x + 1)/2, not clipped (CFG overshoot lies outside [0, 1]); non-finite
+    pixels become 0.5 (they are counted separately)."""
     x = torch.nan_to_num(images.float(), nan=0.0, posinf=1.0, neginf=-1.0)
-    return ((x + 1) / 2).clamp(0, 1)
+    return (x + 1) / 2
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """[−1, 1] pixels → [0, 1], clipped as an image is shown."""
+    return to_unit_unclamped(images).clamp(0, 1)
 
 
 def nonfinite_count(images: torch.Tensor) -> int:
@@ -226,9 +232,9 @@ class Brightness:
                 self.reference[key] = float(real_bright[sel].mean())
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
-        bright = to_unit(samples.images).flatten(1).mean(1)
-        x = torch.nan_to_num(samples.images.float(), nan=0.0, posinf=1.0, neginf=-1.0)
-        unclamped = ((x + 1) / 2).flatten(1).mean(1)  # beyond [0, 1] where CFG overshoots the pixel range
+        pixels = to_unit_unclamped(samples.images)
+        bright = pixels.clamp(0, 1).flatten(1).mean(1)
+        unclamped = pixels.flatten(1).mean(1)  # beyond [0, 1] where CFG overshoots the pixel range
         per_image = torch.full((len(bright),), math.nan)
         per_image_raw = torch.full((len(bright),), math.nan)
         prompts = samples.prompt_set.per_image
@@ -253,7 +259,12 @@ class ExactScorer:
     depends on nothing trained: the primary adherence instrument on the benchmark."""
 
     def __init__(self, tag_frequency: dict[str, float] | None = None):
-        self.frequency = tag_frequency
+        from nai3train.data.synth import BACKGROUNDS, COLOURS, COUNTS, SHAPES
+
+        self.objects = {f"{c}_{s}" for c in COLOURS for s in SHAPES}
+        readable = sorted({*BACKGROUNDS, *COUNTS, *self.objects})  # the tags the scorer can read at all
+        self.vocab = Vocabulary(tuple(readable))
+        self.groups = tag_groups(tag_frequency, readable) if tag_frequency else None
 
     @staticmethod
     def accuracy(images: torch.Tensor, tags: list[list[str]]) -> dict[str, float]:
@@ -265,29 +276,26 @@ class ExactScorer:
                 for i, key in enumerate(("background", "count", "object"))}
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
-        from nai3train.data.synth import BACKGROUNDS, COLOURS, COUNTS, SHAPES
+        from nai3train.data.synth import BACKGROUNDS, COUNTS
 
         from .scorer import read_tags
 
-        objects = {f"{c}_{s}" for c in COLOURS for s in SHAPES}
         read = read_tags(samples.images)
         result.per_image.read = read
         hits = {"background": [], "count": [], "object": []}
         for got, want in zip(read, samples.prompt_set.per_image):  # only the benchmark's own tags are scored
             want_bg = [t for t in want if t in BACKGROUNDS]
             want_n = [t for t in want if t in COUNTS]
-            want_obj = [t for t in want if t in objects]
+            want_obj = [t for t in want if t in self.objects]
             for key, wanted, tag in (("background", want_bg, got[0]), ("count", want_n, got[1]),
                                      ("object", want_obj, got[2])):
                 if wanted:
                     hits[key].append(tag in wanted)
         for key, h in hits.items():
             setattr(result, f"scorer_{key}_acc", float(np.mean(h)) if h else None)
-        if self.frequency:
-            readable = sorted({*BACKGROUNDS, *COUNTS, *objects})  # the tags the scorer can read at all
-            vocab = Vocabulary(tuple(readable))
-            g = group_adherence(vocab.multi_hot(read), vocab.multi_hot(samples.prompt_set.per_image),
-                                tag_groups(self.frequency, readable))
+        if self.groups is not None:
+            g = group_adherence(self.vocab.multi_hot(read), self.vocab.multi_hot(samples.prompt_set.per_image),
+                                self.groups)
             result.scorer_recall_rare, result.scorer_leakage_common = g.recall_rare, g.leakage
             result.per_image.scorer_recall_rare = g.per_image_recall_rare
             result.per_image.scorer_leakage_common = g.per_image_leakage

@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from . import analysis as A
-from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims
+from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
 from .results import VariantResult
 
 
@@ -75,9 +75,8 @@ FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag le
 
 def instrument_rows(results: list[VariantResult]) -> list[tuple[str, str, str]]:
     """(instrument, its accuracy on the held-out real images, the metrics it feeds)."""
-    acc = next((r.instruments for r in results if r.instruments), {})
     return [(name, ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), FEEDS.get(name, ""))
-            for name, figures in acc.items()]
+            for name, figures in instrument_accuracy(results).items()]
 
 
 COLUMNS = (("claim", "id"), ("role", "role"), ("verdict", "verdict"), ("K", "K"), ("D_k (SE) per seed", "per_seed"),
