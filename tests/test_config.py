@@ -70,6 +70,14 @@ def test_paper_and_factorial_matrices():
     names = {v.name: v for v in weekly.variants}
     assert names["v-ztsnr-tagw"].tag_weighting and names["v-smax20000"].sigma_max == 20000
     assert len(weekly.eval.cfg_scales) >= 5  # C5's fitted optimum
+    # the weekly's SDXL ε and v + ZTSNR arms are the nightly's trained seeds: same experiment, same recipe
+    from flows.runs import recipe_key
+
+    assert weekly.experiment == paper.experiment
+    for name in ("sdxl-eps", "v-ztsnr"):
+        arm = {v.name: v for v in paper.variants}[name]
+        assert recipe_key(weekly, names[name], "d") == recipe_key(paper, arm, "d")
+    assert recipe_key(weekly, names["v-ztsnr-tagw"], "d") != recipe_key(paper, names["v-ztsnr"], "d")
     fac = load_config(root / "factorial.yaml")
     # 2 predictions × 3 σ_max × 2 ZTSNR × 2 tag weighting = 24; refused: ∞ without ZTSNR (4), 14.6 clamp on ZTSNR (4)
     assert len(fac.variants) == 16 and len(fac.skipped_variants) == 8
