@@ -71,7 +71,7 @@ def prepare_tagger(cfg: AblationConfig, data: PreparedData, ws: Workspace) -> Ta
     folder = ws.work / f"tagger-{data.content_hash[:12]}-{cfg.eval.tagger_steps}"
     with run_lock(ws.work, folder.name):
         path, report = ensure_tagger(data.train, data.eval, cfg.data.resolution, cfg.eval.tagger_steps,
-                                     cfg.data.seed, folder)
+                                     cfg.data.seed, folder, data.scan_cache)
     return TaggerRef(str(path), report)
 
 
@@ -132,13 +132,13 @@ REAL_DATA_WEIGHTS = ("inception_weights", "clip_path", "wd14_model", "wd14_tags"
 
 @functools.lru_cache(maxsize=4)
 def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagger_dir: str,
-                 benchmark: bool) -> Instruments:
+                 benchmark: bool, scan_cache: str | None) -> Instruments:
     from nai3train.config import EvalConfig
 
     ec = EvalConfig(**dict(zip(REAL_DATA_WEIGHTS, weights)))
-    ev = load_folder(eval_dir, resolution)
+    ev = load_folder(eval_dir, resolution, cache_file=scan_cache)  # streamed by each instrument, never held
     tagger, vocab, report = load_tagger(tagger_dir)
-    return build_instruments(ec, ev.images, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark,
+    return build_instruments(ec, ev.batches, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark,
                              {"recall": report.val_recall, "precision": report.val_precision,
                               "label_accuracy": report.val_label_accuracy})
 
@@ -149,7 +149,7 @@ def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> I
     seed and sweep settings do not enter an instrument)."""
     benchmark = cfg.data.kind == "benchmark" and data.card is not None and Path(data.eval).parent == Path(data.card).parent
     weights = tuple(getattr(cfg.eval, k) for k in REAL_DATA_WEIGHTS)
-    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, benchmark)
+    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, benchmark, data.scan_cache)
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,8 @@ def report(cfg: AblationConfig, results: list[VariantResult], trained: list[Trai
     out = out or ws.work / "results"
     out.mkdir(parents=True, exist_ok=True)
     table = format_table([p for r in results for p in r.points])
-    extra = claim_measurements(scan_folder(data.train), cfg.data.resolution, scan_folder(data.eval))
+    extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
+                               scan_folder(data.eval, data.scan_cache))
     (out / "results.json").write_text(json.dumps({"variants": [r.to_dict() for r in results],
                                                   "training": [asdict(t) for t in trained], **extra}, default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")

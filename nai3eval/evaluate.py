@@ -13,7 +13,8 @@ import torch
 from nai3train.config import EvalConfig, to_dict
 
 from .counting import BenchmarkCounter, Counter, WD14Counter
-from .metrics import RARE_BELOW, Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, TaggerMetrics
+from .metrics import (RARE_BELOW, Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, RealImages, TaggerMetrics,
+                      image_brightness, real_batches)
 from .probes import run_probes
 from .prompts import make_prompt_set
 from .results import PointResult, VariantResult
@@ -23,9 +24,10 @@ from .tagger import Tagger
 
 @dataclass
 class Instruments:
-    """The reference set and the metric objects that measure every point of every variant."""
+    """What the reference set contributes (its tags, each image's brightness — never its pixels) and
+    the metric objects that measure every point of every variant."""
 
-    real_images: torch.Tensor
+    real_brightness: torch.Tensor  # per reference image, mean pixel in [0, 1]: the C2 references
     real_tags: list[list[str]]
     metrics: list[PointMetric]
     vocab: list[str] = field(default_factory=list)  # the tag names the tagger's predictions index
@@ -36,19 +38,23 @@ class Instruments:
     count_scales: tuple[float, ...] = (2.0,)  # canvas scales of the count probe
 
 
-def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list[list[str]], tagger: Tagger | None,
+def build_instruments(ec: EvalConfig, real_images: RealImages, real_tags: list[list[str]], tagger: Tagger | None,
                       tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
                       exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None) -> Instruments:
-    """``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels
-    (the primary adherence and counting instrument there). Each instrument's accuracy on the
-    held-out real images travels with every result it measures."""
+    """``real_images``: the reference set, a tensor or a batch stream (``FolderDataset.batches``:
+    each instrument reads it once, a batch at a time). ``exact_scorer``: the data is the embedded
+    benchmark, so adherence can be read off the pixels (the primary adherence and counting
+    instrument there). Each instrument's accuracy on the held-out real images travels with every
+    result it measures."""
     metrics: list[PointMetric] = [ExactScorer(tag_frequency)] if exact_scorer else []
-    accuracy = {"exact scorer": ExactScorer.accuracy(real_images, real_tags)} if exact_scorer else {}
+    accuracy = {"exact scorer": ExactScorer.accuracy(torch.cat(list(real_batches(real_images))), real_tags)
+                } if exact_scorer else {}
     if tagger is not None:
         metrics.append(TaggerMetrics(tagger, tagger_vocab, real_images, tag_frequency))
         if tagger_accuracy:
             accuracy["domain tagger"] = dict(tagger_accuracy)
-    metrics += [MeanLeak(), Brightness(real_images, real_tags)]
+    brightness = image_brightness(real_images)
+    metrics += [MeanLeak(), Brightness(brightness, real_tags)]
     real = RealDataMetrics(real_images, ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
     if real.active:
         metrics.append(real)
@@ -56,7 +62,7 @@ def build_instruments(ec: EvalConfig, real_images: torch.Tensor, real_tags: list
     # C4 on the benchmark at 2× (the demo's budget); on a real model through WD14's count tags at 1.5× and 2×
     counter, scales = ((BenchmarkCounter(), (2.0,)) if exact_scorer else
                        (WD14Counter(real.wd14), (1.5, 2.0)) if real.wd14 is not None else (None, (2.0,)))
-    return Instruments(real_images, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare,
+    return Instruments(brightness, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare,
                        counter, scales)
 
 
@@ -74,7 +80,7 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
                       on_point=on_point, progress=progress)
     by_name = {**done, **{r.name: r for r in fresh}}
     results = [by_name[p.name] for p in points]
-    probes = run_probes(ck, ps, instruments.real_images, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
+    probes = run_probes(ck, ps, instruments.real_brightness, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
                         ec.schedule, starts=tuple(p.first_sigma for p in points),
                         counter=instruments.counter, seed=ec.seed, count_scales=instruments.count_scales)
     return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,

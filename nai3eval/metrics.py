@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Iterable, Iterator, Protocol, Union
 
 import numpy as np
 import torch
@@ -37,6 +37,22 @@ def to_unit_unclamped(images: torch.Tensor) -> torch.Tensor:
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """[−1, 1] pixels → [0, 1], clipped as an image is shown."""
     return to_unit_unclamped(images).clamp(0, 1)
+
+
+RealImages = Union[torch.Tensor, Callable[[], Iterable[torch.Tensor]]]
+"""A reference set: all at once (a small tensor), or a callable that streams it in batches
+(``FolderDataset.batches``), so a real-size reference folder is never held in memory."""
+
+
+def real_batches(real: RealImages, size: int = 256) -> Iterator[torch.Tensor]:
+    """The reference images in order, a batch at a time, in [−1, 1]."""
+    yield from (real.split(size) if torch.is_tensor(real) else real())
+
+
+def image_brightness(real: RealImages) -> torch.Tensor:
+    """Per image, the mean of its pixels in [0, 1] (clipped as shown)."""
+    parts = [to_unit(b).flatten(1).mean(1) for b in real_batches(real)]
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def nonfinite_count(images: torch.Tensor) -> int:
@@ -123,14 +139,15 @@ class TaggerMetrics:
     Adherence: micro-averaged precision/recall of the prompted tags, recall within rare and common
     tags, and leakage — common tags detected although not prompted (claim C6)."""
 
-    def __init__(self, tagger: Tagger, vocab: list[str], real_images: torch.Tensor,
+    def __init__(self, tagger: Tagger, vocab: list[str], real_images: RealImages,
                  tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50):
         self.tagger = tagger.eval()
         self.vocab = vocab
         self.vocabulary = Vocabulary(tuple(vocab))
         self.threshold = threshold
         self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
-        self.distances = FeatureDistances(self.features(real_images), kid_subsets)
+        self.distances = FeatureDistances(torch.cat([self.features(b) for b in real_batches(real_images)]),
+                                          kid_subsets)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -221,10 +238,11 @@ class MeanLeak:
 
 class Brightness:
     """Claim C2: output mean brightness for black/white-background prompts and its error against
-    the real images with the same background (per image; NaN for other prompts)."""
+    the real images with the same background (per image; NaN for other prompts).
+    ``real_brightness``: the reference images' brightness (``image_brightness``), one per tag list."""
 
-    def __init__(self, real_images: torch.Tensor, real_tags: list[list[str]]):
-        real_bright = to_unit(real_images).flatten(1).mean(1)
+    def __init__(self, real_brightness: torch.Tensor, real_tags: list[list[str]]):
+        real_bright = real_brightness
         self.reference: dict[str, float] = {}
         for key in ("black", "white"):
             sel = torch.tensor([f"{key}_background" in t for t in real_tags])
@@ -307,16 +325,16 @@ class RealDataMetrics:
     A missing or corrupt file is reported once (logged and kept in ``problems``) and the sweep goes
     on without that metric: any failure to load an instrument costs that instrument, not the run."""
 
-    def __init__(self, real_images: torch.Tensor, inception_weights: str = "", clip_path: str = "",
+    def __init__(self, real_images: RealImages, inception_weights: str = "", clip_path: str = "",
                  wd14_model: str = "", wd14_tags: str = ""):
         from . import realdata
 
-        self.real = real_images
         self.problems: list[str] = []
         self.inception = self.clip = self.wd14 = None
         if inception_weights:
-            try:
-                self.inception = realdata.InceptionFeatures(inception_weights)
+            try:  # the reference set is featurised here, once, streamed
+                self.inception = realdata.InceptionReference(realdata.InceptionFeatures(inception_weights),
+                                                             real_batches(real_images, 32))
             except Exception as e:  # noqa: BLE001 - missing, truncated, wrong format: all skip the metric
                 self._skip("Inception FID", e)
         if clip_path:
@@ -344,7 +362,7 @@ class RealDataMetrics:
 
         fake, prompts = samples.images, samples.prompt_set.per_image
         if self.inception is not None:
-            result.fid_inception = realdata.inception_fid(self.real, fake, "", extractor=self.inception)
+            result.fid_inception = self.inception.fid(fake)
         if self.clip is not None:
             texts = [", ".join(p).replace("_", " ") for p in prompts]
             result.clip_score = realdata.clip_score(fake, texts, "", loaded=self.clip)

@@ -30,10 +30,11 @@ from .sweep import LoadedCheckpoint, generate
 PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
 
 
-def background_reference(prompts: list[list[str]], real_images: torch.Tensor, real_tags: list[list[str]]
+def background_reference(prompts: list[list[str]], real_brightness: torch.Tensor, real_tags: list[list[str]]
                          ) -> torch.Tensor:
-    """Per prompt, the mean brightness in [0, 1] of real images with the same background tag."""
-    bright = to_unit(real_images).flatten(1).mean(1)
+    """Per prompt, the mean brightness in [0, 1] of real images with the same background tag
+    (``real_brightness``: each real image's, ``metrics.image_brightness``)."""
+    bright = real_brightness
     out = []
     for p in prompts:
         bg = next((t for t in p if t.endswith("_background")), None)
@@ -154,7 +155,7 @@ def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: in
                       prompt_index=index.tolist())
 
 
-def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, real_tags: list[list[str]],
+def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_brightness: torch.Tensor, real_tags: list[list[str]],
                cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
                starts: tuple[float, ...] = (), counter: Counter | None = None, seed: int = 0,
                count_scales: tuple[float, ...] = (2.0,)) -> Probes:
@@ -164,7 +165,7 @@ def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_images: torch.Tensor, r
     scorer on the benchmark, a WD14 tagger for anime models), the count probe at each of
     ``count_scales`` × the side (C4 compares starts of the ZTSNR model at 2×). Sampled probes run
     at the swept CFG nearest 5, the paper's recommendation."""
-    ref = background_reference(ps.per_image, real_images, real_tags)
+    ref = background_reference(ps.per_image, real_brightness, real_tags)
     probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
     cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
     top = ck.variant.top_sigma

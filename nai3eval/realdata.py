@@ -1,8 +1,11 @@
 """Real-data metrics from local weights, through the real libraries — nothing is downloaded.
 
-* Inception FID via **clean-fid** (``compute_fid`` with ``custom_feat_extractor``): a torchvision
-  ``inception_v3`` built from a local weights file (``.pth`` state dict read with
-  ``torch.load(weights_only=True)``, or ``.safetensors``), 2048-d pool features. Note: torchvision's
+* Inception FID via **clean-fid**: a torchvision ``inception_v3`` built from a local weights file
+  (``.pth`` state dict read with ``torch.load(weights_only=True)``, or ``.safetensors``), 2048-d
+  pool features. In a sweep the reference set is featurised once, streamed in batches, through
+  clean-fid's own "clean" resizer, and each point's FID is clean-fid's ``fid_from_feats``
+  (``InceptionReference``); ``inception_fid`` runs clean-fid's whole folder pipeline
+  (``compute_fid``) and is what the streamed path is tested against. Note: torchvision's
   Inception weights give FIDs comparable among themselves, not to TF-Inception numbers in papers.
 * **CLIPScore** via torchmetrics from a local ``CLIPModel``/``CLIPProcessor`` folder
   (``save_pretrained`` layout, e.g. a copy of openai/clip-vit-large-patch14).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -80,6 +84,33 @@ def inception_fid(real: torch.Tensor | str | Path, fake: torch.Tensor | str | Pa
         return float(fid.compute_fid(dirs[0], dirs[1], mode="clean", custom_feat_extractor=model, num_workers=0,
                                      batch_size=32, device=torch.device(device), verbose=False,
                                      use_dataparallel=False))
+
+
+class InceptionReference:
+    """FID against a reference set featurised once: each batch of images in [−1, 1] is quantised to
+    uint8 as a PNG would be, resized by clean-fid's "clean" resizer (PIL bicubic per channel in
+    float) and featurised — the steps clean-fid's ``compute_fid`` takes per file — and the distance
+    is clean-fid's ``fid_from_feats``. Only (N, 2048) features are kept, never the images."""
+
+    def __init__(self, extractor: InceptionFeatures, real_batches: Iterable[torch.Tensor], device: str = "cpu"):
+        from cleanfid.resize import build_resizer
+
+        self.extractor = extractor.to(device)
+        self.device = torch.device(device)
+        self.resize = build_resizer("clean")
+        self.real = np.concatenate([self.features(b) for b in real_batches])
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        from cleanfid.fid import get_batch_features
+
+        arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        batch = torch.stack([torch.from_numpy(self.resize(np.ascontiguousarray(a))).permute(2, 0, 1) for a in arr])
+        return get_batch_features(batch, self.extractor, self.device)
+
+    def fid(self, fake: torch.Tensor) -> float:
+        from cleanfid.fid import fid_from_feats
+
+        return float(fid_from_feats(self.real, np.concatenate([self.features(b) for b in fake.split(32)])))
 
 
 def load_clip(folder: str | Path):

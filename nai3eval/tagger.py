@@ -133,10 +133,14 @@ def load_tagger(folder: str | Path) -> tuple[Tagger, list[str], TaggerReport]:
     return tagger.eval(), meta["vocab"], TaggerReport(**meta["report"])
 
 
+TAGGER_MAX_SIDE = 64  # the domain tagger sees at most 64² (it reads colours, shapes and counts)
+
+
 def ensure_tagger(train_dir: str | Path, eval_dir: str | Path, resolution: int, steps: int, seed: int,
-                  folder: str | Path) -> tuple[Path, TaggerReport]:
+                  folder: str | Path, scan_cache: str | Path | None = None) -> tuple[Path, TaggerReport]:
     """The domain tagger for a dataset: loaded from ``folder`` when trained before, else trained on
-    the square training images (a centre crop cannot cut their objects off), validated on the eval
+    the square training images (a centre crop cannot cut their objects off) at ``resolution`` up to
+    ``TAGGER_MAX_SIDE`` (so a real-size folder fits in memory at that side), validated on the eval
     split, and saved with the training set's tag frequencies."""
     from nai3train.data import DatasetError, Vocabulary, load_folder, scan_folder, tag_frequencies
     from nai3train.data.folder import squares
@@ -144,12 +148,13 @@ def ensure_tagger(train_dir: str | Path, eval_dir: str | Path, resolution: int, 
     folder = Path(folder)
     if (folder / "tagger.json").is_file():
         return folder, load_tagger(folder)[2]
-    scan = scan_folder(train_dir)  # decoded once: squares for training, every image's tags for the vocabulary
+    side = min(resolution, TAGGER_MAX_SIDE)
+    scan = scan_folder(train_dir, scan_cache)  # squares for training, every image's tags for the vocabulary
     try:
-        train = squares(scan, resolution, square_only=True, root=train_dir)
+        train = squares(scan, side, square_only=True, root=train_dir)
     except DatasetError:
-        train = squares(scan, resolution, root=train_dir)
-    ev = load_folder(eval_dir, resolution)
+        train = squares(scan, side, root=train_dir)
+    ev = load_folder(eval_dir, side, cache_file=scan_cache)
     all_tags = [r.tags for r in scan.records]
     vocab = Vocabulary.build(all_tags)
     tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=steps, seed=seed)

@@ -37,7 +37,7 @@ class TrainedVariant:
 
 
 def load_training_set(cfg: AblationConfig, data: PreparedData) -> BucketedDataset:
-    return BucketedDataset.from_scan(scan_folder(data.train), default_buckets(cfg.data.resolution))
+    return BucketedDataset.from_scan(scan_folder(data.train, data.scan_cache), default_buckets(cfg.data.resolution))
 
 
 def train_untracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, out: Path,

@@ -69,25 +69,27 @@ def test_skip_replays_the_same_stream():
     assert [next(resumed) for _ in range(13)] == ref[17:]
 
 
-def _scan(sizes):
+def _scan(folder, sizes):
+    """A scanned folder of PNGs whose pixels say where they are (row, column, image index)."""
     recs = []
     for n, (h, w) in enumerate(sizes):
         yy, xx = np.mgrid[0:h, 0:w]
         px = np.stack([yy % 256, xx % 256, np.full_like(yy, n)], -1).astype(np.uint8)
-        recs.append(ImageRecord(f"img{n}.png", ["tag"], px))
+        Image.fromarray(px).save(folder / f"img{n}.png")
+        recs.append(ImageRecord(str(folder / f"img{n}.png"), ["tag"], h, w))
     return FolderScan(recs)
 
 
-def test_crop_and_size_conditioning_agree_with_the_pixels():
+def test_crop_and_size_conditioning_agree_with_the_pixels(tmp_path):
     buckets = make_buckets(64 * 64, 16, 32, 96)
-    ds = BucketedDataset.from_scan(_scan([(50, 120), (100, 60), (64, 64), (33, 200)]), buckets)
+    ds = BucketedDataset.from_scan(_scan(tmp_path, [(50, 120), (100, 60), (64, 64), (33, 200)]), buckets)
     gen = torch.Generator().manual_seed(0)
     for i in range(len(ds)):
         bk = ds.buckets[int(ds.bucket_of[i])]
         for g in (gen, None):
             arr, crop = ds.crop(i, g)
             top, left = crop.crop_top_left
-            cover = ds.covers[i]
+            cover = ds.cover(i)
             assert crop.target_size == (bk.height, bk.width) == arr.shape[:2]
             assert crop.original_size == ds.original_sizes[i]
             assert cover.shape[:2] == cover_size(crop.original_size[1], crop.original_size[0], bk)[::-1]
@@ -100,12 +102,12 @@ def test_crop_and_size_conditioning_agree_with_the_pixels():
     assert ids[0].tolist() == [50, 120, *ds.crop(0, None)[1].crop_top_left, x.shape[2], x.shape[3]]
 
 
-def test_bucketing_keeps_more_pixels_than_a_centre_square():
+def test_bucketing_keeps_more_pixels_than_a_centre_square(tmp_path):
     buckets = make_buckets(1024 * 1024, 64, 512, 2048)
     for w, h in [(1920, 1080), (1080, 1920), (3000, 1000), (1200, 1600)]:
         b = buckets[assign_bucket(w, h, buckets)]
         assert kept_fraction(w, h, b) > square_kept_fraction(w, h)
-    report = BucketedDataset.from_scan(_scan([(50, 120), (100, 60), (64, 64)]),
+    report = BucketedDataset.from_scan(_scan(tmp_path, [(50, 120), (100, 60), (64, 64)]),
                                        make_buckets(64 * 64, 16, 32, 96)).report()
     assert report["mean_pixels_kept"] > report["mean_pixels_kept_centre_square"]
     assert sum(b["count"] for b in report["buckets"].values()) == 3

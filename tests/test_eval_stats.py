@@ -40,14 +40,14 @@ def test_tag_groups_and_leakage():
 def test_unclamped_brightness_shows_overshoot_that_clipping_hides():
     """A black-background image at −1.5 (CFG overshoot below black): clipped brightness 0, the
     unclamped mean (x + 1)/2 = −0.25; a white one at 2.0: clipped 1, unclamped 1.5."""
-    from nai3eval.metrics import Brightness, Samples
+    from nai3eval.metrics import Brightness, Samples, image_brightness
     from nai3eval.prompts import PromptSet
 
     tags = [["black_background"], ["white_background"]]
     real = torch.stack([torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)])
     images = torch.stack([torch.full((3, 4, 4), -1.5), torch.full((3, 4, 4), 2.0)])
     r = PointResult(variant="x", point=EvalPoint(5.0, 14.6), n_images=2, extrapolated=False)
-    Brightness(real, tags)(Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))), r)
+    Brightness(image_brightness(real), tags)(Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))), r)
     assert (r.brightness_black, r.brightness_white) == (0.0, 1.0)
     assert r.brightness_unclamped_black == pytest.approx(-0.25) and r.brightness_unclamped_white == pytest.approx(1.5)
     assert r.per_image.brightness_err == pytest.approx([0.0, 0.0])  # clipping hides the overshoot

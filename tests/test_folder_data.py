@@ -30,7 +30,7 @@ def test_every_mode_becomes_rgb(tmp_path):
     _save(Image.new("CMYK", (4, 3), (0, 255, 255, 0)), tmp_path / "cmyk.jpg")
     _save(Image.fromarray(np.full((3, 4), 65535, dtype=np.uint16)), tmp_path / "g16.png")
     _save(Image.new("RGB", (4, 3), (1, 2, 3)), tmp_path / "w.webp", lossless=True)
-    recs = {r.path.split("/")[-1]: r.pixels for r in scan_folder(tmp_path).records}
+    recs = {r.path.split("/")[-1]: r.pixels() for r in scan_folder(tmp_path).records}
     assert set(recs) == {"l.png", "la.png", "p.png", "rgba.png", "cmyk.jpg", "g16.png", "w.webp"}
     for px in recs.values():
         assert px.dtype == np.uint8 and px.shape == (3, 4, 3)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy import linalg
 
-from nai3eval.metrics import Brightness, FeatureDistances, MeanLeak, Samples, within_group_slope
+from nai3eval.metrics import Brightness, FeatureDistances, MeanLeak, Samples, image_brightness, within_group_slope
 from nai3eval.prompts import PromptSet
 from nai3eval.results import EvalPoint, PointResult
 
@@ -63,7 +63,7 @@ def test_brightness_error():
     imgs = torch.cat([torch.full((2, 3, 4, 4), -1.0), torch.full((2, 3, 4, 4), 0.0)])
     real = torch.cat([torch.full((1, 3, 4, 4), -1.0), torch.full((1, 3, 4, 4), 1.0)])
     r = _result()
-    Brightness(real, [["black_background"], ["white_background"]])(
+    Brightness(image_brightness(real), [["black_background"], ["white_background"]])(
         _samples(imgs, torch.zeros(4), [["black_background"], ["white_background"]], torch.tensor([0, 0, 1, 1])), r)
     assert r.brightness_black == 0.0 and r.brightness_err_black == 0.0
     assert r.brightness_white == 0.5 and r.brightness_err_white == 0.5

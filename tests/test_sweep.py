@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nai3eval.evaluate import build_instruments, evaluate_variant
-from nai3eval.metrics import Brightness, MeanLeak
+from nai3eval.metrics import Brightness, MeanLeak, image_brightness
 from nai3eval.prompts import make_prompt_set
 from nai3eval.results import EvalPoint, VariantResult
 from nai3eval.sweep import LoadedCheckpoint, load_checkpoint, run_sweep, sweep_points
@@ -66,7 +66,7 @@ def test_run_sweep_on_the_gaussian_bundle_equals_the_closed_form(cfg_scale):
     ps.noise = ps.noise.double()
     real = torch.stack([torch.full((3, side, side), v) for v in (-mu, mu, 0.0)])
     points = [EvalPoint(cfg_scale, 14.6, steps=12), EvalPoint(cfg_scale, math.inf, steps=12)]
-    results = run_sweep(ck, points, ps, [MeanLeak(), Brightness(real, tags)], progress=False)
+    results = run_sweep(ck, points, ps, [MeanLeak(), Brightness(image_brightness(real), tags)], progress=False)
 
     v_a = bundle.images.v_a
     mu_prompt = torch.tensor([bundle.prompt_mean(t) for t in ps.texts], dtype=torch.float64)

@@ -1,15 +1,29 @@
-"""A training dataset in aspect-ratio buckets: images resized to cover their bucket once, cropped
-per sample (random offset from the trainer's generator, so resume replays it exactly)."""
+"""A training dataset in aspect-ratio buckets: each image resized to cover its bucket, cropped per
+sample (random offset from the trainer's generator, so resume replays it exactly).
+
+Images are assigned to buckets from their scanned sizes and decoded when a batch asks for them, so
+the set is never held whole in memory; decoded covers are kept in a bounded LRU
+(``NAI3_DATA_CACHE_MB``, default 1024 MB): the benchmark fits whole after its first epoch, a
+real-size folder streams.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .bucketing import Bucket, Crop, assign_bucket, bucket_report, make_buckets, resize_cover
-from .folder import FolderScan
+from .folder import FolderScan, ImageRecord
+
+
+def cache_budget() -> int:
+    """Bytes of decoded covers a training set keeps (an operational setting, not part of a recipe)."""
+    return int(float(os.environ.get("NAI3_DATA_CACHE_MB", "1024")) * 2**20)
 
 
 def default_buckets(resolution: int) -> list[Bucket]:
@@ -25,26 +39,49 @@ def default_buckets(resolution: int) -> list[Bucket]:
 class BucketedDataset:
     buckets: list[Bucket]
     bucket_of: np.ndarray
-    covers: list[np.ndarray]  # per image, (H', W', 3) uint8 covering its bucket
-    original_sizes: list[tuple[int, int]]  # (h, w)
-    tags: list[list[str]]
-    paths: list[str]
+    records: list[ImageRecord]
     skipped: list[dict]
+    cache_bytes: int = field(default_factory=cache_budget)
+
+    def __post_init__(self) -> None:
+        self._covers: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached = 0
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.records)
+
+    @cached_property
+    def tags(self) -> list[list[str]]:
+        return [r.tags for r in self.records]
+
+    @cached_property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.records]
+
+    @cached_property
+    def original_sizes(self) -> list[tuple[int, int]]:
+        """(h, w) of each source image."""
+        return [(r.height, r.width) for r in self.records]
 
     @classmethod
     def from_scan(cls, scan: FolderScan, buckets: list[Bucket]) -> "BucketedDataset":
-        bucket_of, covers, sizes = [], [], []
-        for r in scan.records:
-            h, w = r.pixels.shape[:2]
-            b = assign_bucket(w, h, buckets)
-            covers.append(np.asarray(resize_cover(Image.fromarray(r.pixels), buckets[b])))
-            bucket_of.append(b)
-            sizes.append((h, w))
-        return cls(buckets, np.array(bucket_of), covers, sizes, [r.tags for r in scan.records],
-                   [r.path for r in scan.records], scan.skipped)
+        bucket_of = [assign_bucket(r.width, r.height, buckets) for r in scan.records]
+        return cls(buckets, np.array(bucket_of, dtype=np.int64), list(scan.records), scan.skipped)
+
+    def cover(self, i: int) -> np.ndarray:
+        """Image i resized to cover its bucket, (H', W', 3) uint8: from the LRU, else decoded now."""
+        hit = self._covers.get(i)
+        if hit is not None:
+            self._covers.move_to_end(i)
+            return hit
+        arr = np.asarray(resize_cover(Image.fromarray(self.records[i].pixels()), self.buckets[int(self.bucket_of[i])]))
+        if arr.nbytes <= self.cache_bytes:
+            self._covers[i] = arr
+            self._cached += arr.nbytes
+            while self._cached > self.cache_bytes:
+                _, old = self._covers.popitem(last=False)
+                self._cached -= old.nbytes
+        return arr
 
     @property
     def max_area(self) -> int:
@@ -56,14 +93,14 @@ class BucketedDataset:
     def crop(self, i: int, generator: torch.Generator | None) -> tuple[np.ndarray, Crop]:
         """Image i cropped to its bucket: random offset from ``generator``, centred if None."""
         bk = self.buckets[int(self.bucket_of[i])]
-        cover = self.covers[i]
+        cover = self.cover(i)
         dy, dx = cover.shape[0] - bk.height, cover.shape[1] - bk.width
         if generator is None:
             top, left = dy // 2, dx // 2
         else:
             top = int(torch.randint(0, dy + 1, (1,), generator=generator))
             left = int(torch.randint(0, dx + 1, (1,), generator=generator))
-        crop = Crop(self.original_sizes[i], (top, left), (bk.height, bk.width))
+        crop = Crop((self.records[i].height, self.records[i].width), (top, left), (bk.height, bk.width))
         return cover[top:top + bk.height, left:left + bk.width], crop
 
     def batch(self, indices: list[int], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:

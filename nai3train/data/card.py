@@ -23,13 +23,13 @@ ASPECT_EDGES = (0.0, 0.5, 0.67, 0.8, 0.95, 1.05, 1.25, 1.5, 2.0, math.inf)
 
 def pixel_stats(scan: FolderScan) -> ChannelStats:
     """Per-channel statistics of the decoded pixels in [−1, 1], streamed image by image."""
-    return channel_stats(to_tensor(r.pixels).unsqueeze(0) for r in scan.records)
+    return channel_stats(to_tensor(r.pixels()).unsqueeze(0) for r in scan.records)
 
 
 def dataset_card(root: str | Path, resolution: int, scan: FolderScan | None = None) -> dict:
     root = Path(root)
     scan = scan or scan_folder(root)
-    sizes = [r.pixels.shape[:2] for r in scan.records]
+    sizes = [(r.height, r.width) for r in scan.records]
     aspects = [w / h for h, w in sizes]
     hist, _ = np.histogram(aspects, bins=ASPECT_EDGES)
     labels = [f"{a:g}-{b:g}" for a, b in zip(ASPECT_EDGES[:-1], ASPECT_EDGES[1:])]
@@ -58,14 +58,14 @@ def claim_measurements(scan: FolderScan, resolution: int, heldout: FolderScan | 
     buckets = default_buckets(resolution)
     kept, square = [], []
     for r in scan.records:
-        h, w = r.pixels.shape[:2]
+        h, w = r.height, r.width
         kept.append(kept_fraction(w, h, buckets[assign_bucket(w, h, buckets)]))
         square.append(square_kept_fraction(w, h))
     stats = pixel_stats(scan)
     after = RunningChannelStats()
     per_image = []
     for r in scan.records:
-        z = stats.apply(to_tensor(r.pixels).unsqueeze(0).double())
+        z = stats.apply(to_tensor(r.pixels()).unsqueeze(0).double())
         after.update(z)
         per_image.append(float(z.mean()))
     done = after.compute()
@@ -74,7 +74,7 @@ def claim_measurements(scan: FolderScan, resolution: int, heldout: FolderScan | 
     if heldout is not None and heldout.records:
         held = RunningChannelStats()
         for r in heldout.records:
-            held.update(stats.apply(to_tensor(r.pixels).unsqueeze(0).double()))
+            held.update(stats.apply(to_tensor(r.pixels()).unsqueeze(0).double()))
         h = held.compute()
         norm.update(heldout_mean_after=list(h.mean), heldout_std_after=list(h.std), heldout_images=len(heldout.records))
     return {"bucketing": {"kept": kept, "kept_square": square}, "normalisation": norm}

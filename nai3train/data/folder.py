@@ -10,13 +10,21 @@ RGBA, P with a transparent colour) is composited on **white** (``ALPHA_BACKGROUN
 choice for anime art with transparent backgrounds. Anything that cannot be used — a zero-byte,
 truncated or corrupt file, a non-image file, an image without tags — is skipped and listed with
 its reason; nothing crashes on a bad file, and a folder with no usable image is a clear error.
+
+Streaming: a scan decodes each image once to know it is usable and how large it is, and keeps only
+that — path, tags, size — so a folder of any size costs its file list in memory. Pixels are decoded
+again when a consumer asks (``ImageRecord.pixels``, ``FolderDataset.batches``, the bucketed
+training set). With a ``cache_file`` the scan remembers each file's verdict by (path, size, mtime),
+so the next scan of an unchanged folder (per variant, the report, the tagger) decodes nothing.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -42,11 +50,35 @@ def parse_tags(text: str | list[str]) -> list[str]:
     return [t for t in (normalise_tag(x) for x in items) if t]
 
 
+IN_MEMORY_LIMIT = 2 * 2**30  # bytes: FolderDataset.images refuses to build a larger tensor
+BATCH_BYTES = 256 * 2**20  # bytes: FolderDataset.batches' default batch (20 images at 1024²)
+
+
+class RefusedImage(ValueError):
+    """An image the loader will not decode, with the reason."""
+
+
 @dataclass
 class ImageRecord:
+    """One usable image: where it is, its tags and its size after orientation — not its pixels."""
+
     path: str
     tags: list[str]
-    pixels: np.ndarray  # (H, W, 3) uint8, orientation applied
+    height: int
+    width: int
+
+    def pixels(self) -> np.ndarray:
+        """(H, W, 3) uint8, decoded now. The scan decoded this file once already; a failure here
+        means the file changed during the run."""
+        try:
+            px = decode_rgb(Path(self.path))
+        except Exception as e:  # noqa: BLE001 - PIL raises many types
+            raise DatasetError(f"{self.path} was usable when its folder was scanned but cannot be decoded now "
+                               f"({type(e).__name__}: {e}): the folder changed during the run; run again") from e
+        if px.shape[:2] != (self.height, self.width):
+            raise DatasetError(f"{self.path} changed size since its folder was scanned "
+                               f"({self.height}×{self.width} → {px.shape[0]}×{px.shape[1]}); run again")
+        return px
 
 
 @dataclass
@@ -57,19 +89,45 @@ class FolderScan:
 
 @dataclass
 class FolderDataset:
-    """Images in memory as float tensors in [−1, 1], (N, 3, R, R) centre squares, with their tags."""
+    """A scanned folder as centre squares at ``resolution``, decoded when read: ``batches`` streams
+    (N, 3, R, R) float tensors in [−1, 1], so a reference set of any size costs one batch in memory.
+    ``images`` decodes everything at once, for small sets (the benchmark, tests) only."""
 
-    images: torch.Tensor
-    tags: list[list[str]]
-    paths: list[str]
+    records: list[ImageRecord]
+    resolution: int
     skipped: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.records)
 
+    @cached_property
+    def tags(self) -> list[list[str]]:
+        return [r.tags for r in self.records]
 
-class RefusedImage(ValueError):
-    """An image the loader will not decode, with the reason."""
+    @cached_property
+    def paths(self) -> list[str]:
+        return [r.path for r in self.records]
+
+    def square(self, i: int) -> np.ndarray:
+        """Image i as an (R, R, 3) uint8 centre square."""
+        return centre_square(self.records[i].pixels(), self.resolution)
+
+    def batches(self, size: int | None = None) -> Iterator[torch.Tensor]:
+        """The images in order, ``size`` at a time (default: what fits ``BATCH_BYTES``, at most 256),
+        as float tensors in [−1, 1]."""
+        size = size or max(1, min(256, BATCH_BYTES // (3 * self.resolution**2 * 4)))
+        for start in range(0, len(self.records), size):
+            yield torch.stack([to_tensor(self.square(i)) for i in range(start, min(start + size, len(self.records)))])
+
+    @property
+    def images(self) -> torch.Tensor:
+        """Every image at once (N, 3, R, R); refused above ``IN_MEMORY_LIMIT`` (use ``batches``)."""
+        need = len(self.records) * 3 * self.resolution**2 * 4
+        if need > IN_MEMORY_LIMIT:
+            raise DatasetError(f"{len(self.records)} images at {self.resolution}² would take {need / 2**30:.1f} GiB "
+                               "in memory: read them with FolderDataset.batches()")
+        return torch.cat(list(self.batches(256))) if self.records else torch.zeros(0, 3, self.resolution,
+                                                                                   self.resolution)
 
 
 def decode_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -149,12 +207,66 @@ def _walk(root: Path, skipped: list[dict] | None = None) -> list[Path]:
     return sorted(p for p in out if p.is_file())
 
 
-def scan_folder(root: str | Path) -> FolderScan:
-    """Decode every usable image under ``root``; list every skipped file with its reason."""
+class ScanCache:
+    """What a scan learnt by decoding each file — its (height, width), or why it was refused — keyed
+    by (resolved path, size, mtime), in one JSON file outside the user's folder. A damaged cache
+    only costs decoding again; writes are atomic, and two writers at worst lose each other's news."""
+
+    def __init__(self, file: str | Path | None):
+        self.file = Path(file) if file else None
+        self.entries: dict[str, list] = {}
+        self.fresh: dict[str, list] = {}
+        if self.file is not None and self.file.is_file():
+            try:
+                self.entries = json.loads(self.file.read_text())
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def verdict(self, path: Path) -> tuple[int, int] | str:
+        """(height, width) of a usable image, else the reason it is skipped."""
+        st = path.stat()
+        key = str(path.resolve())
+        hit = self.entries.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2] if isinstance(hit[2], str) else (int(hit[2]), int(hit[3]))
+        try:
+            verdict = _decode_verdict(path)
+        except (PermissionError, FileNotFoundError) as e:  # the file's state, not its content: not remembered
+            return f"unreadable image: {type(e).__name__}: {e}"
+        self.fresh[key] = [st.st_size, st.st_mtime_ns, *([verdict] if isinstance(verdict, str) else verdict)]
+        return verdict
+
+    def save(self) -> None:
+        if self.file is None or not self.fresh:
+            return
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**self.entries, **self.fresh}))
+        os.replace(tmp, self.file)
+
+
+def _decode_verdict(path: Path) -> tuple[int, int] | str:
+    if path.stat().st_size == 0:
+        return "zero-byte file"
+    try:
+        h, w = decode_rgb(path).shape[:2]
+    except RefusedImage as e:
+        return f"refused: {e}"
+    except (PermissionError, FileNotFoundError):
+        raise
+    except Exception as e:  # PIL raises many types for corrupt or truncated files
+        return f"unreadable image: {type(e).__name__}: {e}"
+    return h, w
+
+
+def scan_folder(root: str | Path, cache_file: str | Path | None = None) -> FolderScan:
+    """Every usable image under ``root`` (decoded once to be sure, then let go; see the module
+    docstring); every skipped file listed with its reason. ``cache_file``: remember the decodes."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     records, skipped = [], []
+    decoded = ScanCache(cache_file)
     meta_cache: dict[Path, dict[str, list[str]]] = {}
     real_root = root.resolve()
     for path in _walk(root, skipped):
@@ -181,18 +293,12 @@ def scan_folder(root: str | Path) -> FolderScan:
         if len(tags) > MAX_TAGS:
             skipped.append({"path": str(path), "reason": f"{len(tags)} tags (more than {MAX_TAGS})"})
             continue
-        if path.stat().st_size == 0:
-            skipped.append({"path": str(path), "reason": "zero-byte file"})
+        verdict = decoded.verdict(path)
+        if isinstance(verdict, str):
+            skipped.append({"path": str(path), "reason": verdict})
             continue
-        try:
-            pixels = decode_rgb(path)
-        except RefusedImage as e:
-            skipped.append({"path": str(path), "reason": f"refused: {e}"})
-            continue
-        except Exception as e:  # PIL raises many types for corrupt or truncated files
-            skipped.append({"path": str(path), "reason": f"unreadable image: {type(e).__name__}: {e}"})
-            continue
-        records.append(ImageRecord(str(path), tags, pixels))
+        records.append(ImageRecord(str(path), tags, *verdict))
+    decoded.save()
     if not records:
         raise DatasetError(f"no usable images under {root} ({len(skipped)} skipped: "
                            f"{skipped[:3]}{' …' if len(skipped) > 3 else ''})")
@@ -214,19 +320,19 @@ def centre_square(pixels: np.ndarray, resolution: int) -> np.ndarray:
     return np.array(im)
 
 
-def load_folder(root: str | Path, resolution: int, square_only: bool = False) -> FolderDataset:
-    """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger)."""
-    return squares(scan_folder(root), resolution, square_only, root)
+def load_folder(root: str | Path, resolution: int, square_only: bool = False,
+                cache_file: str | Path | None = None) -> FolderDataset:
+    """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger),
+    read lazily."""
+    return squares(scan_folder(root, cache_file), resolution, square_only, root)
 
 
 def squares(scan: FolderScan, resolution: int, square_only: bool = False, root: str | Path = "") -> FolderDataset:
-    """An already decoded folder as centre squares at ``resolution``.
+    """A scanned folder as centre squares at ``resolution`` (decoded when read).
 
     ``square_only`` keeps only images that are square already (no crop can cut an object off).
     """
-    recs = [r for r in scan.records if not square_only or r.pixels.shape[0] == r.pixels.shape[1]]
+    recs = [r for r in scan.records if not square_only or r.height == r.width]
     if not recs:
         raise DatasetError(f"no square images under {root}")
-    images = torch.stack([to_tensor(centre_square(r.pixels, resolution)) for r in recs])
-    return FolderDataset(images=images, tags=[r.tags for r in recs], paths=[r.path for r in recs],
-                         skipped=scan.skipped)
+    return FolderDataset(recs, resolution, scan.skipped)

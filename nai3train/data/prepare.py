@@ -19,6 +19,7 @@ class PreparedData:
     eval: str
     content_hash: str
     card: str | None = None
+    scan_cache: str | None = None  # where scans remember their decodes (``folder.ScanCache``)
 
 
 def prepare_dataset(dc: DataConfig, work_dir: str | Path) -> PreparedData:
@@ -29,15 +30,16 @@ def prepare_dataset(dc: DataConfig, work_dir: str | Path) -> PreparedData:
     added or removed image is never answered with results of the old data.
     """
     cache = Path(work_dir) / "cache" / "file-digests.json"
+    scans = str(Path(work_dir).resolve() / "cache" / "image-scan.json")
     if dc.kind == "folder":
         root = Path(dc.path)
         if not root.is_dir():
             raise DatasetError(f"dataset folder {root} does not exist (data.path)")
         ev = root / "eval" if (root / "eval").is_dir() else root
-        return PreparedData(str(root), str(ev), dataset_identity(root, ev, cache))
+        return PreparedData(str(root), str(ev), dataset_identity(root, ev, cache), scan_cache=scans)
     out = Path(dc.path) if dc.path else Path(work_dir) / f"benchmark-{stable_hash(to_dict(dc))[:10]}"
     card_f = out / "card.json"
     if not card_f.is_file():
         synthesize(out, dc.train_size, dc.eval_size, dc.resolution, dc.seed)
     return PreparedData(str(out / "train"), str(out / "eval"), dataset_identity(out / "train", out / "eval", cache),
-                        str(card_f))
+                        str(card_f), scans)

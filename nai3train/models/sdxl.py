@@ -8,7 +8,8 @@ context" note), the pooled projection of the second, and the size conditioning `
 
 Training caches the frozen parts on disk, keyed by content hash: VAE latents of each image's
 centre crop in its bucket (raw, unscaled — normalisation is the variant's business) and the text
-embeddings of each prompt. The UNet trains with gradient checkpointing and SDPA attention, under
+embeddings of each prompt; only their keys stay in memory, and each batch reads its own from disk,
+so a dataset of any size trains in bounded memory. The UNet trains with gradient checkpointing and SDPA attention, under
 bf16 autocast on GPU; noise and the model input stay fp32 (σ up to 20000 overflows fp16).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm.auto import tqdm
 
 from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 
@@ -107,6 +109,9 @@ class DiskCache:
         f = self.folder / f"{key}.safetensors"
         return load_file(str(f)) if f.is_file() else None
 
+    def has(self, key: str) -> bool:
+        return (self.folder / f"{key}.safetensors").is_file()
+
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         f = self.folder / f"{key}.safetensors"
         tmp = f.with_suffix(".tmp")
@@ -172,41 +177,38 @@ class SDXLAdapter:
         self.channels = int(self.c.vae.config.latent_channels)
         f = self.c.vae_factor
         self.sample_dim = self.channels * data.max_area // (f * f)
-        cache = DiskCache(cache_dir)
+        self.cache = cache = DiskCache(cache_dir)
         vae_id = _fingerprint(self.c.vae)
         te_id = _fingerprint(self.c.text_encoder) + _fingerprint(self.c.text_encoder_2)
-        self.latents: list[torch.Tensor] = []
+        # only the cache keys stay in memory: a batch reads its latents and embeddings from disk
+        self.latent_keys: list[str] = []
         self.time_ids: list[torch.Tensor] = []
-        for i in range(len(data)):
+        for i in tqdm(range(len(data)), desc="VAE latents", leave=False, disable=len(data) < 64):
             arr, crop = data.crop(i, None)  # centre crop: latents are cached once per image
             key = DiskCache.key(vae_id, arr.tobytes(), str(arr.shape))
-            hit = cache.get(key)
-            if hit is None:
+            if not cache.has(key):
                 x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-                hit = {"latent": encode_latents(self.c.vae, x)[0]}
-                cache.put(key, hit)
-            self.latents.append(hit["latent"])
+                cache.put(key, {"latent": encode_latents(self.c.vae, x)[0]})
+            self.latent_keys.append(key)
             self.time_ids.append(torch.tensor(crop.time_ids(), dtype=torch.float32))
         prompts = [", ".join(t).replace("_", " ") for t in data.tags]
-        self.prompt_embeds, self.pooled = [], []
-        for p in prompts + [""]:
+        self.prompt_keys: list[str] = []
+        for p in tqdm(prompts + [""], desc="text embeddings", leave=False, disable=len(prompts) < 64):
             key = DiskCache.key(te_id, p)
-            hit = cache.get(key)
-            if hit is None:
+            if not cache.has(key):
                 e, pl = encode_prompts(self.c, [p])
-                hit = {"prompt_embeds": e[0], "pooled": pl[0]}
-                cache.put(key, hit)
-            self.prompt_embeds.append(hit["prompt_embeds"])
-            self.pooled.append(hit["pooled"])
+                cache.put(key, {"prompt_embeds": e[0], "pooled": pl[0]})
+            self.prompt_keys.append(key)
         self.empty = len(prompts)  # index of the empty prompt: the unconditional input for CFG
 
     def batch(self, idx: list[int], generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.stack([self.latents[i] for i in idx]), torch.stack([self.time_ids[i] for i in idx])
+        latents = [self.cache.get(self.latent_keys[i])["latent"] for i in idx]
+        return torch.stack(latents), torch.stack([self.time_ids[i] for i in idx])
 
     def cond(self, idx: list[int], dropped: torch.Tensor, time_ids: torch.Tensor) -> dict:
-        rows = [self.empty if d else i for i, d in zip(idx, dropped.tolist())]
-        return {"prompt_embeds": torch.stack([self.prompt_embeds[r] for r in rows]),
-                "pooled": torch.stack([self.pooled[r] for r in rows]), "time_ids": time_ids}
+        rows = [self.cache.get(self.prompt_keys[self.empty if d else i]) for i, d in zip(idx, dropped.tolist())]
+        return {"prompt_embeds": torch.stack([r["prompt_embeds"] for r in rows]),
+                "pooled": torch.stack([r["pooled"] for r in rows]), "time_ids": time_ids}
 
     def save_config(self, folder: str | Path) -> Path:
         """The checkpoint's config.json: an ``SDXLBundle`` (frozen parts from ``path``, the trained UNet
