@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .bucketing import Bucket, Crop, assign_bucket, bucket_report, make_buckets, resize_cover
-from .folder import FolderScan, ImageRecord
+from .folder import FolderScan, ImageRecord, ScannedRecords
 
 
 def cache_budget() -> int:
@@ -36,7 +36,7 @@ def default_buckets(resolution: int) -> list[Bucket]:
 
 
 @dataclass
-class BucketedDataset:
+class BucketedDataset(ScannedRecords):
     buckets: list[Bucket]
     bucket_of: np.ndarray
     records: list[ImageRecord]
@@ -46,17 +46,6 @@ class BucketedDataset:
     def __post_init__(self) -> None:
         self._covers: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cached = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @cached_property
-    def tags(self) -> list[list[str]]:
-        return [r.tags for r in self.records]
-
-    @cached_property
-    def paths(self) -> list[str]:
-        return [r.path for r in self.records]
 
     @cached_property
     def original_sizes(self) -> list[tuple[int, int]]:

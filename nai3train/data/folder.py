@@ -87,15 +87,11 @@ class FolderScan:
     skipped: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class FolderDataset:
-    """A scanned folder as centre squares at ``resolution``, decoded when read: ``batches`` streams
-    (N, 3, R, R) float tensors in [−1, 1], so a reference set of any size costs one batch in memory.
-    ``images`` decodes everything at once, for small sets (the benchmark, tests) only."""
+class ScannedRecords:
+    """Length, tags and paths of a set built on scanned ``records`` (computed once: a training step
+    reads tags per image)."""
 
     records: list[ImageRecord]
-    resolution: int
-    skipped: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -107,6 +103,17 @@ class FolderDataset:
     @cached_property
     def paths(self) -> list[str]:
         return [r.path for r in self.records]
+
+
+@dataclass
+class FolderDataset(ScannedRecords):
+    """A scanned folder as centre squares at ``resolution``, decoded when read: ``batches`` streams
+    (N, 3, R, R) float tensors in [−1, 1], so a reference set of any size costs one batch in memory.
+    ``images`` decodes everything at once, for small sets (the benchmark, tests) only."""
+
+    records: list[ImageRecord]
+    resolution: int
+    skipped: list[dict] = field(default_factory=list)
 
     def square(self, i: int) -> np.ndarray:
         """Image i as an (R, R, 3) uint8 centre square."""
