@@ -146,6 +146,7 @@ class Arms:
     base: VariantResult | None
     treat: VariantResult | None
     data: dict
+    notes: list[str] = field(default_factory=list)  # what an estimate wants said beside it (a censored optimum)
 
     def point(self, which: Literal["baseline", "treatment"]):
         r = self.base if which == "baseline" else self.treat
@@ -247,7 +248,11 @@ def _count_error_2x(x: Arms) -> Estimate:
     return _contrast(probe.wrong[lo], probe.wrong[hi], probe.prompt_index or x.treat.prompt_index)
 
 
-def _cfg_optimum(r: VariantResult, start: str) -> float:
+def _cfg_optimum(r: VariantResult, start: str) -> tuple[float, bool]:
+    """(log CFG*, censored): the vertex of the parabola in log CFG through the grid minimum of KID and
+    its two neighbours. KID spans orders of magnitude over a CFG grid, so one quadratic over the whole
+    grid is pulled by its far tail; the local parabola is exact for a quadratic and ignores the tail.
+    A minimum at a grid edge is censored: the edge is reported, the optimum may lie beyond it."""
     pts = {}
     for p in r.points:
         q = point_at(r, p.cfg_scale, start)
@@ -258,14 +263,19 @@ def _cfg_optimum(r: VariantResult, start: str) -> float:
                           "(a weekly config with eval.cfg_scales: [1.5, 2.5, 3.5, 5, 7, 10])")
     x = np.log(np.array(sorted(pts)))
     y = np.array([pts[c] for c in sorted(pts)])
-    a, b, _ = np.polyfit(x, y, 2)
-    return float(np.clip(-b / (2 * a), x[0], x[-1])) if a > 0 else float(x[int(np.argmin(y))])
+    i = int(np.argmin(y))
+    if i in (0, len(x) - 1):
+        return float(x[i]), True
+    a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    return (float(np.clip(-b / (2 * a), x[i - 1], x[i + 1])) if a > 0 else float(x[i])), False
 
 
 def _log_cfg_optimum(x: Arms) -> Estimate:
     sb, st = x.spec.point.baseline_start, x.spec.point.treatment_start
-    return (_cfg_optimum(x.base, str(sb)) - _cfg_optimum(x.treat, str(st)), math.nan,
-            len(set(x.base.prompt_index)))
+    (ob, cb), (ot, ct) = _cfg_optimum(x.base, str(sb)), _cfg_optimum(x.treat, str(st))
+    x.notes += [f"{r.variant}'s KID minimum is at the grid edge CFG {math.exp(o):g} (censored: its optimum may "
+                "lie beyond)" for r, o, cens in ((x.base, ob, cb), (x.treat, ot, ct)) if cens]
+    return ob - ot, math.nan, len(set(x.base.prompt_index))
 
 
 def _adherence(x: Arms, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -513,6 +523,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, results: list[VariantResult], data:
             if c.rule.kind == "check":
                 continue
             value, se, g = ESTIMANDS[c.metric](x)
+            reasons += [(k, n) for n in x.notes]
             if math.isfinite(value):
                 per_seed.append(A.SeedContrast(k, value, se, g))
             else:

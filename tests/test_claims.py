@@ -250,3 +250,34 @@ def test_c2_levels_read_unclamped_brightness_and_refuse_results_without_it():
             p.per_image.brightness_err_unclamped = []
     white = by_id(evaluate_claims(results))["C2-white"]
     assert white.verdict == "not measured" and "before unclamped brightness was recorded" in white.decision.reason
+
+
+def test_c5_optimum_is_the_local_parabola_and_a_grid_edge_is_censored():
+    """The domain tagger's KID grows a thousandfold over a CFG grid: one quadratic over the whole grid
+    is dragged by that tail (the positive control below), the parabola through the minimum and its
+    neighbours is exact; a minimum at a grid edge is reported and flagged as censored."""
+    from nai3eval.claims import Arms, _cfg_optimum, _log_cfg_optimum
+
+    grid = (1.5, 2.5, 3.5, 5.0, 7.0, 10.0)
+    base = fake_variant("sdxl-eps", 0, np.random.default_rng(0), cfgs=grid)
+    treat = fake_variant("v-ztsnr", 0, np.random.default_rng(1), cfgs=grid)
+
+    def kid(c: float, star: float) -> float:
+        return 1e6 * (1 + (math.log(c) - math.log(star)) ** 2) * (1000.0 if c >= 7 else 1.0)
+
+    for p in base.points:
+        p.kid_tagger = kid(p.cfg_scale, 4.0)
+    for p in treat.points:
+        p.kid_tagger = kid(p.cfg_scale, 3.0)
+    assert _cfg_optimum(base, "14.6") == (pytest.approx(math.log(4.0), abs=1e-9), False)
+    x, y = np.log(grid), np.array([kid(c, 4.0) for c in grid])
+    a, b, _ = np.polyfit(x, y, 2)
+    assert abs(-b / (2 * a) - math.log(4.0)) > 0.3  # the whole-grid quadratic misses it
+    spec = next(c for c in load_claims_spec().claims if c.id == "C5")
+    arms = Arms(spec, 5.0, base, treat, {})
+    assert _log_cfg_optimum(arms)[0] == pytest.approx(math.log(4.0) - math.log(3.0), abs=1e-9) and arms.notes == []
+    for p in treat.points:
+        p.kid_tagger = kid(p.cfg_scale, 1.0)  # the optimum lies below the grid
+    arms = Arms(spec, 5.0, base, treat, {})
+    assert _log_cfg_optimum(arms)[0] == pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9)
+    assert arms.notes == ["v-ztsnr's KID minimum is at the grid edge CFG 1.5 (censored: its optimum may lie beyond)"]
