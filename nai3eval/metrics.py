@@ -134,7 +134,8 @@ def tag_groups(freq: dict[str, float], vocab: list[str], rare_below: float = RAR
 
 
 class TaggerMetrics:
-    """Domain FD/KID from the tagger's features and prompt adherence from its predictions.
+    """Domain FD/KID from the tagger's features (standardised by the reference set) and prompt
+    adherence from its predictions.
 
     Adherence: micro-averaged precision/recall of the prompted tags, recall within rare and common
     tags, and leakage — common tags detected although not prompted (claim C6)."""
@@ -146,8 +147,18 @@ class TaggerMetrics:
         self.vocabulary = Vocabulary(tuple(vocab))
         self.threshold = threshold
         self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
-        self.distances = FeatureDistances(torch.cat([self.features(b) for b in real_batches(real_images)]),
-                                          kid_subsets)
+        real = torch.cat([self.features(b) for b in real_batches(real_images)])
+        # The tagger's features have no unit (GELU outputs in the tens to hundreds: raw KID ran to 1e9,
+        # so no margin could be stated in it). FD and KID are taken on features standardised by the
+        # reference set's per-dimension mean and std — one affine map, fixed by the reference, for
+        # every point — which puts KID on the scale Inception KIDs have and makes it unit-free.
+        std = real.std(0)
+        self.feature_mean = real.mean(0)
+        self.feature_std = std.where(std > 1e-6 * std.max(), torch.inf)  # a constant dimension carries nothing: 0
+        self.distances = FeatureDistances(self.standardise(real), kid_subsets)
+
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.feature_mean) / self.feature_std
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -157,8 +168,9 @@ class TaggerMetrics:
     @torch.no_grad()
     def __call__(self, samples: Samples, result: PointResult) -> None:
         feats = self.features(samples.images)
-        result.fd_tagger = self.distances.frechet(feats)
-        result.kid_tagger, result.kid_tagger_std = self.distances.kernel(feats)
+        z = self.standardise(feats)
+        result.fd_tagger = self.distances.frechet(z)
+        result.kid_tagger, result.kid_tagger_std = self.distances.kernel(z)
         pred = (torch.sigmoid(self.tagger.head(feats)) > self.threshold).float()
         adherence(pred, self.vocabulary.multi_hot(samples.prompt_set.per_image), result, self.groups)
 

@@ -68,3 +68,37 @@ def test_brightness_error():
     assert r.brightness_black == 0.0 and r.brightness_err_black == 0.0
     assert r.brightness_white == 0.5 and r.brightness_err_white == 0.5
     assert r.per_image.brightness_err == [0.0, 0.0, 0.5, 0.5]
+
+
+def test_tagger_fd_and_kid_do_not_depend_on_the_unit_of_its_features():
+    """A tagger whose features are 1000× another's measures the same FD and KID (its features are
+    standardised by the reference set), and the reference set is N(0, 1) per dimension after it."""
+    from nai3eval.metrics import TaggerMetrics
+    from nai3eval.tagger import Tagger
+
+    class Scaled(Tagger):
+        def features(self, x):
+            return 1000.0 * super().features(x)
+
+    torch.manual_seed(0)
+    base = Tagger(num_tags=3, resolution=8)
+    scaled = Scaled(num_tags=3, resolution=8)
+    scaled.load_state_dict(base.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    real = torch.rand(40, 3, 8, 8, generator=gen) * 2 - 1
+    fake = torch.rand(24, 3, 8, 8, generator=gen) * 1.2 - 0.9
+    tags = [["a"]] * 24
+    out = []
+    for tagger in (base, scaled):
+        m = TaggerMetrics(tagger, ["a", "b", "c"], real)
+        z = m.distances.real_features
+        live = m.feature_std.isfinite()
+        assert live.sum() >= z.shape[1] // 2  # a constant feature (a dead GELU unit) is set to 0
+        torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(z.std(0)[live], torch.ones(int(live.sum())), atol=1e-4, rtol=0)
+        r = _result()
+        torch.manual_seed(5)  # KID's random subsets
+        m(_samples(fake, torch.zeros(24), tags, torch.arange(24)), r)
+        out.append((r.fd_tagger, r.kid_tagger))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-4) and out[0][1] == pytest.approx(out[1][1], rel=1e-3, abs=1e-6)
+    assert out[0][0] > 0
