@@ -254,12 +254,11 @@ class Brightness:
     ``real_brightness``: the reference images' brightness (``image_brightness``), one per tag list."""
 
     def __init__(self, real_brightness: torch.Tensor, real_tags: list[list[str]]):
-        real_bright = real_brightness
         self.reference: dict[str, float] = {}
         for key in ("black", "white"):
             sel = torch.tensor([f"{key}_background" in t for t in real_tags])
             if sel.any():
-                self.reference[key] = float(real_bright[sel].mean())
+                self.reference[key] = float(real_brightness[sel].mean())
 
     def __call__(self, samples: Samples, result: PointResult) -> None:
         pixels = to_unit_unclamped(samples.images)

@@ -34,12 +34,11 @@ def background_reference(prompts: list[list[str]], real_brightness: torch.Tensor
                          ) -> torch.Tensor:
     """Per prompt, the mean brightness in [0, 1] of real images with the same background tag
     (``real_brightness``: each real image's, ``metrics.image_brightness``)."""
-    bright = real_brightness
     out = []
     for p in prompts:
         bg = next((t for t in p if t.endswith("_background")), None)
         sel = torch.tensor([bg in t for t in real_tags]) if bg else torch.zeros(len(real_tags), dtype=torch.bool)
-        out.append(float(bright[sel].mean()) if sel.any() else float(bright.mean()))
+        out.append(float(real_brightness[sel].mean()) if sel.any() else float(real_brightness.mean()))
     return torch.tensor(out)
 
 
