@@ -35,7 +35,7 @@ def main() -> None:
     from timing import measured_peak, side_by_side, sync  # bench/timing.py
 
     sys.path.insert(0, str(ROOT))
-    from nai3eval.sweep import load_model, pretrained_checkpoint
+    from nai3eval.checkpoint import load_model, pretrained_checkpoint
     from nai3train.diffusion import sampling_sigmas
     from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
     from nai3train.models.sdxl import SDXLBundle

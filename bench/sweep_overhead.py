@@ -22,9 +22,12 @@ from timing import side_by_side  # bench/timing.py
 
 from nai3eval.evaluate import build_instruments
 from nai3eval.prompts import make_prompt_set
-from nai3eval.results import EvalPoint
+from nai3eval.record import Run
+from nai3eval.sampling import generate
+from nai3eval.setting import Setting
 from nai3eval.sinks import GridSink, MLflowPointSink
-from nai3eval.sweep import LoadedCheckpoint, generate, run_sweep
+from nai3eval.checkpoint import LoadedCheckpoint
+from nai3eval.sweep import run_sweep
 from nai3eval.tagger import Tagger
 from nai3train.config import VariantConfig, load_config
 from nai3train.data import load_folder, synthesize
@@ -55,14 +58,15 @@ def main() -> None:
         tagger = Tagger(len(vocab), r).eval()
         inst = build_instruments(cfg.eval, ev.images, ev.tags, tagger, vocab, {t: 0.1 for t in vocab})
         ps = make_prompt_set(ev.tags, a.images // 4, 4, ck.sample_shape, seed=0)
-        point = EvalPoint(5.0, 20000.0, steps=cfg.eval.steps)
+        point = Setting("sweep", 20000.0, 5.0, steps=cfg.eval.steps)
+        run = Run(variant, 0, ps.prompts, ps.prompt_index.tolist())
         uri, exp = open_experiment("bench", f"sqlite:///{tmp}/mlflow.db")
         parent = Tracker.start(uri, exp, "bench")
         sinks = [GridSink(tmp / "grids"), MLflowPointSink(parent, exp, variant.config_hash(), vocab)]
 
         def total() -> float:
             t0 = time.perf_counter()
-            run_sweep(ck, [point], ps, inst.metrics, on_point=lambda res, s: [k(res, s) for k in sinks],
+            run_sweep(ck, run, [point], ps, inst.metrics, on_point=lambda res, p, s: [k(res, p, s) for k in sinks],
                       progress=False)
             return time.perf_counter() - t0
 

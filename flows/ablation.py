@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nai3eval.results import VariantResult
+from nai3eval.record import Record
 from nai3train.config import AblationConfig, load_config, stable_hash, to_dict
 from nai3train.data import PreparedData
 from nai3train.run import TrainedVariant
@@ -66,19 +66,19 @@ def train_task(cfg: AblationConfig, variant_name: str, data: PreparedData, ws: W
 
 @task(name="evaluate-variant", cache_policy=NO_CACHE)
 def evaluate_task(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-                  parent_run_id: str, force: bool = False) -> VariantResult:
+                  parent_run_id: str, force: bool = False) -> Record:
     return pipeline.evaluate(cfg, trained, data, tagger, ws, parent=Tracker(ws.uri, parent_run_id), force=force)
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(cfg: AblationConfig, results: list[VariantResult], trained: list[TrainedVariant], data: PreparedData,
+def report_task(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData,
                 ws: Workspace, parent_run_id: str) -> ReportOutput:
     return pipeline.report(cfg, results, trained, data, ws, parent=Tracker(ws.uri, parent_run_id))
 
 
 def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data: PreparedData, tagger: TaggerRef,
                         ws: Workspace, parent_run_id: str, force: bool = False
-                        ) -> tuple[list[VariantResult], ReportOutput]:
+                        ) -> tuple[list[Record], ReportOutput]:
     """Evaluate each trained variant and write the report: shared by the ablation and eval-only flows."""
     results = [evaluate_task(cfg.for_seed(t.seed) if t.seed in cfg.replicate_seeds else cfg, t, data, tagger, ws,
                              parent_run_id, force) for t in trained]
@@ -87,7 +87,7 @@ def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data
 
 def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef, ws: Workspace, parent_run_id: str,
             deployment: str, attempts: int, force: bool
-            ) -> tuple[list[TrainedVariant], list[VariantResult], fanout.FanOutFailed | None]:
+            ) -> tuple[list[TrainedVariant], list[Record], fanout.FanOutFailed | None]:
     """One ``deployment`` flow run per (variant, seed), waited for; then what the completed ones
     left in MLflow (the training run and its stored evaluation), and the failure naming the rest."""
     children = [fanout.Child(fanout.Unit(v.name, ck.train.seed), {
@@ -171,7 +171,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             "seeds": runs.next_seeds(cfg, data.content_hash, ws.uri, ws.experiment_id)})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
-    try:
+    with parent.running():
         parent.log_params({"variants": ",".join(v.name for v in cfg.variants)})
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
         if cfg.skipped_variants:
@@ -195,10 +195,6 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         else:
             trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
             results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
-        parent.finish(True)
-    except BaseException:
-        parent.finish(False)
-        raise
     print("\n" + out.table)
     print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
     print("\n".join(out.summary))

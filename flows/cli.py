@@ -143,18 +143,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.reference:
         if not Path(a.reference).is_dir():
             raise FileNotFoundError(f"reference folder {a.reference} does not exist")
-        data = replace(data, eval=str(Path(a.reference).resolve()))
+        data = replace(data, eval=str(Path(a.reference).resolve()), benchmark=False)  # not the benchmark's images
     trained = TrainedVariant(name, str(ckpt), None)
     parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{name}",
                            tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
-    try:
+    with parent.running():
         result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress,
                                    options=options)
         out = pipeline.report(cfg, [result], [trained], data, ws, parent, out=ws.work / f"eval-{parent.run_id[:8]}")
-        parent.finish(True)
-    except BaseException:
-        parent.finish(False)
-        raise
     if a.json:
         Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))
     print(out.table)
@@ -189,6 +185,8 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)  # refuse a bad config before Prefect starts
+    if a.no_progress:
+        os.environ["TQDM_DISABLE"] = "1"  # tqdm ≥ 4.66 reads it: every bar of the flow's tasks
     from flows.ablation import ablation
 
     ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
@@ -204,11 +202,26 @@ def cmd_relog(a: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The options every command that runs work shares, declared once: (tracking, run options)."""
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", default=None,
+                          help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the local SQLite store)")
+    run = argparse.ArgumentParser(add_help=False, parents=[tracking])
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set train.steps=100 or "
+                          "--set eval.cfg_scales='[1,2,3.5,5,7.5,10]' (repeatable)")
+    run.add_argument("--work-dir", default="runs", help="where data, checkpoints and results go (default ./runs)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (logs written to a file)")
+    return tracking, run
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nai3", description=(
         "Measure the NovelAI Diffusion V3 changes (v-prediction, ZTSNR, σ_max, MinSNR, tag weighting) "
         "on SDXL-style models. σ values are always in SDXL units."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tracking, run_options = _shared_options()
 
     s = sub.add_parser("schedule", help="print a sampling σ schedule (SDXL units)",
                        description="Print the σ list a sampler would visit, in SDXL units, ending with 0.")
@@ -240,21 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--json", action="store_true", help="print the whole card as JSON")
     di.set_defaults(fn=cmd_data_inspect)
 
-    tr = sub.add_parser("train", help="train one variant of a config (resumable), logged to MLflow",
+    tr = sub.add_parser("train", parents=[run_options], help="train one variant of a config (resumable), logged to MLflow",
                         description="Train one variant; checkpoints every train.checkpoint_every steps under "
                                     "WORK_DIR/variants/NAME-KEY/. With --resume, continue from the newest one.")
     tr.add_argument("config", help="YAML config (e.g. configs/smoke.yaml)")
     tr.add_argument("--variant", default=None, help="which variant (required when the config has several)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of this run")
     tr.add_argument("--force", action="store_true",
                     help="retrain from scratch even if a FINISHED run with the same config, data and code exists")
-    tr.add_argument("--work-dir", default="runs", help="data, checkpoints (default ./runs)")
-    tr.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
-    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a model over a CFG × σ sweep (nai3 checkpoint, MLflow run, diffusers SDXL)",
+    ev = sub.add_parser("eval", parents=[run_options], help="evaluate a model over a CFG × σ sweep (nai3 checkpoint, MLflow run, diffusers SDXL)",
                         description="Sample the model at every (CFG, starting σ) of the config's eval section "
                                     "with shared prompts and noise, compute FD/KID, tag adherence and the pure-noise "
                                     "probes, log a parent run with one child per point, and write a report. The "
@@ -269,8 +278,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "and tokenizers (offline; its scheduler config gives the parameterisation unless the "
                          "checkpoint carries v_pred/ztsnr marker keys)")
     ev.add_argument("--config", default="configs/smoke.yaml", help="config whose data and eval sections to use")
-    ev.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override, e.g. --set eval.cfg_scales='[1,2,3.5,5,7.5,10]' --set eval.sampler=dpmpp_2m")
     ev.add_argument("--prediction", choices=("eps", "v"), default=None, help="override the model's parameterisation")
     ev.add_argument("--ztsnr", dest="ztsnr", action="store_true", default=None,
                     help="the model was trained with zero terminal SNR (σ_999 = ∞)")
@@ -282,16 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reference image folder for FD/KID and brightness (default: the config's eval split)")
     ev.add_argument("--resolution", type=int, default=None, help="sample at N×N pixels (default: the model's own)")
     ev.add_argument("--json", default=None, metavar="OUT", help="also write the evaluated points as JSON")
-    ev.add_argument("--work-dir", default="runs", help="data, tagger, report (default ./runs)")
-    ev.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
-    ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(fn=cmd_eval)
 
-    rp = sub.add_parser("report", help="re-render the claims report of an ablation's parent MLflow run",
+    rp = sub.add_parser("report", parents=[tracking], help="re-render the claims report of an ablation's parent MLflow run",
                         description="Download results/results.json from the parent run and write report.md, "
                                     "report.html, report.json (claims, checks, the claims spec sha256) and the plots.")
     rp.add_argument("parent_run", help="MLflow run id of the ablation's parent run")
-    rp.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     rp.add_argument("--out", default=None, help="output folder (default runs/report-<id>)")
     rp.set_defaults(fn=cmd_report)
 
@@ -303,15 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("journal", help="the journal file the error named")
     rl.set_defaults(fn=cmd_relog)
 
-    ab = sub.add_parser("ablation", help="run the ablation flow (train variants, evaluate, log to MLflow)",
+    ab = sub.add_parser("ablation", parents=[run_options], help="run the ablation flow (train variants, evaluate, log to MLflow)",
                         description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "
                                     "PREFECT_API_URL is set; MLflow store from --tracking-uri, $MLFLOW_TRACKING_URI "
                                     "or ./mlflow/mlflow.db).")
     ab.add_argument("config", nargs="?", default="configs/smoke.yaml", help="YAML config (default configs/smoke.yaml)")
-    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config value, e.g. --set train.steps=100 (repeatable)")
-    ab.add_argument("--work-dir", default="runs", help="where data, checkpoints and results go (default ./runs)")
-    ab.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: local SQLite store)")
     ab.add_argument("--force", action="store_true", help="retrain variants that already have a FINISHED run")
     ab.add_argument("--next-seed", action="store_true",
                     help="accumulate replicates (the nightly): train the next training seed of every arm, reuse the "

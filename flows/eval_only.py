@@ -31,15 +31,11 @@ def eval_only(checkpoints: list[str], config: str | None = "configs/smoke.yaml",
         raise ValueError("eval-only needs at least one checkpoint folder or MLflow run id (parameter checkpoints)")
     ws = Workspace.open(cfg, work_dir, tracking_uri)
     parent = start_parent(cfg, ws, f"eval-only/{cfg.name}", {"nai3.kind": "ablation", "nai3.mode": "eval-only"})
-    try:
+    with parent.running():
         parent.log_params({"checkpoints": ",".join(checkpoints)})
         data = prepare_data_task(cfg, ws)
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
         resolved = [resolve_task(c, ws) for c in checkpoints]
         results, out = evaluate_and_report(cfg, resolved, data, tagger, ws, parent.run_id)
-        parent.finish(True)
-    except BaseException:
-        parent.finish(False)
-        raise
     print("\n" + out.table + "\n" + "\n".join(out.summary))
     return {"parent_run_id": parent.run_id, "results": results}

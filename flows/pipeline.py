@@ -19,9 +19,9 @@ from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.claims import ClaimsOutcome
 from nai3eval.report import summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
-from nai3eval.results import VariantResult
+from nai3eval.record import Record
 from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
-from nai3eval.sweep import load_model
+from nai3eval.checkpoint import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
@@ -147,9 +147,8 @@ def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> I
     """The reference set and metric objects, built once per process for a given reference set,
     tagger and real-data weights — shared by every variant and every training seed (the evaluation
     seed and sweep settings do not enter an instrument)."""
-    benchmark = cfg.data.kind == "benchmark" and data.card is not None and Path(data.eval).parent == Path(data.card).parent
     weights = tuple(getattr(cfg.eval, k) for k in REAL_DATA_WEIGHTS)
-    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, benchmark, data.scan_cache)
+    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, data.benchmark, data.scan_cache)
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,7 @@ class ModelOptions:
 
 def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
              parent: Tracker | None = None, force: bool = False, progress: bool = True,
-             options: ModelOptions = ModelOptions()) -> VariantResult:
+             options: ModelOptions = ModelOptions()) -> Record:
     """The CFG × σ sweep and the pure-noise probes for one trained variant (or any model
     ``load_model`` reads) — or, when its training run already stores an evaluation with the same
     sweep, instrument and evaluation code, that one. Two workers evaluating the same training run
@@ -179,7 +178,7 @@ def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, t
 
 
 def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-              parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> VariantResult:
+              parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> Record:
     if trained.run_id and not force:
         stored = _stored(cfg, trained, ws, key)
         if stored is not None:
@@ -196,13 +195,13 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
     identity = [str(Path(trained.checkpoint).resolve())] + ([weights.stat().st_size, weights.stat().st_mtime_ns]
                                                             if weights.is_file() else [])
     cache = PointCache(ws.work / "evals" / f"{trained.variant}-{stable_hash([key, identity])[:12]}")
-    done = {} if force else cache.load()
-    if done:
-        log.info("resuming the evaluation of %s: %d point(s) already measured", trained.variant, len(done))
+    done = Record() if force else cache.load().relabel(trained.variant, cfg.train.seed)
+    n_done = sum(len(done.settings(r, "sweep")) for r in done.runs.values())
+    if n_done:
+        log.info("resuming the evaluation of %s: %d point(s) already measured", trained.variant, n_done)
         if parent is not None:
-            parent.set_tags({f"nai3.resumed_eval_points.{trained.variant}": len(done)})
-    label = trained.variant if cfg.train.seed == 0 else f"{trained.variant}@seed{cfg.train.seed}"
-    sinks = [cache, GridSink(ws.work / "results" / "grids", label=label)]
+            parent.set_tags({f"nai3.resumed_eval_points.{trained.variant}": n_done})
+    sinks = [cache, GridSink(ws.work / "results" / "grids")]
     if parent is not None:
         v = ck.variant
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
@@ -214,26 +213,23 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
                          f"{' ZTSNR (exact ∞, practical 20000)' if ck.variant.ztsnr else ' (σ_max 14.6146)'}"})
     prompts = [list(p) for p in options.prompts] if options.prompts else (
         read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
-    result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, s: [sink(r, s) for sink in sinks],
-                              progress=progress, prompts=prompts, done=done)
-    result.variant = trained.variant
-    result.seed = cfg.train.seed
+    ck.variant = ck.variant.model_copy(update={"name": trained.variant})
+    result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, p, s: [sink(r, p, s) for sink in sinks],
+                              progress=progress, prompts=prompts, done=done, seed=cfg.train.seed)
     if trained.run_id:
         runs.store_evaluation(ws.uri, trained.run_id, key, result)
     return result
 
 
 def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef, ws: Workspace,
-                  options: ModelOptions = ModelOptions()) -> VariantResult | None:
+                  options: ModelOptions = ModelOptions()) -> Record | None:
     """The evaluation ``evaluate`` stored on ``trained``'s run for this sweep, if there is one."""
     return _stored(cfg, trained, ws, runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options)))
 
 
-def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: str) -> VariantResult | None:
+def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: str) -> Record | None:
     stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
-    if stored is not None:
-        stored.variant, stored.seed = trained.variant, cfg.train.seed
-    return stored
+    return stored.relabel(trained.variant, cfg.train.seed) if stored is not None else None
 
 
 @dataclass
@@ -247,21 +243,24 @@ class ReportOutput:
         return summary_lines(self.claims)
 
 
-def report(cfg: AblationConfig, results: list[VariantResult], trained: list[TrainedVariant], data: PreparedData,
+def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData,
            ws: Workspace, parent: Tracker | None = None, out: Path | None = None) -> ReportOutput:
     """Results table, claims report (Markdown, HTML, plots), and results.json — on the parent run."""
     from nai3train.data.card import claim_measurements
 
     out = out or ws.work / "results"
     out.mkdir(parents=True, exist_ok=True)
-    table = format_table([p for r in results for p in r.points])
+    record = Record()
+    for r in results:
+        record.merge(r)
+    table = format_table(record)
     extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
                                scan_folder(data.eval, data.scan_cache))
-    (out / "results.json").write_text(json.dumps({"variants": [r.to_dict() for r in results],
+    (out / "results.json").write_text(json.dumps({"record": record.to_dict(),
                                                   "training": [asdict(t) for t in trained], **extra}, default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))}
-    claims, folder = write_report(results, out / "report", extra, grids)
+    claims, folder = write_report(record, out / "report", extra, grids)
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:
@@ -274,7 +273,9 @@ def report(cfg: AblationConfig, results: list[VariantResult], trained: list[Trai
     return ReportOutput(table, claims, folder)
 
 
-def read_results(path: str | Path) -> tuple[list[VariantResult], dict]:
-    """A results.json written by ``report``: the typed variant results and the data measurements."""
+def read_results(path: str | Path) -> tuple[Record, dict]:
+    """A results.json written by ``report``: the measurement record and the data measurements."""
     res = json.loads(Path(path).read_text())
-    return [VariantResult.from_dict(v) for v in res["variants"]], res
+    if "record" not in res:
+        raise ValueError(f"{path} was written by an older nai3 (no measurement record): evaluate again")
+    return Record.from_dict(res["record"]), res

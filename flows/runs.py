@@ -17,7 +17,7 @@ import itertools
 import json
 from pathlib import Path
 
-from nai3eval.results import VariantResult
+from nai3eval.record import Record
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
 from nai3train.tracking import Tracker
 
@@ -108,18 +108,22 @@ def close_orphaned_runs(uri: str, experiment_id: str, key: str) -> list[str]:
     return [r.info.run_id for r in stale]
 
 
-def stored_evaluation(uri: str, run_id: str, key: str, download_to: Path) -> VariantResult | None:
-    """The evaluation stored on a training run under ``key``, if there is one."""
+def stored_evaluation(uri: str, run_id: str, key: str, download_to: Path) -> Record | None:
+    """The evaluation stored on a training run under ``key``, if there is one in this code's
+    record format (one of another format is evaluated again, never misread)."""
     from mlflow.tracking import MlflowClient
 
     name = MlflowClient(uri).get_run(run_id).data.tags.get(f"nai3.eval.{key}")
     if not name:
         return None
     local = MlflowClient(uri).download_artifacts(run_id, name, str(download_to / key))
-    return VariantResult.from_dict(json.loads(Path(local).read_text()))
+    try:
+        return Record.from_dict(json.loads(Path(local).read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
-def store_evaluation(uri: str, run_id: str, key: str, result: VariantResult) -> None:
+def store_evaluation(uri: str, run_id: str, key: str, result: Record) -> None:
     run = Tracker(uri, run_id)
     run.log_json(result.to_dict(), f"eval-{key}.json")
     run.set_tags({f"nai3.eval.{key}": f"eval-{key}.json"})

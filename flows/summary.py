@@ -1,29 +1,14 @@
-"""Console summary of an ablation: a fixed-width table of the computed metrics per point."""
+"""Console summary of an ablation: the points table as fixed-width text, and where to look next."""
 from __future__ import annotations
 
-import math
-
-from nai3eval.results import PointResult
+from nai3eval.columns import points_table
+from nai3eval.record import Record
 from nai3train.secrets import redact
 
-COLUMNS = (("variant", "{}"), ("cfg_scale", "{:g}"), ("first_sigma", "{:g}"), ("fd_tagger", "{:.1f}"),
-           ("kid_tagger", "{:.4g}"), ("tag_recall", "{:.3f}"), ("tag_precision", "{:.3f}"), ("scorer_object_acc", "{:.3f}"),
-           ("mean_leak_slope", "{:.3f}"), ("brightness_black", "{:.3f}"), ("brightness_white", "{:.3f}"),
-           ("nonfinite_samples", "{}"))
 
-
-def _fmt(fmt: str, v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return fmt.format(v)
-
-
-def format_table(rows: list[PointResult]) -> str:
-    head = [c for c, _ in COLUMNS]
-    body = [[_fmt(f, getattr(r, c)) for c, f in COLUMNS] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])
+def format_table(record: Record) -> str:
+    """The points table of ``record`` (columns: the metrics' declared outputs) as fixed-width text."""
+    return points_table(record).text()
 
 
 def ui_command(uri: str) -> str:

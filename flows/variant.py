@@ -64,5 +64,6 @@ def train_eval(config: dict, variant: str, parent_run_id: str, data_hash: str, t
     trained = train_task(cfg, variant, data, ws, parent_run_id, force)
     result = evaluate_task(cfg, trained, data, ref, ws, parent_run_id, force)
     print(f"{variant} seed {cfg.train.seed}: training run {trained.run_id}"
-          f"{' (reused)' if trained.reused else ''}, {len(result.points)} evaluation points")
+          f"{' (reused)' if trained.reused else ''}, "
+          f"{sum(len(result.settings(r, 'sweep')) for r in result.runs.values())} evaluation points")
     return {"variant": variant, "seed": cfg.train.seed, "training_run_id": trained.run_id, "reused": trained.reused}

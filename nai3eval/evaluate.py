@@ -1,7 +1,7 @@
-"""One checkpoint's whole evaluation: the sweep and the probes on a shared prompt set.
+"""One checkpoint's whole evaluation: the sweep and the probes on a shared prompt set, as a record.
 
-The instruments (tagger metrics, brightness references, real-data metrics) are built once per
-evaluation run and shared by every variant, so the reference set is featurised once and every
+The instruments (every point metric, the brightness references, the object counter) are built once
+per evaluation run and shared by every variant, so the reference set is featurised once and every
 variant is measured by the same instrument.
 """
 from __future__ import annotations
@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nai3train.config import EvalConfig, to_dict
+from nai3train.config import EvalConfig
 
+from .checkpoint import LoadedCheckpoint
 from .counting import BenchmarkCounter, Counter, WD14Counter
-from .metrics import (RARE_BELOW, Brightness, ExactScorer, MeanLeak, PointMetric, RealDataMetrics, RealImages, TaggerMetrics,
-                      image_brightness, real_batches)
-from .probes import run_probes
+from .metrics import InstrumentContext, PointMetric, metric_classes
+from .metrics.adherence import RARE_BELOW
+from .metrics.pretrained import RealDataMetrics
+from .pixels import RealImages, image_brightness
+from .probes import ProbeContext, background_reference, run_probes
 from .prompts import make_prompt_set
-from .results import PointResult, VariantResult
-from .sweep import LoadedCheckpoint, PointSink, run_sweep, sweep_points
-from .tagger import Tagger
+from .record import Record, Run
+from .setting import Setting
+from .sweep import PointSink, run_sweep, sweep_points
 
 
 @dataclass
@@ -38,51 +41,50 @@ class Instruments:
     count_scales: tuple[float, ...] = (2.0,)  # canvas scales of the count probe
 
 
-def build_instruments(ec: EvalConfig, real_images: RealImages, real_tags: list[list[str]], tagger: Tagger | None,
+def build_instruments(ec: EvalConfig, real_images: RealImages, real_tags: list[list[str]], tagger,
                       tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
                       exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None) -> Instruments:
-    """``real_images``: the reference set, a tensor or a batch stream (``FolderDataset.batches``:
-    each instrument reads it once, a batch at a time). ``exact_scorer``: the data is the embedded
-    benchmark, so adherence can be read off the pixels (the primary adherence and counting
-    instrument there). Each instrument's accuracy on the held-out real images travels with every
-    result it measures."""
-    metrics: list[PointMetric] = [ExactScorer(tag_frequency)] if exact_scorer else []
-    accuracy = {"exact scorer": ExactScorer.accuracy(torch.cat(list(real_batches(real_images))), real_tags)
-                } if exact_scorer else {}
-    if tagger is not None:
-        metrics.append(TaggerMetrics(tagger, tagger_vocab, real_images, tag_frequency))
-        if tagger_accuracy:
-            accuracy["domain tagger"] = dict(tagger_accuracy)
-    brightness = image_brightness(real_images)
-    metrics += [MeanLeak(), Brightness(brightness, real_tags)]
-    real = RealDataMetrics(real_images, ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
-    if real.active:
-        metrics.append(real)
+    """Every registered metric that has something to measure with. ``real_images``: the reference
+    set, a tensor or a batch stream (each instrument reads it once, a batch at a time).
+    ``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels
+    (the primary adherence and counting instrument there). Each instrument's accuracy on the
+    held-out real images travels with every result it measures."""
+    ctx = InstrumentContext(ec, real_images, real_tags, image_brightness(real_images), tagger, list(tagger_vocab),
+                            tag_frequency, exact_scorer, tagger_accuracy)
+    metrics = [m for cls in metric_classes() if (m := cls.build(ctx)) is not None]
+    real = next((m for m in metrics if isinstance(m, RealDataMetrics)), None)
     rare = frozenset(t for t, f in (tag_frequency or {}).items() if f < RARE_BELOW)
     # C4 on the benchmark at 2× (the demo's budget); on a real model through WD14's count tags at 1.5× and 2×
     counter, scales = ((BenchmarkCounter(), (2.0,)) if exact_scorer else
-                       (WD14Counter(real.wd14), (1.5, 2.0)) if real.wd14 is not None else (None, (2.0,)))
-    return Instruments(brightness, real_tags, metrics, list(tagger_vocab), list(real.problems), accuracy, rare,
+                       (WD14Counter(real.wd14), (1.5, 2.0)) if real is not None and real.wd14 is not None else
+                       (None, (2.0,)))
+    return Instruments(ctx.real_brightness, real_tags, metrics, list(tagger_vocab), ctx.problems, ctx.accuracy, rare,
                        counter, scales)
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
-                     progress: bool = True, prompts: list[list[str]] | None = None,
-                     done: dict[str, PointResult] | None = None) -> VariantResult:
-    """The CFG × σ sweep and the pure-noise probes for one checkpoint, on prompts drawn from the
-    reference set's tags — or from ``prompts`` (a user's prompt file) when given. Points in ``done``
-    (by name: measured before an interrupted run) are taken as they are, not sampled again."""
+                     progress: bool = True, prompts: list[list[str]] | None = None, done: Record | None = None,
+                     seed: int = 0) -> Record:
+    """The CFG × σ sweep and the pure-noise probes for one checkpoint (training seed ``seed``), on
+    prompts drawn from the reference set's tags — or from ``prompts`` (a user's prompt file). Points
+    measured in ``done`` (before an interrupted run) are taken as they are, not sampled again."""
     ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
                          ec.seed, instruments.rare_tags, ec.rare_prompts)
+    run = Run(ck.variant, seed, ps.prompts, ps.prompt_index.tolist(), list(instruments.problems),
+              dict(instruments.accuracy), source=ck.source)
     points = sweep_points(ec, ck.variant.top_sigma)
-    done = done or {}
-    fresh = run_sweep(ck, [p for p in points if p.name not in done], ps, instruments.metrics, seed=ec.seed,
-                      on_point=on_point, progress=progress)
-    by_name = {**done, **{r.name: r for r in fresh}}
-    results = [by_name[p.name] for p in points]
-    probes = run_probes(ck, ps, instruments.real_brightness, instruments.real_tags, ec.cfg_scales, ec.steps, ec.sampler,
-                        ec.schedule, starts=tuple(p.first_sigma for p in points),
-                        counter=instruments.counter, seed=ec.seed, count_scales=instruments.count_scales)
-    return VariantResult(variant=ck.name, variant_config=to_dict(ck.variant), prompts=ps.prompts,
-                         prompt_index=ps.prompt_index.tolist(), points=results, probes=probes,
-                         problems=list(instruments.problems), instruments=dict(instruments.accuracy))
+    record = Record()
+    record.add_run(run)
+    old = next(iter(done.runs.values()), None) if done is not None else None
+    measured = set(done.settings(old, "sweep")) & set(points) if old is not None else set()
+    for p in measured:
+        for m, v in done.metrics_at(old, p).items():
+            record.values[(run.key, p, m)] = v
+    record.merge(run_sweep(ck, run, [p for p in points if p not in measured], ps, instruments.metrics, seed=ec.seed,
+                           on_point=on_point, progress=progress))
+    cfg = min(ec.cfg_scales, key=lambda c: abs(c - 5.0))
+    template = Setting("sweep", 0.0, cfg, sampler=ec.sampler, schedule=ec.schedule, steps=ec.steps)
+    reference = background_reference(ps.per_image, instruments.real_brightness, instruments.real_tags)
+    record.merge(run_probes(ProbeContext(ck, run, ps, reference, template, tuple(p.start for p in points),
+                                         instruments.counter, instruments.count_scales, ec.seed)))
+    return record

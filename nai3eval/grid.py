@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import to_unit
+from .pixels import to_unit
 
 
 def save_grid(images: torch.Tensor, path: str | Path, ncol: int = 8, upscale: int = 4, pad: int = 2) -> Path:

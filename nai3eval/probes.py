@@ -1,39 +1,78 @@
-"""Pure-noise probes: the paper's core claims measured directly on the denoiser and sampler.
+"""Pure-noise probes: the paper's core claims measured directly on the denoiser and sampler, each a
+kind of ``Setting`` whose measurements go into the record beside the sweep's.
 
-* x0 at infinity (C1): D(ε, σ) at σ = ∞ (and at the practical 20000) against the data mean for the
-  prompt — here, each image's mean brightness against the real images with the same background.
+* x0 at infinity (C1, kind ``x0``): D(ε, σ) at σ = ∞ and at the practical 20000 against the data
+  mean for the prompt — each image's brightness against the real images with the same background.
   v-prediction has a finite exact limit; ε-prediction returns ∞·(ε − F): its non-finite fraction
   and magnitude are measured, never raised.
-* Practical infinity (C9): samples started from 20000, 317, 136 and 56 (SDXL units) from the same
-  unit noise; RMS distance of each to the 20000 one, and the scale: the distance between samples of
-  the same prompt from independent noise.
-* Count at twice the side (C4, benchmark): objects counted off the pixels of samples on a 2×
-  canvas from starts 14.6, 29 and 20000 — a wrong count is the incoherence the paper's σ_max fixes.
-* Mean leak (C3): a designed probe — per prompt, noise whose mean is set to {−2, −1, 0, 1, 2}/√D —
-  sampled at the lowest and highest start; the output mean's slope on the unit noise mean.
+* Practical infinity (C9, kind ``practical_infinity``): samples from 20000, 317, 136 and 56 on the
+  same unit noise; each image's RMS distance to its 20000 sample, and the scale: the distance
+  between samples of the same prompt from independent noise.
+* Count on a larger canvas (C4, kind ``count``): objects counted off the pixels of samples on a
+  1.5× or 2× canvas from 14.6 and 20000 — a wrong count is the incoherence the paper's σ_max fixes.
+* Mean leak (C3, kind ``mean_leak``): a designed probe — per prompt, noise whose mean is set to
+  {−2, −1, 0, 1, 2}/√D — sampled from the highest start the variant was trained for.
+Every sampled probe goes through ``generate``, at the swept CFG nearest 5 (the paper's recommendation).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from nai3train.diffusion import sampling_sigmas
-from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
+from nai3train.diffusion.samplers import initial_state
 
+from .checkpoint import LoadedCheckpoint
 from .counting import Counter, wrong_counts
-from .metrics import to_unit
+from .metrics import Output
+from .pixels import finite_images, to_unit
 from .prompts import PromptSet
-from .results import CountProbe, EvalPoint, MeanLeakProbe, PracticalInfinity, Probes, X0Probe
-from .sweep import LoadedCheckpoint, generate
+from .record import Record, Run
+from .sampling import generate
+from .setting import Setting
+
+PROBE_OUTPUTS = (
+    Output("nonfinite_frac", "fraction of images", better="lower"),  # x0
+    Output("max_abs", "model pixel units"),  # x0
+    Output("brightness_err_mean", "brightness on [0, 1]", better="lower"),  # x0
+    Output("brightness_err", "brightness on [0, 1]", per_image=True, better="lower"),  # x0
+    Output("level", "noise mean × √D", per_image=True),  # mean_leak
+    Output("noise_mean", "noise mean (unit noise)", per_image=True),  # mean_leak
+    Output("out_mean", "model pixel units", per_image=True),  # mean_leak
+    Output("distance", "RMS pixel distance to the reference start", per_image=True),  # practical_infinity
+    Output("distance_mean", "RMS pixel distance to the reference start"),  # practical_infinity
+    Output("reference_start", "σ, SDXL units"),  # practical_infinity
+    Output("same_prompt_distance", "RMS pixel distance", per_image=True),  # practical_infinity, reference start
+    Output("wrong_count", "1 wrong, 0 right, NaN no count", per_image=True, better="lower"),  # count
+    Output("height", "pixels"), Output("width", "pixels"))  # count
+"""What the probes record, declared as the metrics declare theirs (the claims may read these names)."""
 
 PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
+COUNT_STARTS = (14.6, 20000.0)
+LEAK_LEVELS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+@dataclass
+class ProbeContext:
+    """What every probe of one checkpoint shares: the model, the prompt set, the per-image
+    reference brightness, the sampling settings (``template``: CFG nearest 5), the swept starts."""
+
+    ck: LoadedCheckpoint
+    run: Run
+    ps: PromptSet
+    reference: torch.Tensor  # per image of ``ps``, the real brightness of its background
+    template: Setting
+    starts: tuple[float, ...]
+    counter: Counter | None = None
+    count_scales: tuple[float, ...] = (2.0,)
+    seed: int = 0
 
 
 def background_reference(prompts: list[list[str]], real_brightness: torch.Tensor, real_tags: list[list[str]]
                          ) -> torch.Tensor:
     """Per prompt, the mean brightness in [0, 1] of real images with the same background tag
-    (``real_brightness``: each real image's, ``metrics.image_brightness``)."""
+    (``real_brightness``: each real image's, ``pixels.image_brightness``)."""
     out = []
     for p in prompts:
         bg = next((t for t in p if t.endswith("_background")), None)
@@ -43,47 +82,21 @@ def background_reference(prompts: list[list[str]], real_brightness: torch.Tensor
 
 
 @torch.no_grad()
-def x0_probe(ck: LoadedCheckpoint, ps: PromptSet, ref: torch.Tensor, sigma_sdxl: float) -> X0Probe:
-    """Brightness error of D(ε, σ) per image against ``ref`` (per-image reference brightness)."""
+def x0_probe(c: ProbeContext, record: Record, sigma_sdxl: float) -> None:
+    """Brightness error of D(ε, σ) per image against the reference of its background."""
+    ck, ps = c.ck, c.ps
     sigma = ck.denoiser.schedule.to_model(sigma_sdxl)
     cond, _ = ck.conditioning(ps, slice(None))
     x = initial_state(ps.noise.to(ck.bundle.device), sigma)
     d = ck.bundle.to_pixels(ck.denoiser(x, sigma, cond)).float().cpu()
-    finite = torch.isfinite(d.flatten(1)).all(1)
+    finite = finite_images(d)
     mean = torch.where(finite, ((d.flatten(1) + 1) / 2).mean(1), torch.full((len(d),), math.nan))
-    err = (mean - ref).abs()
-    return X0Probe(sigma=sigma_sdxl, nonfinite_frac=float((~finite).float().mean()),
-                   max_abs=float(torch.nan_to_num(d.abs(), nan=math.inf).max()),
-                   brightness_err=float(err[finite].mean()) if finite.any() else math.nan,
-                   per_image_err=err.tolist())
-
-
-@torch.no_grad()
-def practical_infinity(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, sampler: str = "euler",
-                       schedule: str = "native", starts: tuple[float, ...] = PRACTICAL_STARTS) -> PracticalInfinity:
-    """Claim C9 for one checkpoint: per-image RMS distance between samples started at ``starts[0]``
-    and at each other start, from the same noise and sampler — on two images per prompt, which
-    also give the scale (their distance to each other)."""
-    keep = torch.cat([torch.nonzero(ps.prompt_index == p).flatten()[:2] for p in range(len(ps.prompts))])
-    ps = PromptSet(ps.prompts, ps.prompt_index[keep], ps.noise[keep])  # two per prompt: d and its scale d_ref
-    cond, uncond = ck.conditioning(ps, slice(None))
-    guided = GuidedDenoiser(ck.denoiser, cond, uncond, cfg_scale)
-    outs = {}
-    noise = ps.noise.to(ck.bundle.device)
-    for s in starts:
-        gen = torch.Generator(device=ck.bundle.device).manual_seed(0)
-        sig = sampling_sigmas(ck.denoiser.schedule, steps, s, schedule)
-        x = get_sampler(sampler)(guided, initial_state(noise, float(sig[0])), sig, generator=gen)
-        outs[s] = to_unit(ck.bundle.to_pixels(x).float().cpu())
-    ref = outs[starts[0]]
-    dist, per_image = {}, {}
-    for s in starts[1:]:
-        d = (outs[s] - ref).flatten(1).pow(2).mean(1).sqrt()
-        dist[f"{s:g}"] = float(d.mean())
-        per_image[f"{s:g}"] = d.tolist()
-    return PracticalInfinity(cfg_scale=cfg_scale, reference_start=starts[0], distance=dist,
-                             per_image_distance=per_image, per_image_reference=same_prompt_distance(ref, ps),
-                             prompt_index=ps.prompt_index.tolist())
+    err = (mean - c.reference).abs()
+    record.put_all(c.run, Setting("x0", sigma_sdxl), {
+        "nonfinite_frac": float((~finite).float().mean()),
+        "max_abs": float(torch.nan_to_num(d.abs(), nan=math.inf).max()),
+        "brightness_err_mean": float(err[finite].mean()) if finite.any() else math.nan,
+        "brightness_err": err.tolist()})
 
 
 def same_prompt_distance(images: torch.Tensor, ps: PromptSet) -> list[float]:
@@ -100,32 +113,46 @@ def same_prompt_distance(images: torch.Tensor, ps: PromptSet) -> list[float]:
     return out
 
 
-LEAK_LEVELS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+@torch.no_grad()
+def practical_infinity(c: ProbeContext, record: Record, starts: tuple[float, ...] = PRACTICAL_STARTS) -> None:
+    """Claim C9: per-image RMS distance between samples started at ``starts[0]`` and at each other
+    start, from the same noise and sampler — on two images per prompt, which also give the scale
+    (their distance to each other, recorded at the reference start)."""
+    ps = c.ps
+    keep = torch.cat([torch.nonzero(ps.prompt_index == p).flatten()[:2] for p in range(len(ps.prompts))])
+    ps = PromptSet(ps.prompts, ps.prompt_index[keep], ps.noise[keep])  # two per prompt: d and its scale d_ref
+    pid = ps.prompt_index.tolist()
+    at = {s: c.template.at(kind="practical_infinity", start=s) for s in starts}
+    outs = {s: to_unit(generate(c.ck, at[s], ps, seed=0).images) for s in starts}
+    ref = outs[starts[0]]
+    scale = same_prompt_distance(ref, ps)
+    if scale:
+        record.put(c.run, at[starts[0]], "same_prompt_distance", scale, pid)
+    for s in starts[1:]:
+        d = (outs[s] - ref).flatten(1).pow(2).mean(1).sqrt()
+        record.put(c.run, at[s], "distance", d.tolist(), pid)
+        record.put_all(c.run, at[s], {"distance_mean": float(d.mean()), "reference_start": starts[0]})
 
 
 @torch.no_grad()
-def mean_leak_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, start: float, steps: int,
-                    sampler: str = "euler", schedule: str = "native", levels: tuple[float, ...] = LEAK_LEVELS,
-                    batch: int = 64) -> MeanLeakProbe:
+def mean_leak_probe(c: ProbeContext, record: Record, start: float, levels: tuple[float, ...] = LEAK_LEVELS) -> None:
     """Claim C3's designed probe: each prompt's first noise with its mean removed, then set to
-    level/√D for every level; sampled at (``cfg_scale``, ``start``). Exact balance across prompts
-    and a dose-response, with a regressor of the same unit at every start."""
-
+    level/√D for every level; sampled at (CFG, ``start``). Exact balance across prompts and a
+    dose-response, with a regressor (the unit noise mean) of the same unit at every start."""
+    ps = c.ps
     first = [int(torch.nonzero(ps.prompt_index == p)[0]) for p in range(len(ps.prompts))]
     base = ps.noise[first]
     dim = base[0].numel()
     centred = base - base.flatten(1).mean(1).view(-1, *([1] * (base.dim() - 1)))
     noise = torch.cat([centred + lv / math.sqrt(dim) for lv in levels])
     index = torch.arange(len(first)).repeat(len(levels))
-    designed = PromptSet(ps.prompts, index, noise)
-    point = EvalPoint(cfg_scale=cfg_scale, first_sigma=start, sampler=sampler, schedule=schedule, steps=steps)
-    images = generate(ck, point, designed, batch=batch).images
-    out = images.flatten(1).mean(1)
-    return MeanLeakProbe(cfg_scale=cfg_scale, start=start, dim=dim, prompt_index=index.tolist(),
-                         level=[lv for lv in levels for _ in first], out_mean=out.tolist())
-
-
-COUNT_STARTS = (14.6, 20000.0)
+    setting = c.template.at(kind="mean_leak", start=start)
+    images = generate(c.ck, setting, PromptSet(ps.prompts, index, noise)).images
+    level = [lv for lv in levels for _ in first]
+    pid = index.tolist()
+    record.put(c.run, setting, "level", level, pid)
+    record.put(c.run, setting, "noise_mean", [lv / math.sqrt(dim) for lv in level], pid)
+    record.put(c.run, setting, "out_mean", images.flatten(1).mean(1).tolist(), pid)
 
 
 def canvas(ck: LoadedCheckpoint, scale: float) -> tuple[int, int]:
@@ -135,51 +162,38 @@ def canvas(ck: LoadedCheckpoint, scale: float) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def count_probe(ck: LoadedCheckpoint, ps: PromptSet, cfg_scale: float, steps: int, counter: Counter,
-                sampler: str = "euler", schedule: str = "native", seed: int = 0, scale: float = 2.0,
-                starts: tuple[float, ...] = COUNT_STARTS) -> CountProbe:
+def count_probe(c: ProbeContext, record: Record, scale: float = 2.0, starts: tuple[float, ...] = COUNT_STARTS) -> None:
     """Claim C4: one image per prompt sampled at ``scale``× the native side (its own dimension
-    scale) from each start on the same fresh noise (drawn from ``seed``: shared by the arms of a
-    replicate), objects counted by ``counter`` against the prompt's number."""
-    big = ck.at_size(canvas(ck, scale))
-    gen = torch.Generator().manual_seed(seed + 7919)
-    index = torch.arange(len(ps.prompts))  # one image per prompt: the canvas costs scale² of the sweep's
-    noise = torch.randn((len(index), *big.sample_shape), generator=gen)
-    wide = PromptSet(ps.prompts, index, noise)
-    wrong = {}
+    scale) from each start on the same fresh noise (drawn from the evaluation seed: shared by the
+    arms of a replicate), objects counted by the counter against the prompt's number."""
+    big = c.ck.at_size(canvas(c.ck, scale))
+    gen = torch.Generator().manual_seed(c.seed + 7919)
+    index = torch.arange(len(c.ps.prompts))  # one image per prompt: the canvas costs scale² of the sweep's
+    wide = PromptSet(c.ps.prompts, index, torch.randn((len(index), *big.sample_shape), generator=gen))
     for s in starts:
-        point = EvalPoint(cfg_scale=cfg_scale, first_sigma=s, sampler=sampler, schedule=schedule, steps=steps)
-        wrong[f"{s:g}"] = wrong_counts(counter, wide.per_image, generate(big, point, wide).images)
-    return CountProbe(cfg_scale=cfg_scale, scale=scale, size=list(big.image_size), wrong=wrong,
-                      prompt_index=index.tolist())
+        setting = c.template.at(kind="count", start=s, canvas=scale)
+        wrong = wrong_counts(c.counter, wide.per_image, generate(big, setting, wide).images)
+        record.put(c.run, setting, "wrong_count", wrong, index.tolist())
+        record.put_all(c.run, setting, {"height": big.image_size[0], "width": big.image_size[1]})
 
 
-def run_probes(ck: LoadedCheckpoint, ps: PromptSet, real_brightness: torch.Tensor, real_tags: list[list[str]],
-               cfg_scales: tuple[float, ...], steps: int, sampler: str, schedule: str,
-               starts: tuple[float, ...] = (), counter: Counter | None = None, seed: int = 0,
-               count_scales: tuple[float, ...] = (2.0,)) -> Probes:
+def run_probes(c: ProbeContext) -> Record:
     """Both x̂0 probes for every checkpoint; the designed mean-leak probe from the highest swept start
     the variant was trained for (14.6 without ZTSNR, the top start with it: C3 compares exactly
-    these); for ZTSNR variants the practical-infinity probe and, with a ``counter`` (the exact
-    scorer on the benchmark, a WD14 tagger for anime models), the count probe at each of
-    ``count_scales`` × the side (C4 compares starts of the ZTSNR model at 2×). Sampled probes run
-    at the swept CFG nearest 5, the paper's recommendation."""
-    ref = background_reference(ps.per_image, real_brightness, real_tags)
-    probes = Probes(x0_probe(ck, ps, ref, math.inf), x0_probe(ck, ps, ref, 20000.0))
-    cfg = min(cfg_scales, key=lambda c: abs(c - 5.0))
-    top = ck.variant.top_sigma
-    trained = [s for s in starts if s <= top * 1.001]  # the starts this variant was trained to begin from
+    these); for ZTSNR variants the practical-infinity probe and, with a counter (the exact scorer
+    on the benchmark, a WD14 tagger for anime models), the count probe at each canvas scale."""
+    record = Record()
+    record.add_run(c.run)
+    x0_probe(c, record, math.inf)
+    x0_probe(c, record, 20000.0)
+    top = c.ck.variant.top_sigma
+    trained = [s for s in c.starts if s <= top * 1.001]  # the starts this variant was trained to begin from
     if trained:
-        s = max(trained)
-        probes.mean_leak[f"{s:g}"] = mean_leak_probe(ck, ps, cfg, s, steps, sampler, schedule)
+        mean_leak_probe(c, record, max(trained))
     if math.isinf(top):
-        probes.practical_infinity = practical_infinity(ck, ps, cfg, steps, sampler, schedule)
-        if counter is not None:
-            probes.counter = counter.name
-            for scale in count_scales:
-                probe = count_probe(ck, ps, cfg, steps, counter, sampler, schedule, seed, scale)
-                if scale == 2.0:
-                    probes.count = probe
-                else:
-                    probes.count_scales[f"{scale:g}"] = probe
-    return probes
+        practical_infinity(c, record)
+        if c.counter is not None:
+            c.run.counter = c.counter.name
+            for scale in c.count_scales:
+                count_probe(c, record, scale)
+    return record

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .metrics import to_unit
+from .pixels import to_unit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

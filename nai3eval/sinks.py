@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import tempfile
 import time
@@ -10,47 +11,60 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nai3train.atomic import atomic_write
 from nai3train.tracking import Tracker
 
 from .grid import save_grid
-from .metrics import Samples
-from .results import PointResult
+from .metrics import Samples, declared_outputs
+from .record import PerImage, Record, Run
+from .setting import Setting
+
+
+def grid_label(run: Run) -> str:
+    """The variant part of a sample grid's file name: ``<variant>`` for seed 0, else ``<variant>@seed<k>``."""
+    return run.name if run.seed == 0 else f"{run.name}@seed{run.seed}"
+
+
+def grid_name(run: Run, setting: Setting) -> str:
+    return f"{grid_label(run)}__{setting.name}"
+
+
+def _only(record: Record) -> Run:
+    return next(iter(record.runs.values()))
 
 
 @dataclass
 class GridSink:
-    """A PNG grid of each point's first images, named ``<variant>__<point>.png`` for the report."""
+    """A PNG grid of each point's first images, named ``grid_name`` for the report."""
 
     folder: Path
     n: int = 16
-    label: str | None = None  # the file's variant part (default: the result's variant name)
 
-    def __call__(self, result: PointResult, samples: Samples) -> None:
-        save_grid(samples.images[: self.n], Path(self.folder) / f"{self.label or result.variant}__{result.name}.png")
+    def __call__(self, record: Record, setting: Setting, samples: Samples) -> None:
+        save_grid(samples.images[: self.n], Path(self.folder) / f"{grid_name(_only(record), setting)}.png")
 
 
-def write_per_image_csv(path: Path, result: PointResult, samples: Samples, vocab: list[str]) -> None:
-    """One row per image: its prompt and seed, brightness, what the instrument found, finiteness."""
-    ps, pi = samples.prompt_set, result.per_image
+def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: Samples, vocab: list[str]) -> None:
+    """One row per image: its prompt and seed, then every declared per-image output measured."""
+    run = _only(record)
+    have = record.metrics_at(run, setting)
+    cols = [o.name for o in declared_outputs() if o.per_image and isinstance(have.get(o.name), PerImage)]
+    ps = samples.prompt_set
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index",
-                    "mean", "brightness", "tags_found", "recall", "finite"])
+        w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index", *cols])
         seen: dict[int, int] = {}
         for i, p in enumerate(ps.prompt_index.tolist()):
             seen[p] = seen.get(p, -1) + 1
-            found = ", ".join(vocab[k] for k in pi.found[i]) if pi.found else ""
-            recall = f"{pi.recall[i]:.3f}" if pi.recall else ""
-            mean = f"{pi.out_mean[i]:.5f}" if pi.out_mean else ""
-            bright = f"{pi.brightness[i]:.5f}" if pi.brightness else ""
-            w.writerow([i, result.variant, result.cfg_scale, result.first_sigma, ", ".join(ps.prompts[p]), p, seen[p],
-                        mean, bright, found, recall, pi.finite[i] if pi.finite else ""])
+            values = [have[c].values[i] for c in cols]
+            values = [", ".join(vocab[k] for k in v) if c == "found" else v for c, v in zip(cols, values)]
+            w.writerow([i, run.name, setting.cfg_scale, setting.start, ", ".join(ps.prompts[p]), p, seen[p], *values])
 
 
 @dataclass
 class MLflowPointSink:
     """One MLflow child run per point under ``parent``: the settings as params and as metrics (so the
-    UI can plot metrics against them), every scalar metric, a sample grid and the per-image table.
+    UI can plot metrics against them), every scalar measured, a sample grid and the per-image table.
     ``variant_params`` (prediction, ztsnr, sigma_max, seed, …) let the UI group and colour by them."""
 
     parent: Tracker
@@ -59,62 +73,48 @@ class MLflowPointSink:
     vocab: list[str]
     variant_params: dict[str, Any] = field(default_factory=dict)
 
-    def __call__(self, result: PointResult, samples: Samples) -> None:
-        p = result.point
-        began = int((time.time() - (result.seconds or 0.0)) * 1000)
-        child = Tracker.start(self.parent.uri, self.experiment_id, f"eval/{result.variant}/{p.name}", parent=self.parent,
-                              tags={"nai3.kind": "eval", "nai3.variant": result.variant,
+    def __call__(self, record: Record, p: Setting, samples: Samples) -> None:
+        run = _only(record)
+        scalars = {m: v for m, v in record.metrics_at(run, p).items() if isinstance(v, float)}
+        began = int((time.time() - scalars.get("seconds", 0.0)) * 1000)
+        child = Tracker.start(self.parent.uri, self.experiment_id, f"eval/{run.name}/{p.name}", parent=self.parent,
+                              tags={"nai3.kind": "eval", "nai3.variant": run.name,
                                     "nai3.variant_hash": self.variant_hash}, start_time_ms=began)
-        try:
-            child.log_params({"variant.name": result.variant, **{f"variant.{k}": v for k, v in self.variant_params.items()},
-                              "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.first_sigma,
+        with child.running():
+            child.log_params({"variant.name": run.name, **{f"variant.{k}": v for k, v in self.variant_params.items()},
+                              "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.start,
                               "eval.sampler": p.sampler, "eval.schedule": p.schedule, "eval.steps": p.steps,
-                              "eval.cfg_rescale": p.cfg_rescale, "eval.n_images": result.n_images,
-                              "eval.extrapolated": result.extrapolated})
-            finite = math.isfinite(p.first_sigma)
+                              "eval.cfg_rescale": p.cfg_rescale, "eval.n_images": len(samples.images),
+                              "eval.extrapolated": p.start > run.variant.top_sigma})
+            finite = math.isfinite(p.start)
             child.log_metrics({"eval/cfg_scale": p.cfg_scale, "eval/cfg_rescale": p.cfg_rescale,
-                               "eval/first_sigma": p.first_sigma if finite else 1e300,
-                               "eval/log10_first_sigma": math.log10(p.first_sigma) if finite else 300.0,
-                               **result.scalars()})
+                               "eval/first_sigma": p.start if finite else 1e300,
+                               "eval/log10_first_sigma": math.log10(p.start) if finite else 300.0,
+                               **{f"eval/{m}": v for m, v in scalars.items() if math.isfinite(v)}})
             with tempfile.TemporaryDirectory() as d:
                 save_grid(samples.images[:32], Path(d) / "samples.png")
-                write_per_image_csv(Path(d) / "per_image.csv", result, samples, self.vocab)
+                write_per_image_csv(Path(d) / "per_image.csv", record, p, samples, self.vocab)
                 child.log_artifact(d)
-            child.finish(True)
-        except Exception:
-            child.finish(False)
-            raise
 
 
 @dataclass
 class PointCache:
-    """Each finished point as JSON under ``folder`` (written atomically as it finishes), so an
-    evaluation killed half-way resumes without sampling its finished points again."""
+    """Each finished point as a one-point record under ``folder`` (written atomically as it
+    finishes), so an evaluation killed half-way resumes without sampling its finished points again."""
 
     folder: Path
 
-    def __call__(self, result: PointResult, samples: Samples) -> None:
-        import json
-        import os
-
-        from nai3train.config import to_dict
-
+    def __call__(self, record: Record, setting: Setting, samples: Samples) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        f = self.folder / f"{result.name}.json"
-        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(to_dict(result)))
-        os.replace(tmp, f)
+        atomic_write(self.folder / f"{setting.name}.json", json.dumps(record.to_dict()))
 
-    def load(self) -> dict[str, PointResult]:
-        import json
-
-        from .results import point_from_dict
-
-        out = {}
+    def load(self) -> Record:
+        """Every point cached so far, as one record; a damaged entry (or one of another format) is
+        measured again."""
+        out = Record()
         for f in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
             try:
-                r = point_from_dict(json.loads(f.read_text()))
+                out.merge(Record.from_dict(json.loads(f.read_text())))
             except (ValueError, TypeError, KeyError):
-                continue  # a damaged entry is measured again
-            out[r.name] = r
+                continue
         return out

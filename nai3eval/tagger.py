@@ -44,21 +44,6 @@ class Tagger(nn.Module):
         return self.head(self.features(x))
 
 
-class TaggerFeatures(nn.Module):
-    """Feature module for ``torchmetrics`` FID/KID: takes float images in [0, 1] (normalize=True)."""
-
-    def __init__(self, tagger: Tagger):
-        super().__init__()
-        self.tagger = tagger
-        self.num_features = tagger.config["feature_dim"]
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        return self.tagger.features(x * 2 - 1)
-
-
 @dataclass
 class TaggerReport:
     val_exact_match: float

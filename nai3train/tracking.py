@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -143,6 +144,17 @@ class Tracker:
     def finish(self, ok: bool = True) -> None:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
         self.client.set_terminated(self.run_id, status=status)
+
+    @contextmanager
+    def running(self) -> Iterator["Tracker"]:
+        """The run's lifecycle around a block: FINISHED when it completes, FAILED when it raises
+        (Ctrl-C included), so no run is left RUNNING by this process."""
+        try:
+            yield self
+        except BaseException:
+            self.finish(False)
+            raise
+        self.finish(True)
 
     @classmethod
     def start(cls, uri: str, experiment_id: str, name: str, parent: "Tracker | None" = None,

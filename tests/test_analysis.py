@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from nai3eval import analysis as A
+from nai3eval.claims import statistics as A
 
 
 def test_jackknife_of_a_mean_of_prompt_means_is_the_classical_standard_error():

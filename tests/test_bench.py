@@ -1,4 +1,5 @@
 """The GPU benchmark script must run anywhere with --tiny (its numbers are not asserted)."""
+import json
 import re
 import subprocess
 import sys
@@ -22,3 +23,24 @@ def test_data_throughput_bench_runs():
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
     assert re.search(r"streaming \(every image decoded per use\) = \d", p.stdout.strip().splitlines()[-1])
+
+
+def test_same_numbers_reports_any_difference(capsys):
+    """The before/after comparison passes identical numbers and decisions, and flags one changed
+    per-image value, one NaN where a number was, and one changed verdict."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("same_numbers", ROOT / "bench" / "same_numbers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    side = {"numbers": {"0|v|cfg5|kid": 0.25, "0|v|cfg5|brightness": [0.1, float("nan"), 0.3]},
+            "claims": {"C2": {"verdict": "supported", "effect": {"value": 0.3}, "per_seed": []}},
+            "checks": {"C7": "check passed"}}
+    assert mod.compare(side, json.loads(json.dumps(side))) == 0
+    assert "0 measurements and 0 decisions differ" in capsys.readouterr().out.splitlines()[-1]
+    for change in (lambda d: d["numbers"]["0|v|cfg5|brightness"].__setitem__(2, 0.3000001),
+                   lambda d: d["numbers"].__setitem__("0|v|cfg5|kid", float("nan")),
+                   lambda d: d["claims"]["C2"].__setitem__("verdict", "inconclusive")):
+        other = json.loads(json.dumps(side))
+        change(other)
+        assert mod.compare(side, other) == 1

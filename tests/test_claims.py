@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from nai3eval import analysis as A
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
+from nai3eval.claims import statistics as A
+from nai3eval.record import Record, Run
 from nai3eval.report import write_report
-from nai3eval.results import (CountProbe, EvalPoint, MeanLeakProbe, PerImage, PointResult, PracticalInfinity, Probes,
-                              VariantResult, X0Probe)
-from nai3train.config import ConfigError
+from nai3eval.setting import Setting
+from nai3train.config import ConfigError, VariantConfig
 
 G, PER = 8, 4  # prompts, images per prompt
 PID = np.repeat(np.arange(G), PER)
@@ -44,15 +44,17 @@ def arm_truth(name: str, flip: bool = False) -> dict:
             "count_err": 0.0 if flip else 0.6}
 
 
-def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False, noise: float = 0.02) -> VariantResult:
+def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False, noise: float = 0.02) -> Record:
+    """One evaluated run whose measurements carry the truth of ``arm_truth``."""
     t = arm_truth(name, flip)
     zt = ARMS[name]["ztsnr"]
     starts = (14.6, 20000.0) + ((math.inf,) if zt else ())
+    rec = Record()
+    run = rec.add_run(Run(VariantConfig(name=name, **ARMS[name]), seed, PROMPTS, PID.tolist()))
 
     def jitter(v, n=G * PER):
         return (v + rng.normal(scale=noise, size=n) + np.repeat(rng.normal(scale=noise, size=G), PER)).tolist()
 
-    points = []
     for c in cfgs:
         for s in starts:
             top = s == starts[-1]
@@ -60,31 +62,53 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
             bright = (np.where(PID % 2 == 0, 0.5 - t["grey"], 0.5 + t["grey"])
                       + rng.normal(scale=noise, size=G * PER)).tolist()
             err_k = jitter(err)
-            per = PerImage(brightness=bright, brightness_err=err_k, brightness_err_unclamped=err_k,
-                           recall_rare=jitter(t["rare"]), leakage_common=jitter(t["leak"]))
             kid = 0.05 + 0.02 * (math.log(c) - math.log(t["cfg_star"])) ** 2 + rng.normal(scale=0.0005)
-            points.append(PointResult(name, EvalPoint(c, s), G * PER, False, kid_tagger=kid, per_image=per))
+            rec.put_all(run, Setting("sweep", s, c), {
+                "brightness": bright, "brightness_err": err_k, "brightness_err_unclamped": err_k,
+                "recall_rare": jitter(t["rare"]), "leakage_common": jitter(t["leak"]), "kid_tagger": kid})
     levels = np.tile([-2.0, -1.0, 0.0, 1.0, 2.0], G)
     lpid = np.repeat(np.arange(G), 5)
-    leak = {}
     for key, s in (("14.6", 14.6), ("max", starts[-1])):
         slope = t["slope"]["low" if key == "14.6" else "top"]
         out = slope * levels / math.sqrt(DIM) + np.sin(lpid) + rng.normal(scale=noise / 20, size=len(levels))
-        leak[f"{s:g}"] = MeanLeakProbe(5.0, s, DIM, lpid.tolist(), levels.tolist(), out.tolist())
-    ref = np.abs(1.0 + rng.normal(scale=noise, size=G * PER))
-    pi = PracticalInfinity(5.0, 20000.0, {}, {k: (r * ref + rng.normal(scale=noise / 5, size=G * PER)).tolist()
-                                             for k, r in t["ratios"].items()}, ref.tolist()) if zt else None
-    count = CountProbe(5.0, 2, [32, 32], {"14.6": (rng.uniform(size=G * PER) < t["count_err"]).astype(float).tolist(),
-                                           "20000": (rng.uniform(size=G * PER) < 0.6 - t["count_err"]).astype(float).tolist()})
+        at = Setting("mean_leak", s, 5.0)
+        rec.put(run, at, "noise_mean", (levels / math.sqrt(DIM)).tolist(), lpid)
+        rec.put(run, at, "out_mean", out.tolist(), lpid)
+    if zt:
+        ref = np.abs(1.0 + rng.normal(scale=noise, size=G * PER))
+        rec.put(run, Setting("practical_infinity", 20000.0, 5.0), "same_prompt_distance", ref.tolist(), PID)
+        for k, r in t["ratios"].items():
+            at = Setting("practical_infinity", float(k), 5.0)
+            rec.put(run, at, "distance", (r * ref + rng.normal(scale=noise / 5, size=G * PER)).tolist(), PID)
+            rec.put(run, at, "reference_start", 20000.0)
+    for s, rate in ((14.6, t["count_err"]), (20000.0, 0.6 - t["count_err"])):
+        rec.put(run, Setting("count", s, 5.0, canvas=2.0), "wrong_count",
+                (rng.uniform(size=G * PER) < rate).astype(float).tolist(), PID)
     nf = t["nonfinite_inf"]
-    probes = Probes(X0Probe(math.inf, nf, math.inf if nf else 1.0, math.nan, [math.nan if nf else 0.05] * (G * PER)),
-                    X0Probe(20000.0, 0.0, 1.0, t["x0_err"], jitter(t["x0_err"])), pi, leak, count)
-    return VariantResult(name, {"name": name, **ARMS[name]}, PROMPTS, PID.tolist(), points, probes, seed=seed)
+    rec.put_all(run, Setting("x0", math.inf), {"nonfinite_frac": nf, "brightness_err": [math.nan if nf else 0.05] * (G * PER)})
+    rec.put_all(run, Setting("x0", 20000.0), {"nonfinite_frac": 0.0, "brightness_err": jitter(t["x0_err"])})
+    return rec
 
 
-def fake_results(seeds=(0, 1, 2), arms=tuple(ARMS), **kw) -> list[VariantResult]:
+def fake_results(seeds=(0, 1, 2), arms=tuple(ARMS), **kw) -> Record:
     rng = np.random.default_rng(sum(seeds) + 7)
-    return [fake_variant(a, k, rng, **kw) for k in seeds for a in arms]
+    out = Record()
+    for k in seeds:
+        for a in arms:
+            out.merge(fake_variant(a, k, rng, **kw))
+    return out
+
+
+def sweep_values(rec: Record, metric: str, value) -> None:
+    """Replace ``metric`` at every sweep point of every run (``value(run)``: the per-image list)."""
+    for run in rec.runs.values():
+        for s in rec.settings(run, "sweep"):
+            rec.put(run, s, metric, value(run))
+
+
+def drop(rec: Record, kind: str) -> None:
+    for key in [k for k in rec.values if k[1].kind == kind]:
+        del rec.values[key]
 
 
 def by_id(outcome):
@@ -118,18 +142,19 @@ def test_a_bad_spec_is_refused_naming_the_key(tmp_path, edit, key):
 
 
 def test_arms_are_selected_by_fields_and_all_other_fields_at_defaults():
-    assert matches({"name": "anything", "prediction": "v", "ztsnr": True}, {"prediction": "v", "ztsnr": True})
-    assert not matches({"prediction": "v", "ztsnr": True, "tag_weighting": True}, {"prediction": "v", "ztsnr": True})
-    assert matches({"prediction": "v", "sigma_max": 20000}, {"prediction": "v", "sigma_max": 20000.0})
-    results = fake_results(seeds=(0,))
-    for r in results:  # names carry no meaning
-        r.variant = r.variant_config["name"] = f"arm-{abs(hash(r.variant)) % 1000}"
-    o = evaluate_claims(results)
-    c2 = by_id(o)["C2"]
-    assert [next(r for r in results if r.variant == c2.arms[a]).variant_config["prediction"] for a in
-            ("baseline", "treatment")] == ["v", "v"]
-    doubled = results + [fake_variant("v", 0, np.random.default_rng(1))]
-    doubled[-1].variant = "another-v"
+    v = lambda **f: VariantConfig(name="anything", **f)  # noqa: E731
+    assert matches(v(prediction="v", ztsnr=True), {"prediction": "v", "ztsnr": True})
+    assert not matches(v(prediction="v", ztsnr=True, tag_weighting=True), {"prediction": "v", "ztsnr": True})
+    assert matches(v(prediction="v", ztsnr=True, sigma_max=20000), {"prediction": "v", "ztsnr": True, "sigma_max": 2e4})
+    assert not matches(v(prediction="v", ztsnr=True, sigma_max=20000), {"prediction": "v", "ztsnr": True})
+    renamed = Record()
+    for i, (key, run) in enumerate(fake_results(seeds=(0,)).runs.items()):  # names carry no meaning
+        one = Record(runs={key: run}, values={k: x for k, x in fake_results(seeds=(0,)).values.items() if k[0] == key})
+        renamed.merge(one.relabel(f"arm-{i}", 0))
+    c2 = by_id(evaluate_claims(renamed))["C2"]
+    assert [next(r for r in renamed.runs.values() if r.name == c2.arms[a]).variant.prediction
+            for a in ("baseline", "treatment")] == ["v", "v"]
+    doubled = fake_results(seeds=(0,)).merge(fake_variant("v", 0, np.random.default_rng(1)).relabel("another-v", 0))
     assert "several variants match" in by_id(evaluate_claims(doubled))["C2"].decision.reason
 
 
@@ -190,8 +215,8 @@ def test_missing_arms_and_probes_are_not_measured_with_the_reason():
     c = by_id(evaluate_claims(smoke))
     assert c["C2"].verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c["C2"].decision.reason
     assert c["C2-package"].verdict.endswith("supported")
-    for r in smoke:
-        r.probes.mean_leak, r.probes.count = {}, None
+    drop(smoke, "mean_leak")
+    drop(smoke, "count")
     c = by_id(evaluate_claims(smoke))
     assert "no designed mean-leak probe" in c["C3-package"].decision.reason
     assert "no 2×-canvas count probe" in c["C4"].decision.reason
@@ -223,13 +248,12 @@ def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrume
     """The tagger's readings say tag weighting helps rare recall; the exact scorer (the benchmark's
     primary instrument) says it does not: the claim follows the scorer and says so."""
     results = fake_results()
-    for r in results:
-        weighted = ARMS[r.variant].get("tag_weighting", False)
+    for r in results.runs.values():
         r.instruments = {"exact scorer": {"background": 1.0, "count": 0.99, "object": 0.98},
                          "domain tagger": {"recall": 0.8}}
-        for p in r.points:
-            p.per_image.scorer_recall_rare = [0.4 + (0.001 * (i % 3) if weighted else 0.0) for i in range(G * PER)]
-            p.per_image.scorer_leakage_common = [0.2] * (G * PER)
+    sweep_values(results, "scorer_image_recall_rare", lambda r: [
+        0.4 + (0.001 * (i % 3) if r.variant.tag_weighting else 0.0) for i in range(G * PER)])
+    sweep_values(results, "scorer_image_leakage_common", lambda r: [0.2] * (G * PER))
     rare = by_id(evaluate_claims(results))["C6-rare"]
     assert rare.effect.value == pytest.approx(0.001, abs=0.001) and "supported" not in rare.verdict
     assert "instrument: exact scorer (held-out real images: background 1.000, count 0.990, object 0.980)" in rare.detail
@@ -241,13 +265,10 @@ def test_c2_levels_read_unclamped_brightness_and_refuse_results_without_it():
     """A sample CFG pushed past white clips to pure white: the clipped error is one constant (no
     verdict from a zero-width interval); the spec's estimand is the unclamped error."""
     results = fake_results()
-    for r in results:
-        for p in r.points:
-            p.per_image.brightness_err = [0.058] * (G * PER)  # every image clipped to white
+    sweep_values(results, "brightness_err", lambda r: [0.058] * (G * PER))  # every image clipped to white
     assert by_id(evaluate_claims(results))["C2-white"].verdict == "supported"  # read unclamped: varies, < 0.10
-    for r in results:
-        for p in r.points:
-            p.per_image.brightness_err_unclamped = []
+    for key in [k for k in results.values if k[2] == "brightness_err_unclamped"]:
+        del results.values[key]
     white = by_id(evaluate_claims(results))["C2-white"]
     assert white.verdict == "not measured" and "before unclamped brightness was recorded" in white.decision.reason
 
@@ -256,28 +277,54 @@ def test_c5_optimum_is_the_local_parabola_and_a_grid_edge_is_censored():
     """The domain tagger's KID grows a thousandfold over a CFG grid: one quadratic over the whole grid
     is dragged by that tail (the positive control below), the parabola through the minimum and its
     neighbours is exact; a minimum at a grid edge is reported and flagged as censored."""
-    from nai3eval.claims import Arms, _cfg_optimum, _log_cfg_optimum
+    from nai3eval.claims import Arms
+    from nai3eval.claims.estimands import ESTIMANDS, cfg_optimum
 
     grid = (1.5, 2.5, 3.5, 5.0, 7.0, 10.0)
-    base = fake_variant("sdxl-eps", 0, np.random.default_rng(0), cfgs=grid)
-    treat = fake_variant("v-ztsnr", 0, np.random.default_rng(1), cfgs=grid)
+    rec = fake_variant("sdxl-eps", 0, np.random.default_rng(0), cfgs=grid).merge(
+        fake_variant("v-ztsnr", 0, np.random.default_rng(1), cfgs=grid))
+    base, treat = rec.runs[("sdxl-eps", 0)], rec.runs[("v-ztsnr", 0)]
 
     def kid(c: float, star: float) -> float:
         return 1e6 * (1 + (math.log(c) - math.log(star)) ** 2) * (1000.0 if c >= 7 else 1.0)
 
-    for p in base.points:
-        p.kid_tagger = kid(p.cfg_scale, 4.0)
-    for p in treat.points:
-        p.kid_tagger = kid(p.cfg_scale, 3.0)
-    assert _cfg_optimum(base, "14.6") == (pytest.approx(math.log(4.0), abs=1e-9), False)
+    def set_kid(run: Run, star: float) -> None:
+        for p in rec.settings(run, "sweep"):
+            rec.put(run, p, "kid_tagger", kid(p.cfg_scale, star))
+
+    set_kid(base, 4.0)
+    set_kid(treat, 3.0)
+    assert cfg_optimum(rec, base, "kid_tagger", 14.6) == (pytest.approx(math.log(4.0), abs=1e-9), False)
     x, y = np.log(grid), np.array([kid(c, 4.0) for c in grid])
     a, b, _ = np.polyfit(x, y, 2)
     assert abs(-b / (2 * a) - math.log(4.0)) > 0.3  # the whole-grid quadratic misses it
     spec = next(c for c in load_claims_spec().claims if c.id == "C5")
-    arms = Arms(spec, 5.0, base, treat, {})
-    assert _log_cfg_optimum(arms)[0] == pytest.approx(math.log(4.0) - math.log(3.0), abs=1e-9) and arms.notes == []
-    for p in treat.points:
-        p.kid_tagger = kid(p.cfg_scale, 1.0)  # the optimum lies below the grid
-    arms = Arms(spec, 5.0, base, treat, {})
-    assert _log_cfg_optimum(arms)[0] == pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9)
+    arms = Arms(spec, 5.0, rec, base, treat, {})
+    assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(3.0), abs=1e-9)
+    assert arms.notes == []
+    set_kid(treat, 1.0)  # the optimum lies below the grid
+    arms = Arms(spec, 5.0, rec, base, treat, {})
+    assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9)
     assert arms.notes == ["v-ztsnr's KID minimum is at the grid edge CFG 1.5 (censored: its optimum may lie beyond)"]
+
+
+def test_every_estimand_reads_names_a_metric_or_probe_declares():
+    """The spec names estimands; each estimand reads metric names: all of them are declared outputs,
+    so a renamed metric cannot leave a claim reading nothing."""
+    import dataclasses
+
+    from nai3eval.claims import ESTIMANDS
+    from nai3eval.metrics import declared_outputs
+    from nai3eval.probes import PROBE_OUTPUTS
+
+    known = {o.name for o in (*declared_outputs(), *PROBE_OUTPUTS)}
+    read = set()
+    for form in ESTIMANDS.values():
+        for f in dataclasses.fields(form):
+            v = getattr(form, f.name)
+            if f.name == "metric":
+                read.add(v)
+            elif f.name == "metrics":
+                read |= set(v)
+    assert read and read <= known, read - known
+    assert {"kid_tagger", "brightness_err", "wrong_count"} <= read

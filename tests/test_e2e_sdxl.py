@@ -39,9 +39,13 @@ def test_ablation_flow_on_a_tiny_sdxl(tmp_path):
     assert len(evals) == 2 * 2  # variants × starting σ
     results = json.loads(open(client.download_artifacts(parent.info.run_id, "results/results.json",
                                                         str(tmp_path / "dl"))).read())
-    prompts = {tuple(p_) for v in results["variants"] for p_ in v["prompts"]}
+    from nai3eval.record import Record
+    from nai3eval.setting import Setting
+
+    record = Record.from_dict(results["record"])
+    prompts = {tuple(p_) for r in record.runs.values() for p_ in r.prompts}
     assert ("1girl", "solo", "black_background", "simple_background", "upper_body") in prompts  # the prompt file
-    by_name = {v["variant"]: v for v in results["variants"]}
-    assert by_name["nai-v-ztsnr"]["probes"]["x0_inf"]["nonfinite_frac"] == 0.0  # v's exact limit through SDXL
-    assert by_name["sdxl-eps"]["probes"]["x0_inf"]["nonfinite_frac"] == 1.0  # ε's predicted blow-up
+    at_inf = Setting("x0", float("inf"))
+    assert record.scalar(record.runs[("nai-v-ztsnr", 0)], at_inf, "nonfinite_frac") == 0.0  # v's exact limit
+    assert record.scalar(record.runs[("sdxl-eps", 0)], at_inf, "nonfinite_frac") == 1.0  # ε's predicted blow-up
     assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

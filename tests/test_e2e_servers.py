@@ -159,7 +159,7 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
         assert len(parents) == 2 and all(p["info"]["status"] == "FINISHED" for p in parents)
         for p in parents:  # both reports complete: all four replicates
             res = results_of(p["info"]["run_id"])
-            assert sorted((v["variant"], v["seed"]) for v in res["variants"]) == sorted(
+            assert sorted((x["variant"]["name"], x["seed"]) for x in res["record"]["runs"]) == sorted(
                 (v, s) for v in ("sdxl-eps", "nai-v-ztsnr") for s in (0, 1))
         # Prefect's view: 8 flow runs + 1 resubmission; the dead one Crashed (heartbeat automation),
         # every other one Completed (none crashed later by the automation after it finished)

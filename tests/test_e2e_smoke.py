@@ -64,8 +64,11 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
         assert "config.resolved.json" in {a.path for a in client.list_artifacts(r.info.run_id)}
     results = json.loads(Path(client.download_artifacts(pid, "results/results.json", str(tmp_path / "dl"))).read_text())
-    assert sum(len(v["points"]) for v in results["variants"]) == 16
-    assert sorted(v["seed"] for v in results["variants"]) == [0, 0, 1, 1]
+    from nai3eval.record import Record
+
+    record = Record.from_dict(results["record"])
+    assert sum(len(record.settings(r, "sweep")) for r in record.runs.values()) == 16
+    assert sorted(r.seed for r in record.runs.values()) == [0, 0, 1, 1]
     report_json = json.loads(Path(client.download_artifacts(pid, "report/report.json", str(tmp_path / "dl2")))
                              .read_text())
     c2 = next(c for c in report_json["claims"] if c["id"] == "C2-package")  # the smoke arms: SDXL ε vs NAI
@@ -131,7 +134,7 @@ def test_eval_only_flow_on_a_checkpoint_folder(tmp_path):
     code = ("import json, sys; from flows.eval_only import eval_only; "
             f"r = eval_only([{ckpt!r}], config={str(ROOT / 'configs/smoke.yaml')!r}, overrides={TINY!r}, "
             f"work_dir={str(tmp_path / 'w')!r}, tracking_uri={uri!r}); "
-            "print('POINTS', len(r['results'][0].points))")
+            "print('POINTS', len(r['results'][0].settings(next(iter(r['results'][0].runs.values())), 'sweep')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from nai3eval.metrics import FeatureDistances, adherence
-from nai3eval.results import EvalPoint, PointResult
+from tests.toys import measure
+from nai3eval.metrics.adherence import adherence
+from nai3eval.metrics.tagger import FeatureDistances
 
 
 def _kid_numpy(a: np.ndarray, b: np.ndarray) -> float:
@@ -29,29 +30,31 @@ def test_kid_equals_numpy_unbiased_mmd():
 def test_tag_groups_and_leakage():
     pred = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0.0]])  # always "common", never the others
     prompted = torch.tensor([[0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 1.0]])
-    r = PointResult(variant="x", point=EvalPoint(1.0, 14.6), n_images=4, extrapolated=False)
-    adherence(pred, prompted, r, (torch.tensor([False, False, True]), torch.tensor([True, False, False])))
-    assert r.tag_recall_rare == 0.0 and r.tag_recall_common == 1.0
-    assert r.tag_leakage_common == 1.0  # the common tag shows up in all 3 images that did not ask for it
-    assert r.per_image.leakage_common == [1.0, 1.0, 0.0, 1.0]
-    assert r.tag_precision == pytest.approx(1 / 4) and r.tag_recall == pytest.approx(1 / 5)
+    r = adherence(pred, prompted, (torch.tensor([False, False, True]), torch.tensor([True, False, False])))
+    assert r["tag_recall_rare"] == 0.0 and r["tag_recall_common"] == 1.0
+    assert r["tag_leakage_common"] == 1.0  # the common tag shows up in all 3 images that did not ask for it
+    assert r["leakage_common"] == [1.0, 1.0, 0.0, 1.0]
+    assert r["tag_precision"] == pytest.approx(1 / 4) and r["tag_recall"] == pytest.approx(1 / 5)
 
 
 def test_unclamped_brightness_shows_overshoot_that_clipping_hides():
     """A black-background image at −1.5 (CFG overshoot below black): clipped brightness 0, the
     unclamped mean (x + 1)/2 = −0.25; a white one at 2.0: clipped 1, unclamped 1.5."""
-    from nai3eval.metrics import Brightness, Samples, image_brightness
+    from nai3eval.metrics import Samples
+    from nai3eval.metrics.brightness import Brightness
+    from nai3eval.pixels import image_brightness
     from nai3eval.prompts import PromptSet
 
     tags = [["black_background"], ["white_background"]]
     real = torch.stack([torch.full((3, 4, 4), -1.0), torch.full((3, 4, 4), 1.0)])
     images = torch.stack([torch.full((3, 4, 4), -1.5), torch.full((3, 4, 4), 2.0)])
-    r = PointResult(variant="x", point=EvalPoint(5.0, 14.6), n_images=2, extrapolated=False)
-    Brightness(image_brightness(real), tags)(Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))), r)
-    assert (r.brightness_black, r.brightness_white) == (0.0, 1.0)
-    assert r.brightness_unclamped_black == pytest.approx(-0.25) and r.brightness_unclamped_white == pytest.approx(1.5)
-    assert r.per_image.brightness_err == pytest.approx([0.0, 0.0])  # clipping hides the overshoot
-    assert r.per_image.brightness_err_unclamped == pytest.approx([0.25, 0.5])
+    r = measure(Brightness(image_brightness(real), tags),
+                Samples(images, torch.zeros(2), PromptSet(tags, torch.arange(2), torch.zeros(2, 1))))
+    assert (r["brightness_black"], r["brightness_white"]) == (0.0, 1.0)
+    assert r["brightness_unclamped_black"] == pytest.approx(-0.25)
+    assert r["brightness_unclamped_white"] == pytest.approx(1.5)
+    assert r["brightness_err"] == pytest.approx([0.0, 0.0])  # clipping hides the overshoot
+    assert r["brightness_err_unclamped"] == pytest.approx([0.25, 0.5])
 
 
 def test_rare_enriched_prompts_carry_rare_tags_and_keep_black_and_white():

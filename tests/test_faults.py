@@ -99,7 +99,8 @@ def test_sigkill_during_evaluation_resumes_without_redoing_finished_points(tmp_p
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((tmp_path / "points.json").read_text())
-    assert [pt["point"]["cfg_scale"] for pt in res["points"]] == [1.0, 2.0, 3.0, 4.0]
+    assert sorted({m["setting"]["cfg_scale"] for m in res["measurements"] if m["setting"]["kind"] == "sweep"}) == [
+        1.0, 2.0, 3.0, 4.0]
     for f in (tmp_path / "w" / "evals").glob("*/*.json"):
         if f.name in finished:
             assert f.stat().st_mtime_ns == finished[f.name]  # not sampled again
@@ -114,7 +115,7 @@ def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
     ONNX tagger and a tag list without its columns: each metric is skipped with its reason."""
     import torch
 
-    from nai3eval.metrics import RealDataMetrics
+    from nai3eval.metrics.pretrained import RealDataMetrics
 
     junk = bytes(range(256)) * 40
     (tmp_path / "inception.pth").write_bytes(junk)

@@ -4,9 +4,13 @@ import pytest
 import torch
 from scipy import linalg
 
-from nai3eval.metrics import Brightness, FeatureDistances, MeanLeak, Samples, image_brightness, within_group_slope
+from nai3eval.metrics import Samples
+from nai3eval.metrics.brightness import Brightness
+from nai3eval.metrics.mean_leak import MeanLeak, within_group_slope
+from nai3eval.metrics.tagger import FeatureDistances
+from nai3eval.pixels import image_brightness
 from nai3eval.prompts import PromptSet
-from nai3eval.results import EvalPoint, PointResult
+from tests.toys import measure
 
 
 def _fd_scipy(a: np.ndarray, b: np.ndarray) -> float:
@@ -16,8 +20,6 @@ def _fd_scipy(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1 + c2 - 2 * covmean))
 
 
-def _result() -> PointResult:
-    return PointResult(variant="x", point=EvalPoint(1.0, 14.6), n_images=0, extrapolated=False)
 
 
 def _samples(images: torch.Tensor, start: torch.Tensor, prompts: list[list[str]], index: torch.Tensor) -> Samples:
@@ -42,11 +44,10 @@ def test_mean_leak_slope_one_for_copier_zero_for_ignorer():
     copier = (prompt_bright + start).reshape(n, 1, 1, 1).expand(n, 3, 4, 4)
     ignorer = (prompt_bright + 0.05 * torch.randn(n, generator=gen)).reshape(n, 1, 1, 1).expand(n, 3, 4, 4)
     names = [[f"p{i}"] for i in range(20)]
-    r1, r2 = _result(), _result()
-    MeanLeak()(_samples(copier, start, names, prompts), r1)
-    MeanLeak()(_samples(ignorer, start, names, prompts), r2)
-    assert r1.mean_leak_slope == pytest.approx(1.0, abs=1e-5)
-    assert abs(r2.mean_leak_slope) < 0.1
+    r1 = measure(MeanLeak(), _samples(copier, start, names, prompts))
+    r2 = measure(MeanLeak(), _samples(ignorer, start, names, prompts))
+    assert r1["mean_leak_slope"] == pytest.approx(1.0, abs=1e-5)
+    assert abs(r2["mean_leak_slope"]) < 0.1
 
 
 def test_within_group_slope_matches_numpy_lstsq_with_fixed_effects():
@@ -62,18 +63,17 @@ def test_within_group_slope_matches_numpy_lstsq_with_fixed_effects():
 def test_brightness_error():
     imgs = torch.cat([torch.full((2, 3, 4, 4), -1.0), torch.full((2, 3, 4, 4), 0.0)])
     real = torch.cat([torch.full((1, 3, 4, 4), -1.0), torch.full((1, 3, 4, 4), 1.0)])
-    r = _result()
-    Brightness(image_brightness(real), [["black_background"], ["white_background"]])(
-        _samples(imgs, torch.zeros(4), [["black_background"], ["white_background"]], torch.tensor([0, 0, 1, 1])), r)
-    assert r.brightness_black == 0.0 and r.brightness_err_black == 0.0
-    assert r.brightness_white == 0.5 and r.brightness_err_white == 0.5
-    assert r.per_image.brightness_err == [0.0, 0.0, 0.5, 0.5]
+    r = measure(Brightness(image_brightness(real), [["black_background"], ["white_background"]]),
+                _samples(imgs, torch.zeros(4), [["black_background"], ["white_background"]], torch.tensor([0, 0, 1, 1])))
+    assert r["brightness_black"] == 0.0 and r["brightness_err_black"] == 0.0
+    assert r["brightness_white"] == 0.5 and r["brightness_err_white"] == 0.5
+    assert r["brightness_err"] == [0.0, 0.0, 0.5, 0.5]
 
 
 def test_tagger_fd_and_kid_do_not_depend_on_the_unit_of_its_features():
     """A tagger whose features are 1000× another's measures the same FD and KID (its features are
     standardised by the reference set), and the reference set is N(0, 1) per dimension after it."""
-    from nai3eval.metrics import TaggerMetrics
+    from nai3eval.metrics.tagger import TaggerMetrics
     from nai3eval.tagger import Tagger
 
     class Scaled(Tagger):
@@ -96,9 +96,26 @@ def test_tagger_fd_and_kid_do_not_depend_on_the_unit_of_its_features():
         assert live.sum() >= z.shape[1] // 2  # a constant feature (a dead GELU unit) is set to 0
         torch.testing.assert_close(z.mean(0), torch.zeros(z.shape[1]), atol=1e-4, rtol=0)
         torch.testing.assert_close(z.std(0)[live], torch.ones(int(live.sum())), atol=1e-4, rtol=0)
-        r = _result()
         torch.manual_seed(5)  # KID's random subsets
-        m(_samples(fake, torch.zeros(24), tags, torch.arange(24)), r)
-        out.append((r.fd_tagger, r.kid_tagger))
+        r = measure(m, _samples(fake, torch.zeros(24), tags, torch.arange(24)))
+        out.append((r["fd_tagger"], r["kid_tagger"]))
     assert out[0][0] == pytest.approx(out[1][0], rel=1e-4) and out[0][1] == pytest.approx(out[1][1], rel=1e-3, abs=1e-6)
     assert out[0][0] > 0
+
+
+def test_every_metric_returns_exactly_what_it_declares():
+    """The declarations are the one list of names: no two outputs share a name, and a metric that
+    returns an undeclared name is refused."""
+    from nai3eval.metrics import declared_outputs, metric_classes
+
+    names = [o.name for o in declared_outputs()]
+    assert len(names) == len(set(names)) and "kid_tagger" in names and "mean_leak_slope" in names
+    assert {c.__name__ for c in metric_classes()} >= {"Brightness", "MeanLeak", "TaggerMetrics", "ExactScorer"}
+
+    class Rogue(MeanLeak):
+        outputs = MeanLeak.outputs[:1]
+
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(RuntimeError, match="undeclared"):
+        measure(Rogue(), _samples(torch.randn(8, 3, 4, 4, generator=gen), torch.randn(8, generator=gen),
+                                  [["a"], ["b"]], torch.arange(2).repeat_interleave(4)))

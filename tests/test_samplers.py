@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nai3eval.metrics import within_group_slope
+from nai3eval.metrics.mean_leak import within_group_slope
 from nai3train.diffusion.samplers import GuidedDenoiser, ancestral_step, get_sampler, initial_state
 from nai3train.diffusion import Denoiser, Schedule, dimension_scale, native_sigmas
 

@@ -5,6 +5,7 @@ import torch
 from nai3eval.scorer import read_tags
 from nai3train.data import load_folder, synthesize
 from nai3train.data.synth import COUNTS
+from tests.toys import measure
 
 
 def _parts(tags):
@@ -39,19 +40,18 @@ def test_an_image_without_objects_reads_as_none():
 
 
 def test_exact_scorer_metric_scores_real_images_against_their_own_prompts(tmp_path):
-    from nai3eval.metrics import ExactScorer, Samples
+    from nai3eval.metrics import Samples
+    from nai3eval.metrics.exact_scorer import ExactScorer
     from nai3eval.prompts import PromptSet
-    from nai3eval.results import EvalPoint, PointResult
 
     synthesize(tmp_path / "b", 8, 40, 32, seed=13)
     ev = load_folder(tmp_path / "b" / "eval", 32)
     ps = PromptSet(ev.tags, torch.arange(len(ev.tags)), torch.zeros(len(ev.tags), 1))
-    r = PointResult(variant="real", point=EvalPoint(1.0, 14.6), n_images=len(ev.tags), extrapolated=False)
-    ExactScorer()(Samples(ev.images, torch.zeros(len(ev.tags)), ps), r)
-    assert (r.scorer_background_acc, r.scorer_count_acc, r.scorer_object_acc) == (1.0, 1.0, 1.0)
+    r = measure(ExactScorer(), Samples(ev.images, torch.zeros(len(ev.tags)), ps))
+    assert (r["scorer_background_acc"], r["scorer_count_acc"], r["scorer_object_acc"]) == (1.0, 1.0, 1.0)
     shifted = PromptSet(ev.tags[1:] + ev.tags[:1], ps.prompt_index, ps.noise)
-    ExactScorer()(Samples(ev.images, torch.zeros(len(ev.tags)), shifted), r)  # every prompt shifted by one image
-    assert r.scorer_object_acc < 0.6
+    r = measure(ExactScorer(), Samples(ev.images, torch.zeros(len(ev.tags)), shifted))  # prompts shifted by one image
+    assert r["scorer_object_acc"] < 0.6
 
 
 def test_object_counting_needs_no_object_size(tmp_path):
@@ -75,9 +75,9 @@ def test_object_counting_needs_no_object_size(tmp_path):
 def test_exact_scorer_reads_rare_recall_and_common_leakage_and_its_own_accuracy(tmp_path):
     """Real held-out images against their own prompts: every rare tag read, nothing leaked; the
     same images under shifted prompts: rare recall falls and common tags leak (positive control)."""
-    from nai3eval.metrics import ExactScorer, Samples
+    from nai3eval.metrics import Samples
+    from nai3eval.metrics.exact_scorer import ExactScorer
     from nai3eval.prompts import PromptSet
-    from nai3eval.results import EvalPoint, PointResult
     from nai3train.data import tag_frequencies
 
     synthesize(tmp_path / "b", 400, 60, 32, seed=14)
@@ -85,14 +85,13 @@ def test_exact_scorer_reads_rare_recall_and_common_leakage_and_its_own_accuracy(
     freq = tag_frequencies(train.tags)
     scorer = ExactScorer(freq)
     ps = PromptSet(ev.tags, torch.arange(len(ev.tags)), torch.zeros(len(ev.tags), 1))
-    r = PointResult(variant="real", point=EvalPoint(1.0, 14.6), n_images=len(ev.tags), extrapolated=False)
-    scorer(Samples(ev.images, torch.zeros(len(ev.tags)), ps), r)
+    r = measure(scorer, Samples(ev.images, torch.zeros(len(ev.tags)), ps))
     rare = [i for i, t in enumerate(ev.tags) if any(freq.get(x, 0) < 0.05 for x in t)]
     assert rare, "the held-out split holds no rare tag"
-    assert r.scorer_recall_rare >= 0.95 and r.scorer_leakage_common <= 0.02  # the scorer reads ≥ 0.99 exactly
-    assert all(np.isnan(v) for i, v in enumerate(r.per_image.scorer_recall_rare) if i not in rare)
+    assert r["scorer_recall_rare"] >= 0.95 and r["scorer_leakage_common"] <= 0.02  # the scorer reads ≥ 0.99 exactly
+    assert all(np.isnan(v) for i, v in enumerate(r["scorer_image_recall_rare"]) if i not in rare)
     shifted = PromptSet(ev.tags[1:] + ev.tags[:1], ps.prompt_index, ps.noise)
-    scorer(Samples(ev.images, torch.zeros(len(ev.tags)), shifted), r)
-    assert r.scorer_recall_rare < 0.5 and r.scorer_leakage_common > 0.1
+    r = measure(scorer, Samples(ev.images, torch.zeros(len(ev.tags)), shifted))
+    assert r["scorer_recall_rare"] < 0.5 and r["scorer_leakage_common"] > 0.1
     acc = ExactScorer.accuracy(ev.images, ev.tags)
     assert set(acc) == {"background", "count", "object"} and min(acc.values()) >= 0.95, acc

@@ -1,12 +1,14 @@
 """The SDXL path with tiny random-weight components saved by the test and loaded back."""
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from nai3eval.results import VariantResult
+from nai3eval.record import Record
+from nai3eval.setting import Setting
 from nai3train.config import ConfigError, load_config
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.models.sdxl import encode_prompts, load_sdxl
@@ -71,7 +73,7 @@ def test_nai3_euler_through_the_sdxl_bundle_equals_diffusers_pipeline(tiny_sdxl_
     latents as nai3's Euler through the SDXL bundle and nai3's denoiser."""
     from diffusers import StableDiffusionXLPipeline
 
-    from nai3eval.sweep import load_model
+    from nai3eval.checkpoint import load_model
     from nai3train.diffusion import sampling_sigmas
     from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 
@@ -154,9 +156,10 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())
     want = "v" if "v_prediction" in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text() else "eps"
-    assert res["variant_config"]["prediction"] == want and res["variant_config"]["dimension_scale"] is False
-    assert [p_["point"]["cfg_scale"] for p_ in res["points"]] == [3.0]
-    assert res["prompts"][0] == ["red_circle", "black_background"]
+    run = res["runs"][0]
+    assert run["variant"]["prediction"] == want and run["variant"]["dimension_scale"] is False
+    assert {m["setting"]["cfg_scale"] for m in res["measurements"] if m["setting"]["kind"] == "sweep"} == {3.0}
+    assert run["prompts"][0] == ["red_circle", "black_background"]
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("nai3-smoke").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("nai3.kind") == "eval-only")
     tag = parent.data.tags[f"nai3.parameterization.{tiny_sdxl_pipe.name}"]
@@ -166,7 +169,7 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
                        text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert res["variant_config"]["prediction"] != want and res["variant_config"]["ztsnr"] is True
+    assert res["runs"][0]["variant"]["prediction"] != want and res["runs"][0]["variant"]["ztsnr"] is True
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"not really")
     p = subprocess.run(cmd[:4] + [str(pickled)] + cmd[5:], capture_output=True, text=True, env=env, timeout=600)
@@ -175,7 +178,7 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
 
 def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl, tmp_path, tiny_config):
     from nai3eval.evaluate import build_instruments, evaluate_variant
-    from nai3eval.sweep import load_checkpoint
+    from nai3eval.checkpoint import load_checkpoint
 
     synthesize(tmp_path / "bench", 24, 4, 16, seed=0)
     data = BucketedDataset.from_scan(scan_folder(tmp_path / "bench" / "train"), default_buckets(16))
@@ -195,15 +198,20 @@ def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl
     ec = cfg.eval.model_copy(update={"wd14_model": str(model), "wd14_tags": str(tags)})
     inst = build_instruments(ec, ev.images, ev.tags, None, [])
     res = evaluate_variant(ck, ec, inst, progress=False)
-    assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
-    assert all(p.brightness_black is not None for p in res.points)
-    assert res.probes.x0_inf.nonfinite_frac == 0.0  # v's exact limit through the SDXL UNet and VAE
+    run = next(iter(res.runs.values()))
+    points = res.settings(run, "sweep")
+    assert [p.name for p in points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
+    assert all(res.scalar(run, p, "brightness_black") is not None for p in points)
+    assert res.scalar(run, Setting("x0", math.inf), "nonfinite_frac") == 0.0  # v's exact limit through the UNet and VAE
     # C4 on a real model: WD14's count tags at 1.5× and 2× the side (the benchmark's prompts ask no
     # WD14 count, so every image is NaN: measured where a prompt file asks for 1girl/2girls)
-    assert res.probes.counter == "WD14 tagger" and res.probes.count.size == [32, 32]
-    assert res.probes.count_scales["1.5"].size == [24, 24] and set(res.probes.count.wrong) == {"14.6", "20000"}
-    again = VariantResult.from_dict(json.loads(json.dumps(res.to_dict())))
-    assert again.probes.count_scales["1.5"].size == [24, 24] and again.probes.counter == "WD14 tagger"
+    for r in (res, Record.from_dict(json.loads(json.dumps(res.to_dict())))):
+        run = next(iter(r.runs.values()))
+        count = r.settings(run, "count")
+        assert run.counter == "WD14 tagger" and {(s.canvas, s.start) for s in count} == {
+            (c, s) for c in (1.5, 2.0) for s in (14.6, 20000.0)}
+        assert {s.canvas: (r.scalar(run, s, "height"), r.scalar(run, s, "width")) for s in count} == {
+            1.5: (24, 24), 2.0: (32, 32)}
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +227,7 @@ def tiny_single_file(tmp_path_factory):
 
 
 def test_a_single_file_checkpoint_samples_exactly_like_its_diffusers_folder(tiny_single_file):
-    from nai3eval.sweep import load_model
+    from nai3eval.checkpoint import load_model
     from nai3train.diffusion import sampling_sigmas
     from nai3train.diffusion.samplers import GuidedDenoiser, get_sampler, initial_state
 

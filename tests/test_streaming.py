@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nai3eval.metrics import image_brightness, real_batches
+from nai3eval.pixels import image_brightness, real_batches
 from nai3train.data import BucketedDataset, DatasetError, default_buckets, load_folder, scan_folder
 from nai3train.data import folder as folder_mod
 

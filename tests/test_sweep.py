@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from nai3eval.checkpoint import LoadedCheckpoint, load_checkpoint
 from nai3eval.evaluate import build_instruments, evaluate_variant
-from nai3eval.metrics import Brightness, MeanLeak, image_brightness
+from nai3eval.metrics.brightness import Brightness
+from nai3eval.metrics.mean_leak import MeanLeak
+from nai3eval.pixels import image_brightness
 from nai3eval.prompts import make_prompt_set
-from nai3eval.results import EvalPoint, VariantResult
-from nai3eval.sweep import LoadedCheckpoint, load_checkpoint, run_sweep, sweep_points
+from nai3eval.record import Record, Run
+from nai3eval.setting import Setting
+from nai3eval.sweep import run_sweep, sweep_points
 from nai3eval.tagger import train_tagger
 from nai3train.config import EvalConfig, VariantConfig
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, load_folder, scan_folder, synthesize
@@ -30,7 +34,7 @@ def test_default_sweep_and_infinity_only_for_ztsnr():
     assert ec.cfg_scales == (1.0, 2.0, 3.5, 5.0, 7.5, 10.0)
     assert len(sweep_points(ec, math.inf)) == 6 * 5
     finite = sweep_points(ec, 14.6146)
-    assert len(finite) == 6 * 4 and all(math.isfinite(p.first_sigma) for p in finite)
+    assert len(finite) == 6 * 4 and all(math.isfinite(p.start) for p in finite)
 
 
 def test_prompt_set_is_shared_and_includes_extreme_brightness():
@@ -65,29 +69,32 @@ def test_run_sweep_on_the_gaussian_bundle_equals_the_closed_form(cfg_scale):
     ps = make_prompt_set(tags, 3, 40, ck.sample_shape, seed=0)
     ps.noise = ps.noise.double()
     real = torch.stack([torch.full((3, side, side), v) for v in (-mu, mu, 0.0)])
-    points = [EvalPoint(cfg_scale, 14.6, steps=12), EvalPoint(cfg_scale, math.inf, steps=12)]
-    results = run_sweep(ck, points, ps, [MeanLeak(), Brightness(image_brightness(real), tags)], progress=False)
+    points = [Setting("sweep", 14.6, cfg_scale, steps=12), Setting("sweep", math.inf, cfg_scale, steps=12)]
+    run = Run(variant, 0, ps.prompts, ps.prompt_index.tolist())
+    record = run_sweep(ck, run, points, ps, [MeanLeak(), Brightness(image_brightness(real), tags)], progress=False)
 
     v_a = bundle.images.v_a
     mu_prompt = torch.tensor([bundle.prompt_mean(t) for t in ps.texts], dtype=torch.float64)
     mu_eff = cfg_scale * mu_prompt
     noise_mean = ps.noise.flatten(1).mean(1)
     black = torch.tensor(["black_background" in t for t in ps.texts])
-    for r in results:
-        sig = [float(s) for s in sampling_sigmas(schedule, 12, r.first_sigma, "native")]
+    slope = {}
+    for p in points:
+        sig = [float(s) for s in sampling_sigmas(schedule, 12, p.start, "native")]
+        slope[p.start] = record.scalar(run, p, "mean_leak_slope")
         if math.isinf(sig[0]):
             gain = _euler_mean_gain(sig[1:], v_a)
             want = mu_eff + gain * sig[1] * noise_mean
         else:
             gain = _euler_mean_gain(sig, v_a)
             want = mu_eff + gain * (sig[0] * noise_mean - mu_eff)
-            assert r.mean_leak_slope == pytest.approx(gain, rel=1e-6)  # the leak of a finite start (t↔σ round trip ≈ 1e-8)
-        np.testing.assert_allclose(r.arr("out_mean"), want.numpy(), rtol=1e-6, atol=1e-9)
-        assert r.brightness_black == pytest.approx(float(((1 + want[black]) / 2).mean()), rel=1e-6)
-        assert r.brightness_err_black == pytest.approx(float(((1 + want[black]) / 2 - (1 - mu) / 2).abs().mean()),
-                                                       rel=1e-6)
-    finite, inf = results
-    assert finite.mean_leak_slope > 0.5 and abs(inf.mean_leak_slope) < 1e-3  # the paper's C3, exactly
+            assert slope[p.start] == pytest.approx(gain, rel=1e-6)  # the leak of a finite start (t↔σ round trip ≈ 1e-8)
+        np.testing.assert_allclose(record.per_image(run, p, "out_mean")[0], want.numpy(), rtol=1e-6, atol=1e-9)
+        assert record.scalar(run, p, "brightness_black") == pytest.approx(float(((1 + want[black]) / 2).mean()),
+                                                                          rel=1e-6)
+        assert record.scalar(run, p, "brightness_err_black") == pytest.approx(
+            float(((1 + want[black]) / 2 - (1 - mu) / 2).abs().mean()), rel=1e-6)
+    assert slope[14.6] > 0.5 and abs(slope[math.inf]) < 1e-3  # the paper's C3, exactly
 
 
 def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, tiny_config):
@@ -106,11 +113,16 @@ def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, 
     tagger = train_tagger(ev.images, vocab.multi_hot(ev.tags), steps=2)
     inst = build_instruments(cfg.eval, ev.images, ev.tags, tagger, list(vocab.tags))
     res = evaluate_variant(ck, cfg.eval, inst, progress=False)
-    assert [p.name for p in res.points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
-    assert any("no-inception.pth" in m for m in res.problems) and any("no-clip" in m for m in res.problems)
-    for p in res.points:
-        assert math.isfinite(p.fd_tagger) and p.fid_inception is None
-    assert res.probes.x0_inf.nonfinite_frac == 0.0  # v has a finite exact limit at σ = ∞
-    assert "56" in res.probes.practical_infinity.per_image_distance
-    again = VariantResult.from_dict(json.loads(json.dumps(res.to_dict())))  # what evaluation reuse reads back
-    assert json.dumps(again.to_dict()) == json.dumps(res.to_dict()) and again.points[1].first_sigma == math.inf
+    run = res.runs[("v", 0)]
+    points = res.settings(run, "sweep")
+    assert [p.name for p in points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
+    assert any("no-inception.pth" in m for m in run.problems) and any("no-clip" in m for m in run.problems)
+    for p in points:
+        assert math.isfinite(res.scalar(run, p, "fd_tagger")) and res.scalar(run, p, "fid_inception") is None
+    assert res.scalar(run, Setting("x0", math.inf), "nonfinite_frac") == 0.0  # v has a finite exact limit at σ = ∞
+    assert 56.0 in {s.start for s in res.settings(run, "practical_infinity")}
+    again = Record.from_dict(json.loads(json.dumps(res.to_dict())))  # what evaluation reuse reads back
+    assert json.dumps(again.to_dict()) == json.dumps(res.to_dict()) and again.settings(run, "sweep")[1].start == math.inf
+    assert again.runs[run.key].variant == run.variant
+    with pytest.raises(ValueError, match="format"):  # an evaluation stored in another format is never misread
+        Record.from_dict({**res.to_dict(), "format": 1})

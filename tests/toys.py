@@ -20,3 +20,10 @@ def toy_wd14(folder: Path, names: list[str]) -> tuple[Path, Path]:
                       dynamic_axes={"input": {0: "batch"}}, dynamo=False)
     tags.write_text("tag_id,name,category,count\n" + "".join(f"{i},{n},0,10\n" for i, n in enumerate(names, 1)))
     return model, tags
+
+
+def measure(metric, samples) -> dict:
+    """One point through a metric's update / compute / reset cycle: what it declares, computed."""
+    metric.reset()
+    metric.update(samples)
+    return metric.compute()

@@ -83,14 +83,6 @@ def resize_cover(img: Image.Image, bucket: Bucket) -> Image.Image:
     return img if (w, h) == img.size else img.resize((w, h), Image.Resampling.BICUBIC)
 
 
-def crop_offsets(cover_w: int, cover_h: int, bucket: Bucket, rng: np.random.Generator | None) -> tuple[int, int]:
-    """(top, left): random for training (``rng``), centred for evaluation (``rng=None``)."""
-    dy, dx = cover_h - bucket.height, cover_w - bucket.width
-    if rng is None:
-        return dy // 2, dx // 2
-    return int(rng.integers(0, dy + 1)), int(rng.integers(0, dx + 1))
-
-
 def kept_fraction(width: int, height: int, bucket: Bucket) -> float:
     """Fraction of the source image's pixels that survive resize-to-cover + crop."""
     cw, ch = cover_size(width, height, bucket)

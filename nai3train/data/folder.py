@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..atomic import atomic_write
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_PIXELS = 64 * 2**20  # 64 MP: far above any training image; larger is refused as a decompression bomb
 MAX_TAGS = 512  # more tags than this on one image is refused (a broken or hostile tag file)
@@ -246,10 +248,7 @@ class ScanCache:
     def save(self) -> None:
         if self.file is None or not self.fresh:
             return
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**self.entries, **self.fresh}))
-        os.replace(tmp, self.file)
+        atomic_write(self.file, json.dumps({**self.entries, **self.fresh}))
 
 
 def _decode_verdict(path: Path) -> tuple[int, int] | str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from ..atomic import atomic_write
 from .folder import IMAGE_SUFFIXES, SIDE_FILES, _walk
 
 _CHUNK = 1 << 20
@@ -57,11 +57,7 @@ def content_identity(root: str | Path, cache_file: str | Path | None = None) -> 
         fresh[key] = [st.st_size, st.st_mtime_ns, digest]
         h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{digest}\n".encode())
     if cache_file is not None:
-        cache_file = Path(cache_file)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**cache, **fresh}))
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, json.dumps({**cache, **fresh}))
     return h.hexdigest()
 
 

@@ -36,7 +36,6 @@ class ChannelStats:
         return {"mean": list(self.mean), "std": list(self.std)}
 
 
-IDENTITY3 = ChannelStats((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 SDXL_LATENT = ChannelStats((4.8119, 0.1607, 1.3538, -1.7753), (9.9181, 6.2753, 7.5978, 5.9956))
 
 

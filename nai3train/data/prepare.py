@@ -20,6 +20,7 @@ class PreparedData:
     content_hash: str
     card: str | None = None
     scan_cache: str | None = None  # where scans remember their decodes (``folder.ScanCache``)
+    benchmark: bool = False  # the embedded benchmark, both splits: its exact scorer can read the pixels
 
 
 def prepare_dataset(dc: DataConfig, work_dir: str | Path) -> PreparedData:
@@ -42,4 +43,4 @@ def prepare_dataset(dc: DataConfig, work_dir: str | Path) -> PreparedData:
     if not card_f.is_file():
         synthesize(out, dc.train_size, dc.eval_size, dc.resolution, dc.seed)
     return PreparedData(str(out / "train"), str(out / "eval"), dataset_identity(out / "train", out / "eval", cache),
-                        str(card_f), scans)
+                        str(card_f), scans, benchmark=True)

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_target
 from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
@@ -114,9 +115,8 @@ class DiskCache:
 
     def put(self, key: str, tensors: dict[str, torch.Tensor]) -> None:
         f = self.folder / f"{key}.safetensors"
-        tmp = f.with_suffix(".tmp")
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(f)
+        with atomic_target(f) as tmp:  # a private temporary name: two ranks filling one key never share it
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
 
 
 def _fingerprint(module: nn.Module) -> str:

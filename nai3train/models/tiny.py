@@ -48,13 +48,6 @@ class TinyTagUNet(nn.Module):
         c_noise = c_noise.to(x_in.device, torch.float32).expand(x_in.shape[0])
         return self.unet(x_in, c_noise, encoder_hidden_states=emb, added_cond_kwargs=added).sample
 
-    @classmethod
-    def from_config(cls, config: dict) -> "TinyTagUNet":
-        c = dict(config)
-        c["block_out_channels"] = tuple(c["block_out_channels"])
-        return cls(**c)
-
-
 
 @register
 class TinyBundle(ModelBundle):

@@ -1,0 +1,74 @@
+"""Checks: a property of the code or the data, reported as passed or failed, never as evidence
+with an interval. One small class per check; ``CHECKS`` names them for the spec."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from ..setting import Setting
+from .estimands import Arms, NotMeasured
+
+if TYPE_CHECKING:
+    from .spec import ClaimSpec
+
+
+class Check:
+    """``run(spec, arms)`` → (passed, detail); ``NotMeasured`` where there is nothing to check."""
+
+    needs_arms: ClassVar[bool] = True  # False: a property of the training data, not of a variant
+
+    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+        raise NotImplementedError
+
+
+class X0NonfiniteInf(Check):
+    """ε's x̂0 is non-finite at σ = ∞ (> half the images), v's is finite (none)."""
+
+    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+        lines, ok = [], True
+        at = Setting("x0", math.inf)
+        for x in arms:
+            fb = x.record.scalar(x.base, at, "nonfinite_frac") if x.base else None
+            ft = x.record.scalar(x.treat, at, "nonfinite_frac") if x.treat else None
+            if fb is None or ft is None:
+                raise NotMeasured("needs both arms with the x̂0 probes")
+            ok &= fb > 0.5 and ft == 0
+            lines.append(f"seed {x.base.seed}: {x.base.name} non-finite {fb:.0%}, {x.treat.name} {ft:.0%}")
+        return ok, "; ".join(lines)
+
+
+class BucketingKept(Check):
+    """Every training image keeps at least its centre square's pixel fraction, more on average."""
+
+    needs_arms = False
+
+    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+        b = (arms[0].data if arms else {}).get("bucketing")
+        if not b:
+            raise NotMeasured("no training-set bucketing data")
+        kept, square = np.asarray(b["kept"]), np.asarray(b["kept_square"])
+        worse = int((kept < square - 1e-12).sum())
+        return worse == 0 and kept.mean() >= square.mean(), (
+            f"{len(kept)} images: bucketing keeps {kept.mean():.1%}, a centre square {square.mean():.1%}; "
+            f"{worse} image(s) keep less (true by construction of nearest-aspect buckets: a check, not evidence)")
+
+
+class HeldoutNormalised(Check):
+    """The training statistics applied to the held-out split give |mean| and |std − 1| below the tolerance."""
+
+    needs_arms = False
+
+    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+        n = (arms[0].data if arms else {}).get("normalisation") or {}
+        if "heldout_mean_after" not in n:
+            raise NotMeasured("no held-out split statistics")
+        m, s, tol = np.asarray(n["heldout_mean_after"]), np.asarray(n["heldout_std_after"]), spec.rule.margin or 0.05
+        return bool(np.all(np.abs(m) < tol) and np.all(np.abs(s - 1) < tol)), (
+            f"training statistics applied to {n.get('heldout_images', '?')} held-out images: mean "
+            f"{np.round(m, 3).tolist()}, std {np.round(s, 3).tolist()} (tolerance {tol})")
+
+
+CHECKS: dict[str, Check] = {"x0_nonfinite_inf": X0NonfiniteInf(), "bucketing_kept": BucketingKept(),
+                            "heldout_normalised": HeldoutNormalised()}

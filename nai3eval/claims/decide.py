@@ -1,0 +1,234 @@
+"""Deciding the claims: arms chosen by variant fields in each training seed's runs, one estimate
+per seed, the two-stage effect, the spec's rule, Holm across the primaries, intersection-union for
+compound claims. Recipe-level verdicts are taken only at the spec's looks (K = 3, 5): with 4 seeds
+available the decision is the one taken at K = 3 on the first three. Below the first look every
+verdict is checkpoint-level.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from nai3train.config import VariantConfig
+
+from ..record import Record, Run
+from . import statistics as A
+from .checks import CHECKS
+from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
+from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
+
+IGNORED = ("name", "dimension_scale", "normalize_scale")  # how a variant is named and scaled, not what it is
+
+
+def matches(variant: VariantConfig, selector: dict) -> bool:
+    """The variant has every selected field, and every other field at its default (typed: the
+    selector is read as a variant, so 20000 and 2e4 are one σ)."""
+    try:
+        want = VariantConfig(name=variant.name, **selector)
+    except ValidationError:
+        return False
+    return all(getattr(want, f) == getattr(variant, f) for f in VariantConfig.model_fields if f not in IGNORED)
+
+
+def _arm(runs: list[Run], selector: dict | None, role: str) -> Run | None:
+    if selector is None:
+        return None
+    found = [r for r in runs if matches(r.variant, selector)]
+    if not found:
+        raise NotMeasured(f"no variant matches the {role} arm {selector} (add it to the config)")
+    if len({r.name for r in found}) > 1:
+        raise NotMeasured(f"several variants match the {role} arm {selector}: {sorted({r.name for r in found})}")
+    return found[0]
+
+
+def instrument_accuracy(record: Record) -> dict[str, dict[str, float]]:
+    """Per instrument, its accuracy on the held-out real images (the same for every result: the
+    instruments are built once and never depend on what they measure)."""
+    return next((r.instruments for r in record.runs.values() if r.instruments), {})
+
+
+def instrument_note(metric: str, record: Record) -> str:
+    """Which instrument measured ``metric`` and its accuracy on held-out real images."""
+    acc = instrument_accuracy(record)
+    counter = next((r.counter for r in record.runs.values() if r.counter), "")
+    name = (counter or None if metric == "count_error_2x" else
+            "exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else
+            "domain tagger" if metric in SCORER_METRICS | TAGGER_METRICS else None)
+    if name is None:
+        return ""
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in acc.get(name, {}).items())
+    return f"instrument: {name}" + (f" (held-out real images: {figures})" if figures else "")
+
+
+
+def _rule(spec: ClaimsSpec, r: RuleSpec):
+    if r.kind == "superiority":
+        return A.Superiority(r.direction, spec.alpha)
+    if r.kind == "above":
+        return A.Superiority("greater", spec.alpha, threshold=r.margin)
+    if r.kind in ("noninferiority", "below"):
+        return A.NonInferiority(r.margin, spec.alpha)
+    if r.kind == "equivalence":
+        return A.Equivalence(r.margin, 2 * spec.alpha)
+    raise ValueError(r.kind)
+
+
+@dataclass
+class ClaimResult:
+    spec: ClaimSpec
+    effect: A.Effect
+    decision: A.Decision
+    seeds_available: int = 0
+    look: int | None = None  # the K this recipe-level verdict was taken at; None below the first look
+    holm_alpha: float | None = None
+    arms: dict[str, str] = field(default_factory=dict)  # arm → variant name
+    cfg: float | None = None
+    parts: list["ClaimResult"] = field(default_factory=list)
+    check_passed: bool | None = None
+    detail: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def level(self) -> str:
+        if self.parts:
+            return A.RECIPE if all(p.level == A.RECIPE for p in self.parts) else A.CHECKPOINT
+        return self.effect.level
+
+    @property
+    def verdict(self) -> str:
+        """The rule's word; below the first look marked checkpoint-level (no recipe-level word)."""
+        v = self.decision.verdict
+        if v in (A.NOT_MEASURED, A.CHECK_PASSED, A.CHECK_FAILED) or self.level == A.RECIPE:
+            return v
+        return f"checkpoint-level: {v}"
+
+    def to_dict(self) -> dict:
+        lo, hi = self.effect.interval(0.95)
+        finite = lambda v: v if v is not None and math.isfinite(v) else None  # noqa: E731
+        return {"id": self.id, "title": self.spec.title, "role": self.spec.role, "estimand": self.spec.estimand,
+                "verdict": self.verdict, "level": self.level, "n_seeds": self.effect.n_seeds,
+                "seeds_available": self.seeds_available, "look": self.look,
+                "effect": {"value": finite(self.effect.value), "ci95": [finite(lo), finite(hi)]},
+                "per_seed": [{"seed": c.seed, "value": finite(c.value), "se": finite(c.se), "n_prompts": c.n_prompts}
+                             for c in self.effect.per_seed],
+                "s_w": finite(self.effect.s_w), "tau": finite(self.effect.tau), "unit": self.spec.unit,
+                "rule": self.spec.rule.model_dump(), "margin": self.spec.rule.margin, "holm_alpha": self.holm_alpha,
+                "arms": self.arms, "cfg": self.cfg, "parts": [p.id for p in self.parts],
+                "reason": self.decision.reason or self.detail}
+
+
+@dataclass
+class ClaimsOutcome:
+    spec: ClaimsSpec
+    claims: list[ClaimResult]
+    checks: list[ClaimResult]
+
+    def to_dict(self) -> dict:
+        return {"claims": [c.to_dict() for c in self.claims],
+                "checks": [{"id": c.id, "title": c.spec.title, "passed": c.check_passed, "verdict": c.verdict,
+                            "detail": c.detail or c.decision.reason} for c in self.checks],
+                "claims_spec_sha256": self.spec.sha256, "claims_spec_version": self.spec.version,
+                "claims_spec_path": self.spec.path, "looks": list(self.spec.looks)}
+
+
+def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> ClaimResult:
+    seeds = record.seeds or [0]
+    cfg = record.nearest_cfg(c.point.cfg)
+    per_seed, arms_used, reasons = [], {}, []
+    arm_sets = []
+    for k in seeds:
+        rs = record.runs_at(k)
+        try:
+            base, treat = _arm(rs, c.arms.get("baseline"), "baseline"), _arm(rs, c.arms.get("treatment"), "treatment")
+            x = Arms(c, cfg if cfg is not None else c.point.cfg, record, base, treat, data)
+            arm_sets.append(x)
+            arms_used = {a: r.name for a, r in (("baseline", base), ("treatment", treat)) if r is not None}
+            if c.rule.kind == "check":
+                continue
+            value, se, g = ESTIMANDS[c.metric](x)
+            reasons += [(k, n) for n in x.notes]
+            if math.isfinite(value):
+                per_seed.append(A.SeedContrast(k, value, se, g))
+            else:
+                reasons.append((k, "the estimate is not finite"))
+        except NotMeasured as e:
+            reasons.append((k, str(e)))
+    texts = {t for _, t in reasons}
+    reasons = list(texts) if len(texts) == 1 and len(reasons) == len(seeds) else [f"seed {k}: {t}" for k, t in reasons]
+    empty = A.two_stage([])
+    if c.rule.kind == "check":
+        check = CHECKS[c.metric]
+        if not check.needs_arms:
+            arm_sets = arm_sets or [Arms(c, c.point.cfg, record, None, None, data)]
+        try:
+            ok, detail = check.run(c, arm_sets)
+        except NotMeasured as e:
+            return ClaimResult(c, empty, A.Decision(A.NOT_MEASURED, math.nan, "; ".join(reasons) or str(e)),
+                               arms=arms_used)
+        return ClaimResult(c, empty, A.check(ok, detail), arms=arms_used, check_passed=ok, detail=detail)
+    if not per_seed:
+        return ClaimResult(c, empty, A.Decision(A.NOT_MEASURED, math.nan, "; ".join(dict.fromkeys(reasons))),
+                           len(seeds), arms=arms_used, cfg=cfg)
+    look = max((k for k in spec.looks if k <= len(per_seed)), default=None)
+    used = per_seed[:look] if look else per_seed
+    effect = A.two_stage(used)
+    decision = _rule(spec, c.rule).decide(effect)
+    if decision.verdict == A.NOT_MEASURED and not decision.reason:
+        decision = A.ZERO_WIDTH
+    note = "; ".join(t for t in dict.fromkeys([*reasons, instrument_note(c.metric, record)]) if t)
+    if look and look < len(per_seed):
+        note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "
+                                                f"{[s.seed for s in used]}; {len(per_seed)} available")
+    return ClaimResult(c, effect, decision, len(per_seed), look, arms=arms_used, cfg=cfg, detail=note)
+
+
+def _compound(c: ClaimSpec, parts: list[ClaimResult]) -> ClaimResult:
+    words = [p.decision.verdict for p in parts]
+    if A.NOT_MEASURED in words:
+        v = A.NOT_MEASURED
+    elif A.CONTRADICTED in words:
+        v = A.CONTRADICTED
+    elif all(w in (A.SUPPORTED, A.EQUIVALENT) for w in words):
+        v = A.SUPPORTED
+    else:
+        v = A.INCONCLUSIVE
+    why = "intersection-union of " + ", ".join(f"{p.id}: {p.verdict}" for p in parts)
+    return ClaimResult(c, A.two_stage([]), A.Decision(v, math.nan, why), parts=parts,
+                       seeds_available=max((p.seeds_available for p in parts), default=0))
+
+
+def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
+    """Holm's step-down over the primary claims that were measured: a primary is "supported" (or
+    "equivalent") only if its p-value is below its Holm level (α/m for the smallest p, …, stopping
+    at the first failure). Holm guards the claims in their expected direction; a contradiction keeps
+    its nominal decision."""
+    tested = [r for r in primaries if r.decision.verdict != A.NOT_MEASURED and r.decision.p_value == r.decision.p_value]
+    for r, level in zip(tested, A.holm([r.decision.p_value for r in tested], spec.alpha)):
+        r.holm_alpha = level
+        p = r.decision.p_value
+        if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
+            r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at its "
+                                                       f"Holm level {level:.3g}")
+
+
+def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None) -> ClaimsOutcome:
+    """Every claim of ``spec`` (default: configs/claims.yaml) over every training seed in ``record``.
+    ``data``: the training set's measurements (``bucketing``, ``normalisation``) for the checks."""
+    spec = spec or load_claims_spec()
+    data = data or {}
+    done: dict[str, ClaimResult] = {}
+    for c in spec.claims:
+        if not c.parts:
+            done[c.id] = _measure(spec, c, record, data)
+    apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done], spec)
+    for c in spec.claims:
+        if c.parts:
+            done[c.id] = _compound(c, [done[p] for p in c.parts])
+    ordered = [done[c.id] for c in spec.claims]
+    return ClaimsOutcome(spec, [r for r in ordered if r.spec.role != "check"],
+                         [r for r in ordered if r.spec.role == "check"])

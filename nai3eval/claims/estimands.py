@@ -1,0 +1,286 @@
+"""Estimands: what one training seed's evaluation says about a claim, as D_k with a
+delete-one-prompt jackknife SE (NaN for set-level statistics such as KID or a CFG optimum, which
+only the spread over seeds can judge).
+
+A handful of generic forms read the measurement record — a paired contrast between arms, a
+contrast between two starts of one arm, a level on prompts of one kind, a designed-probe slope
+and a ratio of slopes, a ratio to a scale, a set-level contrast, a CFG optimum — and ``ESTIMANDS``
+names them, each parameterised by the metric and setting it reads. The spec picks them by name.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import numpy as np
+
+from ..metrics.mean_leak import within_group_slope
+from ..record import Record, Run
+from ..setting import Setting
+from . import statistics as A
+
+if TYPE_CHECKING:
+    from .spec import ClaimSpec
+
+Which = Literal["baseline", "treatment"]
+Estimate = tuple[float, float, int]  # (D_k, within-run SE or NaN, prompts)
+
+
+class NotMeasured(Exception):
+    """This estimand cannot be computed from this record; the message says why."""
+
+
+@dataclass
+class Arms:
+    """One seed's arms for one claim in the record, and the data measurements (C7, C8)."""
+
+    spec: "ClaimSpec"
+    cfg: float
+    record: Record
+    base: Run | None
+    treat: Run | None
+    data: dict
+    notes: list[str] = field(default_factory=list)  # what an estimate wants said beside it (a censored optimum)
+
+    def run(self, which: Which) -> Run:
+        return self.base if which == "baseline" else self.treat
+
+    def start(self, which: Which) -> float | Literal["max"]:
+        return self.spec.point.baseline_start if which == "baseline" else self.spec.point.treatment_start
+
+    def _near(self, run: Run, got: float, kind: str) -> None:
+        want = self.start("baseline" if run is self.base else "treatment")
+        if want != "max" and not math.isclose(got, float(want), rel_tol=0.05):
+            raise NotMeasured(f"{run.name} was not evaluated from σ {want} (nearest {got:g})" if kind == "sweep" else
+                              f"{run.name}'s mean-leak probe ran from {got:g}, not {want}")
+
+    def point(self, which: Which) -> Setting:
+        """The arm's sweep point at the claim's CFG, from its start (nearest; "max": the highest)."""
+        r = self.run(which)
+        s = self.record.sweep_at(r, self.cfg, self.start(which))
+        if s is None:
+            raise NotMeasured(f"{r.name} has no point at CFG {self.cfg:g}")
+        self._near(r, s.start, "sweep")
+        return s
+
+    def leak(self, which: Which) -> Setting:
+        """The arm's designed mean-leak probe nearest the claim's start (or at its highest start)."""
+        r = self.run(which)
+        found = self.record.settings(r, "mean_leak")
+        if not found:
+            raise NotMeasured(f"{r.name} has no designed mean-leak probe (evaluated before it existed?)")
+        want = self.start(which)
+        s = max(found, key=lambda s: s.start) if want == "max" else min(found, key=lambda s: abs(s.start - float(want)))
+        self._near(r, s.start, "mean_leak")
+        return s
+
+    def values(self, which: Which, setting: Setting, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+        return self.record.per_image(self.run(which), setting, metric)
+
+    def prompts_with(self, tags: tuple[str, ...]) -> np.ndarray:
+        """Per image of the treatment's prompt set: does its prompt carry one of ``tags``?"""
+        r = self.treat
+        return np.array([any(t in r.prompts[i] for t in tags) for i in r.prompt_index])
+
+
+def _level(values: np.ndarray, pid: np.ndarray) -> Estimate:
+    """Mean over prompts of the prompt's mean of ``values`` (non-finite images left out), jackknifed."""
+    ok = np.isfinite(values)
+    if not ok.any():
+        raise NotMeasured("no image has this value (no prompt of that kind?)")
+    return A.paired_mean_contrast(values[ok], np.zeros(int(ok.sum())), pid[ok])
+
+
+def _contrast(a: np.ndarray, b: np.ndarray, pid: Any) -> Estimate:
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if not np.isfinite(d).any():
+        raise NotMeasured("no image has a finite value on both arms")
+    return A.paired_mean_contrast(a, b, pid)
+
+
+@dataclass(frozen=True)
+class PairedContrast:
+    """Per image, ``first`` arm minus the other, on the same prompt set (paired), mean over prompts.
+    ``metrics``: the first one both arms measured (the exact scorer where it read, else the tagger).
+    ``x0_sigma``: read the x̂0 probe at that σ instead of the claim's sweep point."""
+
+    metrics: tuple[str, ...]
+    first: Which = "baseline"
+    x0_sigma: float | None = None
+    missing: str = "no image has a finite value on both arms"
+
+    def _setting(self, x: Arms, which: Which) -> Setting:
+        return Setting("x0", self.x0_sigma) if self.x0_sigma is not None else x.point(which)
+
+    def __call__(self, x: Arms) -> Estimate:
+        sb, st = self._setting(x, "baseline"), self._setting(x, "treatment")
+        for m in self.metrics:
+            b, t = x.values("baseline", sb, m), x.values("treatment", st, m)
+            if b is not None and t is not None:
+                a, c = (b[0], t[0]) if self.first == "baseline" else (t[0], b[0])
+                return _contrast(a, c, x.base.prompt_index)
+        raise NotMeasured(self.missing)
+
+
+@dataclass(frozen=True)
+class StartContrast:
+    """One arm (the treatment), per image, a probe from the baseline start minus from the treatment start."""
+
+    kind: str
+    metric: str
+    canvas: float = 1.0
+
+    def __call__(self, x: Arms) -> Estimate:
+        at = {s.start: s for s in x.record.settings(x.treat, self.kind) if s.canvas == self.canvas}
+        lo, hi = float(x.start("baseline")), float(x.start("treatment"))
+        pick = {w: next((s for k, s in at.items() if math.isclose(k, w, rel_tol=1e-6)), None) for w in (lo, hi)}
+        if not at:
+            raise NotMeasured("no 2×-canvas count probe (it needs an exact counter: the embedded benchmark)")
+        if None in pick.values():
+            raise NotMeasured(f"the count probe ran from {sorted(f'{k:g}' for k in at)}, not {lo:g} and {hi:g}")
+        (a, pid), (b, _) = x.values("treatment", pick[lo], self.metric), x.values("treatment", pick[hi], self.metric)
+        return _contrast(a, b, pid)
+
+
+@dataclass(frozen=True)
+class Level:
+    """A level of the treatment at its sweep point, on prompts carrying one of ``tags``, mean over
+    prompts; ``around``: read |value − around| instead of the value."""
+
+    metric: str
+    tags: tuple[str, ...]
+    around: float | None = None
+    missing: str = ""
+
+    def __call__(self, x: Arms) -> Estimate:
+        got = x.values("treatment", x.point("treatment"), self.metric)
+        if got is None:
+            raise NotMeasured(self.missing.format(variant=x.treat.name) or f"{self.metric} was not measured")
+        v = got[0] if self.around is None else np.abs(got[0] - self.around)
+        return _level(np.where(x.prompts_with(self.tags), v, np.nan), np.asarray(x.treat.prompt_index))
+
+
+def _slope(record: Record, run: Run, s: Setting, kept: np.ndarray) -> float:
+    (x, pid), (y, _) = record.per_image(run, s, "noise_mean"), record.per_image(run, s, "out_mean")
+    idx = np.flatnonzero(np.isin(pid, kept))
+    return within_group_slope(x[idx], y[idx], pid[idx])[0]
+
+
+@dataclass(frozen=True)
+class LeakSlope:
+    """The designed mean-leak probe's within-prompt slope (treatment), or its ratio to the baseline's."""
+
+    ratio: bool = False
+
+    def __call__(self, x: Arms) -> Estimate:
+        sb = x.leak("baseline") if self.ratio else None
+        st = x.leak("treatment")
+        pid = x.record.per_image(x.treat, st, "out_mean")[1]
+        if sb is None:
+            return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept))
+        if x.record.per_image(x.base, sb, "out_mean")[1].tolist() != pid.tolist():
+            raise NotMeasured("the two arms' probes used different prompts")
+        return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept) /
+                           _slope(x.record, x.base, sb, kept))
+
+
+@dataclass(frozen=True)
+class RatioToScale:
+    """Practical infinity: the mean distance of the sample from ``start`` to the reference start's,
+    over the mean distance between same-prompt samples, jackknifed over prompts."""
+
+    start: float
+
+    def __call__(self, x: Arms) -> Estimate:
+        found = x.record.settings(x.treat, "practical_infinity")
+        at = next((s for s in found if math.isclose(s.start, self.start, rel_tol=1e-6)), None)
+        if at is None:
+            raise NotMeasured("the practical-infinity probe did not run (ZTSNR variants only)")
+        ref_start = x.record.scalar(x.treat, at, "reference_start")
+        ref = next((x.record.per_image(x.treat, s, "same_prompt_distance") for s in found if s.start == ref_start), None)
+        if ref is None:
+            raise NotMeasured("no scale: the probe had one sample per prompt (eval.seeds_per_prompt ≥ 2 needed)")
+        d, pid = x.record.per_image(x.treat, at, "distance")
+
+        def ratio(kept: np.ndarray) -> float:
+            m = np.isin(pid, kept)
+            return float(d[m].mean() / ref[0][m].mean())
+        return A.jackknife(pid, ratio)
+
+
+@dataclass(frozen=True)
+class SetContrast:
+    """A set-level metric, treatment minus baseline at their sweep points (no within-run SE)."""
+
+    metric: str
+    missing: str
+
+    def __call__(self, x: Arms) -> Estimate:
+        kb = x.record.scalar(x.base, x.point("baseline"), self.metric)
+        kt = x.record.scalar(x.treat, x.point("treatment"), self.metric)
+        if kb is None or kt is None:
+            raise NotMeasured(self.missing)
+        return kt - kb, math.nan, len(set(x.base.prompt_index))
+
+
+def cfg_optimum(record: Record, run: Run, metric: str, start: float | Literal["max"]) -> tuple[float, bool]:
+    """(log CFG*, censored): the vertex of the parabola in log CFG through the grid minimum of
+    ``metric`` and its two neighbours. KID spans orders of magnitude over a CFG grid, so one quadratic
+    over the whole grid is pulled by its far tail; the local parabola is exact for a quadratic and
+    ignores the tail. A minimum at a grid edge is censored: the edge is reported, the optimum may lie beyond."""
+    pts = {}
+    for c in sorted({s.cfg_scale for s in record.settings(run, "sweep")}):
+        v = record.scalar(run, record.sweep_at(run, c, start), metric)
+        if v is not None and math.isfinite(v):
+            pts[c] = v
+    if len(pts) < 5:
+        raise NotMeasured(f"a CFG optimum needs KID at ≥ 5 CFG scales; {run.name} has {len(pts)} "
+                          "(a weekly config with eval.cfg_scales: [1.5, 2.5, 3.5, 5, 7, 10])")
+    x = np.log(np.array(sorted(pts)))
+    y = np.array([pts[c] for c in sorted(pts)])
+    i = int(np.argmin(y))
+    if i in (0, len(x) - 1):
+        return float(x[i]), True
+    a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
+    return (float(np.clip(-b / (2 * a), x[i - 1], x[i + 1])) if a > 0 else float(x[i])), False
+
+
+@dataclass(frozen=True)
+class CfgOptimumShift:
+    """log CFG* of the baseline minus the treatment's (set-level: no within-run SE)."""
+
+    metric: str = "kid_tagger"
+
+    def __call__(self, x: Arms) -> Estimate:
+        (ob, cb) = cfg_optimum(x.record, x.base, self.metric, x.start("baseline"))
+        (ot, ct) = cfg_optimum(x.record, x.treat, self.metric, x.start("treatment"))
+        x.notes += [f"{r.name}'s KID minimum is at the grid edge CFG {math.exp(o):g} (censored: its optimum may "
+                    "lie beyond)" for r, o, cens in ((x.base, ob, cb), (x.treat, ot, ct)) if cens]
+        return ob - ot, math.nan, len(set(x.base.prompt_index))
+
+
+ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
+    "x0_error_20000": PairedContrast(("brightness_err",), x0_sigma=20000.0, missing="the x̂0 probes did not run"),
+    "brightness_error": PairedContrast(("brightness_err",)),
+    "brightness_error_black": Level("brightness_err_unclamped", ("black_background",), missing=(
+        "{variant} was evaluated before unclamped brightness was recorded")),
+    "brightness_error_white": Level("brightness_err_unclamped", ("white_background",), missing=(
+        "{variant} was evaluated before unclamped brightness was recorded")),
+    "distance_to_grey": Level("brightness", ("black_background", "white_background"), around=0.5),
+    "leak_slope": LeakSlope(),
+    "leak_slope_ratio": LeakSlope(ratio=True),
+    "count_error_2x": StartContrast("count", "wrong_count", canvas=2.0),
+    "log_cfg_optimum": CfgOptimumShift("kid_tagger"),
+    "recall_rare_gain": PairedContrast(("scorer_image_recall_rare", "recall_rare"), first="treatment"),
+    "leakage_common_drop": PairedContrast(("scorer_image_leakage_common", "leakage_common")),
+    "kid_harm": SetContrast("kid_tagger", "KID was not computed (no tagger features)"),
+    "distance_ratio_317": RatioToScale(317.0),
+    "distance_ratio_136": RatioToScale(136.0),
+    "distance_ratio_56": RatioToScale(56.0),
+}
+"""Every estimand a spec may name, each a generic form with the metric and setting it reads."""
+
+# which instrument measured the metrics an estimand reads (the report names it beside the verdict)
+SCORER_METRICS = {"count_error_2x", "recall_rare_gain", "leakage_common_drop"}  # the exact scorer where present
+TAGGER_METRICS = {"log_cfg_optimum", "kid_harm"}  # KID in the domain tagger's feature space

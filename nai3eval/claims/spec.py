@@ -1,0 +1,118 @@
+"""The pre-registered claims spec (``configs/claims.yaml``): per claim the arms (by variant fields),
+the evaluation point, the estimand (a name in ``estimands.ESTIMANDS``) or check (``checks.CHECKS``),
+the decision rule with its margin, and the role. Nothing in the code chooses a threshold: the spec
+does, and its sha256 travels with every report. A bad spec is refused before any work starts.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from nai3train.config import VariantConfig
+from nai3train.config.errors import ConfigError, config_error, reason
+
+from .checks import CHECKS
+from .estimands import ESTIMANDS
+
+DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "configs" / "claims.yaml"
+Role = Literal["primary", "secondary", "exploratory", "check"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleSpec(_Spec):
+    kind: Literal["superiority", "equivalence", "noninferiority", "below", "above", "check"]
+    direction: Literal["greater", "less"] = "greater"
+    margin: float | None = None
+
+    @model_validator(mode="after")
+    def _margin_where_needed(self) -> "RuleSpec":
+        if self.kind in ("equivalence", "noninferiority", "below", "above") and self.margin is None:
+            raise reason(f"a {self.kind} rule needs a margin")
+        return self
+
+
+class PointSpec(_Spec):
+    cfg: float = 5.0
+    baseline_start: float | Literal["max"] = "max"
+    treatment_start: float | Literal["max"] = "max"
+
+
+class ClaimSpec(_Spec):
+    id: str
+    title: str
+    role: Role
+    estimand: str
+    arms: dict[Literal["baseline", "treatment"], dict[str, Any]] = {}
+    point: PointSpec = PointSpec()
+    metric: str | None = None
+    unit: str = ""
+    rule: RuleSpec
+    parts: tuple[str, ...] = ()
+
+    @field_validator("arms")
+    @classmethod
+    def _fields_exist(cls, arms: dict) -> dict:
+        known = set(VariantConfig.model_fields) - {"name"}
+        for arm, sel in arms.items():
+            bad = set(sel) - known
+            if bad:
+                raise reason(f"arm {arm!r} selects by unknown variant field(s) {sorted(bad)}; known: {sorted(known)}")
+        return arms
+
+    @model_validator(mode="after")
+    def _metric_or_parts(self) -> "ClaimSpec":
+        if bool(self.metric) == bool(self.parts):
+            raise reason("give exactly one of metric (a measured claim) or parts (a compound claim)")
+        if self.metric and self.metric not in (*ESTIMANDS, *CHECKS):
+            raise reason(f"unknown metric {self.metric!r}; known: {sorted(ESTIMANDS)} and checks {list(CHECKS)}")
+        if self.metric and (self.metric in CHECKS) != (self.rule.kind == "check"):
+            raise reason(f"metric {self.metric!r} needs rule kind 'check' exactly when it is one of {list(CHECKS)}")
+        return self
+
+
+class ClaimsSpec(_Spec):
+    version: int
+    alpha: float
+    looks: tuple[int, ...]
+    claims: tuple[ClaimSpec, ...]
+    sha256: str = ""
+    path: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ClaimsSpec":
+        ids = [c.id for c in self.claims]
+        if len(set(ids)) != len(ids):
+            raise reason("claim ids must be unique")
+        for c in self.claims:
+            missing = set(c.parts) - set(ids)
+            if missing:
+                raise reason(f"claim {c.id} names unknown parts {sorted(missing)}")
+        if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 2:
+            raise reason("looks must be increasing seed counts, the first ≥ 2")
+        return self
+
+    def by_id(self, cid: str) -> ClaimSpec:
+        return next(c for c in self.claims if c.id == cid)
+
+
+def load_claims_spec(path: str | Path | None = None) -> ClaimsSpec:
+    """The spec with the sha256 of its bytes; a bad spec is refused naming the dotted key."""
+    p = Path(path) if path else DEFAULT_SPEC
+    if not p.is_file():
+        raise ConfigError(f"claims spec {p} does not exist")
+    raw = p.read_bytes()
+    try:
+        doc = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"claims spec {p} is not valid YAML: {e}") from None
+    try:
+        return ClaimsSpec(**doc, sha256=hashlib.sha256(raw).hexdigest(), path=str(p))
+    except ValidationError as e:
+        raise config_error(e, ClaimsSpec, root="claims") from None

@@ -1,0 +1,70 @@
+"""The one column specification of the points table, derived from the metrics' declarations:
+the console summary, the report's Markdown and HTML, and the CSV all render these rows and
+columns, so a new metric's column appears everywhere at once (or nowhere, when it has no header)."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import re
+from dataclasses import dataclass
+
+from .metrics import Output, declared_outputs
+from .record import Record, Run
+from .setting import Setting, sigma_text
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of (run, sweep point); columns: the settings, then every declared column with a value."""
+
+    head: list[str]
+    rows: list[list[str]]
+
+    def text(self) -> str:
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.head)]
+        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+        return "\n".join([line(self.head), line(["-" * w for w in widths]), *map(line, self.rows)])
+
+    def markdown(self) -> str:
+        return "\n".join(["| " + " | ".join(self.head) + " |", "|" + "---|" * len(self.head),
+                          *("| " + " | ".join(r) + " |" for r in self.rows)])
+
+    def html(self) -> str:
+        e = lambda c: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(c))  # noqa: E731 (Markdown bold)
+        head = "".join(f"<th>{e(h)}</th>" for h in self.head)
+        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(self.head)
+        w.writerows(self.rows)
+        return out.getvalue()
+
+
+def cell(v: float | None, fmt: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return format(v, fmt)
+
+
+def columns(record: Record, points: list[tuple[Run, Setting]]) -> list[Output]:
+    """The declared columns that hold a value at one of ``points`` at least."""
+    return [o for o in declared_outputs() if o.column and not o.per_image and
+            any(record.scalar(r, s, o.name) is not None for r, s in points)]
+
+
+def sweep_points(record: Record) -> list[tuple[Run, Setting]]:
+    return [(r, s) for r in sorted(record.runs.values(), key=lambda r: (r.seed, r.name)) for s in record.settings(r, "sweep")]
+
+
+def points_table(record: Record) -> Table:
+    points = sweep_points(record)
+    cols = columns(record, points)
+    head = ["seed", "variant", "CFG", "σ₀", *(o.column for o in cols)]
+    rows = [[str(r.seed), r.name, f"{s.cfg_scale:g}", sigma_text(s.start),
+             *(cell(record.scalar(r, s, o.name), o.fmt) for o in cols)] for r, s in points]
+    return Table(head, rows)

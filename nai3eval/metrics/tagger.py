@@ -1,0 +1,129 @@
+"""The domain tagger as an instrument: Fréchet distance and KID in its feature space, and prompt
+adherence from its predictions. Each generated image is featurised once; the reference set is
+featurised once per evaluation (torchmetrics FID/KID with ``reset_real_features=False``)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from nai3train.data import Vocabulary
+
+from ..pixels import RealImages, real_batches, to_unit
+from .adherence import adherence, tag_groups
+from .base import InstrumentContext, Output, PointMetric, Samples
+
+
+class _Features(nn.Module):
+    """Identity 'feature extractor': torchmetrics is handed features computed once outside it."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class FeatureDistances:
+    """Fréchet distance and KID between a fixed reference feature set and each point's features:
+    one torchmetrics object each for the whole sweep, the reference statistics kept across points."""
+
+    def __init__(self, real_features: torch.Tensor, kid_subsets: int = 50):
+        dim = real_features.shape[1]
+        self.fid = FrechetInceptionDistance(feature=_Features(dim), reset_real_features=False)
+        self.fid.update(real_features.double(), real=True)
+        self.n_real = len(real_features)
+        self.kid_subsets = kid_subsets
+        self.real_features = real_features
+        self._kids: dict[tuple[int, int], KernelInceptionDistance] = {}  # by (subsets, subset size)
+
+    def frechet(self, fake_features: torch.Tensor) -> float:
+        self.fid.reset()
+        self.fid.update(fake_features.double(), real=False)
+        return float(self.fid.compute())
+
+    def kernel(self, fake_features: torch.Tensor) -> tuple[float, float]:
+        """KID (mean, std over subsets): torchmetrics' unbiased polynomial-kernel MMD²."""
+        size = min(self.n_real, len(fake_features))
+        subsets = self.kid_subsets if size >= 4 else 1
+        kid = self._kid(subsets, max(2, size // 2 if subsets > 1 else size))
+        kid.reset()
+        kid.update(fake_features.double(), real=False)
+        m, s = kid.compute()
+        return float(m), float(s)
+
+    def _kid(self, subsets: int, subset_size: int) -> KernelInceptionDistance:
+        """One KID object per subset layout (a sweep has one: every point has the same N)."""
+        key = (subsets, subset_size)
+        if key not in self._kids:
+            kid = KernelInceptionDistance(feature=_Features(self.real_features.shape[1]), subsets=subsets,
+                                          subset_size=subset_size, reset_real_features=False)
+            kid.update(self.real_features.double(), real=True)
+            self._kids[key] = kid
+        return self._kids[key]
+
+
+class TaggerMetrics(PointMetric):
+    """Domain FD/KID from the tagger's features (standardised by the reference set) and prompt
+    adherence from its predictions: micro-averaged precision/recall of the prompted tags, recall
+    within rare and common tags, and leakage — common tags detected although not prompted (C6)."""
+
+    outputs = (Output("fd_tagger", "FD, standardised tagger features", better="lower", column="FD"),
+               Output("kid_tagger", "KID, standardised tagger features", better="lower", column="KID", fmt=".3g"),
+               Output("kid_tagger_std", "KID std over subsets"),
+               Output("tag_precision", "fraction of found tags", better="higher", column="precision", fmt=".3f"),
+               Output("tag_recall", "fraction of prompted tags", better="higher", column="recall", fmt=".3f"),
+               Output("tag_recall_rare", "fraction of prompted rare tags", better="higher", column="rare recall",
+                      fmt=".3f"),
+               Output("tag_recall_common", "fraction of prompted common tags", better="higher"),
+               Output("tag_leakage_common", "fraction of unprompted common tags", better="lower", column="leakage",
+                      fmt=".3f"),
+               Output("recall", "fraction of prompted tags", per_image=True, better="higher"),
+               Output("recall_rare", "fraction of prompted rare tags", per_image=True, better="higher"),
+               Output("leakage_common", "fraction of unprompted common tags", per_image=True, better="lower"),
+               Output("found", "tag indices", per_image=True))
+    order = 20
+
+    def __init__(self, tagger, vocab: list[str], real_images: RealImages,
+                 tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50):
+        self.tagger = tagger.eval()
+        self.vocab = vocab
+        self.vocabulary = Vocabulary(tuple(vocab))
+        self.threshold = threshold
+        self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
+        real = torch.cat([self.features(b) for b in real_batches(real_images)])
+        # The tagger's features have no unit (GELU outputs in the tens to hundreds: raw KID ran to 1e9,
+        # so no margin could be stated in it). FD and KID are taken on features standardised by the
+        # reference set's per-dimension mean and std — one affine map, fixed by the reference, for
+        # every point — which puts KID on the scale Inception KIDs have and makes it unit-free.
+        std = real.std(0)
+        self.feature_mean = real.mean(0)
+        self.feature_std = std.where(std > 1e-6 * std.max(), torch.inf)  # a constant dimension carries nothing: 0
+        self.distances = FeatureDistances(self.standardise(real), kid_subsets)
+
+    @classmethod
+    def build(cls, ctx: InstrumentContext) -> "TaggerMetrics | None":
+        if ctx.tagger is None:
+            return None
+        if ctx.tagger_accuracy:
+            ctx.accuracy["domain tagger"] = dict(ctx.tagger_accuracy)
+        return cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency)
+
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        x = to_unit(images) * 2 - 1
+        return torch.cat([self.tagger.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+    @torch.no_grad()
+    def measure(self, samples: Samples) -> dict:
+        feats = self.features(samples.images)
+        z = self.standardise(feats)
+        kid, kid_std = self.distances.kernel(z)
+        pred = (torch.sigmoid(self.tagger.head(feats)) > self.threshold).float()
+        return {"fd_tagger": self.distances.frechet(z), "kid_tagger": kid, "kid_tagger_std": kid_std,
+                **adherence(pred, self.vocabulary.multi_hot(samples.prompt_set.per_image), self.groups)}
