@@ -299,11 +299,11 @@ def test_c5_optimum_is_the_local_parabola_and_a_grid_edge_is_censored():
     a, b, _ = np.polyfit(x, y, 2)
     assert abs(-b / (2 * a) - math.log(4.0)) > 0.3  # the whole-grid quadratic misses it
     spec = next(c for c in load_claims_spec().claims if c.id == "C5")
-    arms = Arms(spec, 5.0, rec, base, treat, {})
+    arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
     assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(3.0), abs=1e-9)
     assert arms.notes == []
     set_kid(treat, 1.0)  # the optimum lies below the grid
-    arms = Arms(spec, 5.0, rec, base, treat, {})
+    arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
     assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9)
     assert arms.notes == ["v-ztsnr's KID minimum is at the grid edge CFG 1.5 (censored: its optimum may lie beyond)"]
 

@@ -3,30 +3,28 @@ with an interval. One small class per check; ``CHECKS`` names them for the spec.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..setting import Setting
 from .estimands import Arms, NotMeasured
 
-if TYPE_CHECKING:
-    from .spec import ClaimSpec
-
 
 class Check:
-    """``run(spec, arms)`` → (passed, detail); ``NotMeasured`` where there is nothing to check."""
+    """``run(margin, arms)`` → (passed, detail); ``NotMeasured`` where there is nothing to check.
+    ``margin``: the spec's tolerance, where the check has one."""
 
     needs_arms: ClassVar[bool] = True  # False: a property of the training data, not of a variant
 
-    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         raise NotImplementedError
 
 
 class X0NonfiniteInf(Check):
     """ε's x̂0 is non-finite at σ = ∞ (> half the images), v's is finite (none)."""
 
-    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         lines, ok = [], True
         at = Setting("x0", math.inf)
         for x in arms:
@@ -44,7 +42,7 @@ class BucketingKept(Check):
 
     needs_arms = False
 
-    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         b = (arms[0].data if arms else {}).get("bucketing")
         if not b:
             raise NotMeasured("no training-set bucketing data")
@@ -60,11 +58,11 @@ class HeldoutNormalised(Check):
 
     needs_arms = False
 
-    def run(self, spec: "ClaimSpec", arms: list[Arms]) -> tuple[bool, str]:
+    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         n = (arms[0].data if arms else {}).get("normalisation") or {}
         if "heldout_mean_after" not in n:
             raise NotMeasured("no held-out split statistics")
-        m, s, tol = np.asarray(n["heldout_mean_after"]), np.asarray(n["heldout_std_after"]), spec.rule.margin or 0.05
+        m, s, tol = np.asarray(n["heldout_mean_after"]), np.asarray(n["heldout_std_after"]), margin or 0.05
         return bool(np.all(np.abs(m) < tol) and np.all(np.abs(s - 1) < tol)), (
             f"training statistics applied to {n.get('heldout_images', '?')} held-out images: mean "
             f"{np.round(m, 3).tolist()}, std {np.round(s, 3).tolist()} (tolerance {tol})")

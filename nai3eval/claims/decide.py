@@ -145,7 +145,8 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
         rs = record.runs_at(k)
         try:
             base, treat = _arm(rs, c.arms.get("baseline"), "baseline"), _arm(rs, c.arms.get("treatment"), "treatment")
-            x = Arms(c, cfg if cfg is not None else c.point.cfg, record, base, treat, data)
+            x = Arms(cfg if cfg is not None else c.point.cfg, record, base, treat, data, c.point.baseline_start,
+                     c.point.treatment_start)
             arm_sets.append(x)
             arms_used = {a: r.name for a, r in (("baseline", base), ("treatment", treat)) if r is not None}
             if c.rule.kind == "check":
@@ -164,9 +165,9 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     if c.rule.kind == "check":
         check = CHECKS[c.metric]
         if not check.needs_arms:
-            arm_sets = arm_sets or [Arms(c, c.point.cfg, record, None, None, data)]
+            arm_sets = arm_sets or [Arms(c.point.cfg, record, None, None, data)]
         try:
-            ok, detail = check.run(c, arm_sets)
+            ok, detail = check.run(c.rule.margin, arm_sets)
         except NotMeasured as e:
             return ClaimResult(c, empty, A.Decision(A.NOT_MEASURED, math.nan, "; ".join(reasons) or str(e)),
                                arms=arms_used)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -19,9 +19,6 @@ from ..metrics.mean_leak import within_group_slope
 from ..record import Record, Run
 from ..setting import Setting
 from . import statistics as A
-
-if TYPE_CHECKING:
-    from .spec import ClaimSpec
 
 Which = Literal["baseline", "treatment"]
 Estimate = tuple[float, float, int]  # (D_k, within-run SE or NaN, prompts)
@@ -33,21 +30,23 @@ class NotMeasured(Exception):
 
 @dataclass
 class Arms:
-    """One seed's arms for one claim in the record, and the data measurements (C7, C8)."""
+    """One seed's arms for one claim in the record — at the claim's CFG, each from its start (a σ,
+    or "max": the arm's highest) — and the data measurements (C7, C8)."""
 
-    spec: "ClaimSpec"
     cfg: float
     record: Record
     base: Run | None
     treat: Run | None
     data: dict
+    baseline_start: float | Literal["max"] = "max"
+    treatment_start: float | Literal["max"] = "max"
     notes: list[str] = field(default_factory=list)  # what an estimate wants said beside it (a censored optimum)
 
     def run(self, which: Which) -> Run:
         return self.base if which == "baseline" else self.treat
 
     def start(self, which: Which) -> float | Literal["max"]:
-        return self.spec.point.baseline_start if which == "baseline" else self.spec.point.treatment_start
+        return self.baseline_start if which == "baseline" else self.treatment_start
 
     def _near(self, run: Run, got: float, kind: str) -> None:
         want = self.start("baseline" if run is self.base else "treatment")
