@@ -1,5 +1,5 @@
-"""How a claim is decided (statistics.md): two-stage analysis over training-seed replicates and
-decision rules fixed in advance.
+"""How a claim is decided (README, "Evaluation and the claims report"): two-stage analysis over
+training-seed replicates and decision rules fixed in advance.
 
 Stage 1, within one training run (seed k): the paired contrast D_k between two arms, computed from
 per-image values that are clustered by prompt, with a delete-one-prompt jackknife standard error
