@@ -51,6 +51,11 @@ def cell(v: float | None, fmt: str) -> str:
     return format(v, fmt)
 
 
+def header(o: Output) -> str:
+    """A column's header with its declared direction: ↓ lower is better, ↑ higher is better."""
+    return o.column + {"lower": " ↓", "higher": " ↑"}.get(o.better or "", "")
+
+
 def columns(record: Record, points: list[tuple[Run, Setting]]) -> list[Output]:
     """The declared columns that hold a value at one of ``points`` at least."""
     return [o for o in declared_outputs() if o.column and not o.per_image and
@@ -64,7 +69,7 @@ def sweep_points(record: Record) -> list[tuple[Run, Setting]]:
 def points_table(record: Record) -> Table:
     points = sweep_points(record)
     cols = columns(record, points)
-    head = ["seed", "variant", "CFG", "σ₀", *(o.column for o in cols)]
+    head = ["seed", "variant", "CFG", "σ₀", *(header(o) for o in cols)]
     rows = [[str(r.seed), r.name, f"{s.cfg_scale:g}", sigma_text(s.start),
              *(cell(record.scalar(r, s, o.name), o.fmt) for o in cols)] for r, s in points]
     return Table(head, rows)

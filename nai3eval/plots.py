@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from .metrics import declared_outputs
 from .record import Record, Run
 from .setting import Setting, sigma_text
 from .sinks import grid_name
@@ -24,23 +25,46 @@ def _pyplot():
     return plt
 
 
+def _legend(ax, size: int) -> None:
+    if ax.get_legend_handles_labels()[0]:  # a figure with nothing measured has no legend to draw
+        ax.legend(fontsize=size)
+
+
 def _save(fig, path: Path, paths: dict[str, Path]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     paths[path.stem] = path
 
 
-def _vs_cfg(plt, record: Record, runs: list[Run], metric: str, label: str, out: Path, paths: dict) -> None:
+def _label(metric: str) -> str:
+    """An axis label from the metric's declaration: its unit and which direction is better."""
+    o = next((o for o in declared_outputs() if o.name == metric), None)
+    if o is None:
+        return metric
+    return f"{o.column or metric} ({o.unit}; {o.better} is better)" if o.better else f"{o.column or metric} ({o.unit})"
+
+
+def _log_if_decades(ax, values: list[float], axis: str = "y") -> None:
+    """A log axis where positive values span more than two decades (KID, FD), else linear."""
+    pos = [v for v in values if v == v and v > 0]
+    if pos and len(pos) == len([v for v in values if v == v]) and max(pos) / min(pos) > 100:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _vs_cfg(plt, record: Record, runs: list[Run], metric: str, out: Path, paths: dict) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
+    seen: list[float] = []
     for r in runs:
         pts = record.settings(r, "sweep")
         for first in sorted({s.start for s in pts}):
             row = sorted((s for s in pts if s.start == first), key=lambda s: s.cfg_scale)
-            ax.plot([s.cfg_scale for s in row], [_num(record.scalar(r, s, metric)) for s in row], marker="o",
-                    label=f"{r.name} σ₀={sigma_text(first)}")
+            ys = [_num(record.scalar(r, s, metric)) for s in row]
+            seen += ys
+            ax.plot([s.cfg_scale for s in row], ys, marker="o", label=f"{r.name} σ₀={sigma_text(first)}")
+    _log_if_decades(ax, seen)
     ax.set_xlabel("CFG scale")
-    ax.set_ylabel(label)
-    ax.legend(fontsize=7)
+    ax.set_ylabel(_label(metric))
+    _legend(ax, 7)
     _save(fig, out / f"{metric}_vs_cfg.png", paths)
     plt.close(fig)
 
@@ -54,10 +78,11 @@ def _pareto(plt, record: Record, runs: list[Run], out: Path, paths: dict) -> Non
         ax.scatter(xs, ys, label=r.name)
         for s, x, y in zip(pts, xs, ys):
             ax.annotate(f"{s.cfg_scale:g}/{sigma_text(s.start)}", (x, y), fontsize=6)
-    ax.set_xlabel("tag recall (higher is better)")
-    ax.set_ylabel("domain FD (lower is better)")
+    _log_if_decades(ax, [_num(record.scalar(r, s, "fd_tagger")) for r in runs for s in record.settings(r, "sweep")])
+    ax.set_xlabel(_label("tag_recall"))
+    ax.set_ylabel(_label("fd_tagger"))
     ax.set_title("FD–adherence trade-off (labels: CFG/σ₀)")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     _save(fig, out / "pareto_fd_recall.png", paths)
     plt.close(fig)
 
@@ -74,7 +99,7 @@ def _leak_and_brightness(plt, record: Record, runs: list[Run], cfg: float, out: 
     ax.set_ylim(-1.5, 1.5)  # model space is [−1, 1]; ε blow-ups leave the frame
     ax.set_xlabel("starting-noise mean (model units)")
     ax.set_ylabel("output image mean")
-    ax.legend(fontsize=6)
+    _legend(ax, 6)
     _save(fig, out / "mean_leak_scatter.png", paths)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -85,7 +110,7 @@ def _leak_and_brightness(plt, record: Record, runs: list[Run], cfg: float, out: 
             ax.hist(got[0], bins=20, range=(0, 1), alpha=0.5, label=f"{r.name} {s.name}")
     ax.set_xlabel("output mean brightness (0 black, 1 white)")
     ax.set_ylabel("images")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     _save(fig, out / "brightness_histogram.png", paths)
     plt.close(fig)
 
@@ -137,8 +162,8 @@ def make_plots(record: Record, out: Path, grids: dict[str, Path] | None = None) 
     cfg = record.nearest_cfg(5.0)
     if not runs or cfg is None:
         return paths
-    for metric, label in (("fd_tagger", "domain FD (lower is better)"), ("tag_recall", "tag recall")):
-        _vs_cfg(plt, record, runs, metric, label, out, paths)
+    for metric in ("fd_tagger", "kid_tagger", "tag_recall"):
+        _vs_cfg(plt, record, runs, metric, out, paths)
     _pareto(plt, record, runs, out, paths)
     _leak_and_brightness(plt, record, runs, cfg, out, paths)
     if grids:

@@ -328,3 +328,24 @@ def test_every_estimand_reads_names_a_metric_or_probe_declares():
                 read |= set(v)
     assert read and read <= known, read - known
     assert {"kid_tagger", "brightness_err", "wrong_count"} <= read
+
+
+def test_a_check_with_nothing_to_check_is_not_measured_and_report_json_carries_booleans(tmp_path):
+    """The smoke matrix has no ε + ZTSNR arm: C1-check reads "not measured" with the reason, never
+    "check passed"; with the arm it passes or fails on the numbers, and report.json says so as a bool."""
+    smoke = fake_results(seeds=(0,), arms=("sdxl-eps", "v-ztsnr"))
+    c = by_id(evaluate_claims(smoke))["C1-check"]
+    assert c.verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c.decision.reason
+    assert c.check_passed is None
+    c7 = by_id(evaluate_claims(smoke))["C7"]
+    assert c7.verdict == A.NOT_MEASURED and "no training-set bucketing data" in c7.decision.reason
+    both = fake_results(seeds=(0,), arms=("eps-ztsnr", "v-ztsnr"))
+    assert by_id(evaluate_claims(both))["C1-check"].verdict == A.CHECK_PASSED
+    broken = fake_results(seeds=(0,), arms=("eps-ztsnr", "v-ztsnr"))
+    eps = broken.runs[("eps-ztsnr", 0)]
+    broken.put(eps, Setting("x0", math.inf), "nonfinite_frac", 0.0)  # ε finite at ∞: the check fails
+    assert by_id(evaluate_claims(broken))["C1-check"].verdict == A.CHECK_FAILED
+    o, folder = write_report(both, tmp_path, data={"bucketing": {"kept": [0.9], "kept_square": [0.6]}})
+    doc = json.loads((folder / "report.json").read_text())
+    passed = {x["id"]: x["passed"] for x in doc["checks"]}
+    assert passed["C1-check"] is True and passed["C7"] is True and passed["C8"] is None

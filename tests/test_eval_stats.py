@@ -70,3 +70,16 @@ def test_rare_enriched_prompts_carry_rare_tags_and_keep_black_and_white():
         assert len(ps.prompts) == 6 and len({id(p) for p in ps.prompts}) == 6
         assert any("black_background" in p for p in ps.prompts) and any("white_background" in p for p in ps.prompts)
     assert make_prompt_set(pool, 6, 2, (1,), 0, frozenset({"orange_cross"}), 0.0).prompts == plain.prompts
+
+
+def test_kid_subsets_do_not_depend_on_the_global_generator():
+    """KID draws its subsets from a generator seeded by the evaluation seed: what trained before in
+    the process (the training seed sets torch's global state) does not move it; another seed does."""
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(60, 5, generator=gen), torch.randn(40, 5, generator=gen) + 0.3
+    got = []
+    for state in (0, 123):
+        torch.manual_seed(state)
+        got.append(FeatureDistances(real, kid_subsets=10, seed=7).kernel(fake))
+    assert got[0] == got[1]
+    assert FeatureDistances(real, kid_subsets=10, seed=8).kernel(fake) != got[0]

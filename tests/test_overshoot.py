@@ -49,5 +49,5 @@ def test_a_declared_metric_reaches_the_table_the_csv_and_mlflow_names():
     run = rec.add_run(Run(VariantConfig(name="v"), 0, [["a"]], [0, 0]))
     rec.put_all(run, Setting("sweep", 14.6, 5.0), measure(Overshoot(), _samples(torch.full((2, 3, 2, 2), 2.0))))
     table = points_table(rec)
-    assert "overshoot" in table.head and table.rows[0][table.head.index("overshoot")] == "1.000"
+    assert "overshoot ↓" in table.head and table.rows[0][table.head.index("overshoot ↓")] == "1.000"
     assert "overshoot" in table.csv().splitlines()[0]

@@ -42,6 +42,6 @@ def test_markdown_and_html_show_the_same_sections_and_points(tmp_path):
     n_points = sum(len(record.settings(r, "sweep")) for r in record.runs.values())
     assert len(csv_rows) == 1 + n_points
     assert md.count("\n| 1 | v-ztsnr |") == page.count("<tr><td>1</td><td>v-ztsnr</td>") == 2 * 3
-    kid = csv_rows[0].split(",").index("KID")
+    kid = csv_rows[0].split(",").index("KID ↓")
     values = [float(r.split(",")[kid]) for r in csv_rows[1:]]
     assert np.all(np.isfinite(values))

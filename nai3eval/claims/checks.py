@@ -12,19 +12,25 @@ from .estimands import Arms, NotMeasured
 
 
 class Check:
-    """``run(margin, arms)`` → (passed, detail); ``NotMeasured`` where there is nothing to check.
-    ``margin``: the spec's tolerance, where the check has one."""
+    """``run(margin, arms)`` → (passed, detail); ``NotMeasured`` where there is nothing to check —
+    a check never passes on nothing. ``margin``: the spec's tolerance, where the check has one."""
 
     needs_arms: ClassVar[bool] = True  # False: a property of the training data, not of a variant
 
     def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
+        if self.needs_arms and not arms:
+            raise NotMeasured("no training seed has the arms this check reads")
+        passed, detail = self.check(margin, arms)
+        return bool(passed), detail
+
+    def check(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         raise NotImplementedError
 
 
 class X0NonfiniteInf(Check):
     """ε's x̂0 is non-finite at σ = ∞ (> half the images), v's is finite (none)."""
 
-    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
+    def check(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         lines, ok = [], True
         at = Setting("x0", math.inf)
         for x in arms:
@@ -42,7 +48,7 @@ class BucketingKept(Check):
 
     needs_arms = False
 
-    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
+    def check(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         b = (arms[0].data if arms else {}).get("bucketing")
         if not b:
             raise NotMeasured("no training-set bucketing data")
@@ -58,7 +64,7 @@ class HeldoutNormalised(Check):
 
     needs_arms = False
 
-    def run(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
+    def check(self, margin: float | None, arms: list[Arms]) -> tuple[bool, str]:
         n = (arms[0].data if arms else {}).get("normalisation") or {}
         if "heldout_mean_after" not in n:
             raise NotMeasured("no held-out split statistics")

@@ -30,8 +30,9 @@ class FeatureDistances:
     """Fréchet distance and KID between a fixed reference feature set and each point's features:
     one torchmetrics object each for the whole sweep, the reference statistics kept across points."""
 
-    def __init__(self, real_features: torch.Tensor, kid_subsets: int = 50):
+    def __init__(self, real_features: torch.Tensor, kid_subsets: int = 50, seed: int = 0):
         dim = real_features.shape[1]
+        self.seed = seed  # KID's subsets: the same draw at every point, whatever ran before in the process
         self.fid = FrechetInceptionDistance(feature=_Features(dim), reset_real_features=False)
         self.fid.update(real_features.double(), real=True)
         self.n_real = len(real_features)
@@ -51,7 +52,9 @@ class FeatureDistances:
         kid = self._kid(subsets, max(2, size // 2 if subsets > 1 else size))
         kid.reset()
         kid.update(fake_features.double(), real=False)
-        m, s = kid.compute()
+        with torch.random.fork_rng(devices=[]):  # torchmetrics draws subsets from the global generator
+            torch.manual_seed(self.seed)
+            m, s = kid.compute()
         return float(m), float(s)
 
     def _kid(self, subsets: int, subset_size: int) -> KernelInceptionDistance:
@@ -87,7 +90,8 @@ class TaggerMetrics(PointMetric):
     order = 20
 
     def __init__(self, tagger, vocab: list[str], real_images: RealImages,
-                 tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50):
+                 tag_frequency: dict[str, float] | None = None, threshold: float = 0.5, kid_subsets: int = 50,
+                 seed: int = 0):
         self.tagger = tagger.eval()
         self.vocab = vocab
         self.vocabulary = Vocabulary(tuple(vocab))
@@ -101,7 +105,7 @@ class TaggerMetrics(PointMetric):
         std = real.std(0)
         self.feature_mean = real.mean(0)
         self.feature_std = std.where(std > 1e-6 * std.max(), torch.inf)  # a constant dimension carries nothing: 0
-        self.distances = FeatureDistances(self.standardise(real), kid_subsets)
+        self.distances = FeatureDistances(self.standardise(real), kid_subsets, seed)
 
     @classmethod
     def build(cls, ctx: InstrumentContext) -> "TaggerMetrics | None":
@@ -109,7 +113,7 @@ class TaggerMetrics(PointMetric):
             return None
         if ctx.tagger_accuracy:
             ctx.accuracy["domain tagger"] = dict(ctx.tagger_accuracy)
-        return cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency)
+        return cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency, seed=ctx.ec.seed)
 
     def standardise(self, feats: torch.Tensor) -> torch.Tensor:
         return (feats - self.feature_mean) / self.feature_std
