@@ -36,6 +36,7 @@ class Instruments:
     vocab: list[str] = field(default_factory=list)  # the tag names the tagger's predictions index
     problems: list[str] = field(default_factory=list)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)  # per instrument, on held-out real images
+    disturbance: dict[str, dict] = field(default_factory=dict)  # per set-level instrument, its disturbance test
     rare_tags: frozenset[str] = frozenset()  # tags on < 5 % of the training images (eval.rare_prompts draws them)
     counter: Counter | None = None  # C4's object counter: the exact scorer (benchmark) or a WD14 tagger
     count_scales: tuple[float, ...] = (2.0,)  # canvas scales of the count probe
@@ -58,8 +59,8 @@ def build_instruments(ec: EvalConfig, real_images: RealImages, real_tags: list[l
     counter, scales = ((BenchmarkCounter(), (2.0,)) if exact_scorer else
                        (WD14Counter(real.wd14), (1.5, 2.0)) if real is not None and real.wd14 is not None else
                        (None, (2.0,)))
-    return Instruments(ctx.real_brightness, real_tags, metrics, list(tagger_vocab), ctx.problems, ctx.accuracy, rare,
-                       counter, scales)
+    return Instruments(ctx.real_brightness, real_tags, metrics, list(tagger_vocab), ctx.problems, ctx.accuracy,
+                       ctx.disturbance, rare, counter, scales)
 
 
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
@@ -71,7 +72,7 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
                          ec.seed, instruments.rare_tags, ec.rare_prompts)
     run = Run(ck.variant, seed, ps.prompts, ps.prompt_index.tolist(), list(instruments.problems),
-              dict(instruments.accuracy), source=ck.source)
+              dict(instruments.accuracy), source=ck.source, disturbance=dict(instruments.disturbance))
     points = sweep_points(ec, ck.variant.top_sigma)
     record = Record()
     record.add_run(run)

@@ -29,6 +29,17 @@ def real_batches(real: RealImages, size: int = 256) -> Iterator[torch.Tensor]:
     yield from (real.split(size) if torch.is_tensor(real) else real())
 
 
+def first_images(real: RealImages, n: int) -> torch.Tensor:
+    """The first ``n`` reference images (or all, if fewer), reading no further than needed."""
+    parts, have = [], 0
+    for b in real_batches(real):
+        parts.append(b[: n - have])
+        have += len(parts[-1])
+        if have >= n:
+            break
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def image_brightness(real: RealImages) -> torch.Tensor:
     """Per image, the mean of its pixels in [0, 1] (clipped as shown)."""
     parts = [to_unit(b).flatten(1).mean(1) for b in real_batches(real)]

@@ -34,6 +34,7 @@ class Run:
     instruments: dict[str, dict[str, float]] = field(default_factory=dict)  # accuracy on held-out real images
     counter: str = ""  # the instrument that counted objects for the count probe
     source: str = ""  # where the parameterisation came from
+    disturbance: dict[str, dict] = field(default_factory=dict)  # per instrument, its disturbance test
 
     @property
     def name(self) -> str:
@@ -46,7 +47,7 @@ class Run:
     def to_dict(self) -> dict:
         return {"variant": to_dict(self.variant), "seed": self.seed, "prompts": self.prompts,
                 "prompt_index": self.prompt_index, "problems": self.problems, "instruments": self.instruments,
-                "counter": self.counter, "source": self.source}
+                "counter": self.counter, "source": self.source, "disturbance": self.disturbance}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Run":

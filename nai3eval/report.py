@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
+from .claims.decide import instrument_disturbance
 from .claims import statistics as A
 from .columns import Table, points_table
 from .record import Record
@@ -68,10 +69,20 @@ FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag le
          "domain tagger": "FD/KID in its feature space (C5, C6-kid); tag recall and leakage (C6 without the scorer)"}
 
 
-def instrument_rows(record: Record) -> list[tuple[str, str, str]]:
-    """(instrument, its accuracy on the held-out real images, the metrics it feeds)."""
-    return [(name, ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), FEEDS.get(name, ""))
-            for name, figures in instrument_accuracy(record).items()]
+def _disturbance_text(d: dict | None) -> str:
+    if d is None:
+        return "—"
+    word = "passed" if d["passed"] else "failed: " + "; ".join(d["failures"])
+    return (f"{word} (split KID {d['split_kid']:.3g} ± {d['split_kid_std']:.2g}, pure noise KID "
+            f"{d['pure_noise_kid']:.3g}; monotone: noise {'yes' if d['monotone_noise'] else 'no'}, blur "
+            f"{'yes' if d['monotone_blur'] else 'no'})")
+
+
+def instrument_rows(record: Record) -> list[tuple[str, str, str, str]]:
+    """(instrument, its accuracy on the held-out real images, its disturbance test, what it feeds)."""
+    acc, dist = instrument_accuracy(record), instrument_disturbance(record)
+    return [(name, ", ".join(f"{k} {v:.3f}" for k, v in acc.get(name, {}).items()) or "—",
+             _disturbance_text(dist.get(name)), FEEDS.get(name, "")) for name in dict.fromkeys([*acc, *dist])]
 
 
 CLAIM_COLUMNS = (("claim", "id"), ("role", "role"), ("verdict", "verdict"), ("K", "K"),
@@ -98,12 +109,16 @@ def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: di
                                                     for _, f in CLAIM_COLUMNS] for r in rows])
     checks = Table(["check", "result", "detail"], [[f"**{c.id}** {c.spec.title}", c.verdict, c.detail or c.decision.reason]
                                                    for c in o.checks])
-    inst = Table(["instrument", "held-out accuracy", "feeds"], [list(r) for r in instrument_rows(record)])
+    inst = Table(["instrument", "held-out accuracy", "disturbance test", "feeds"],
+                 [list(r) for r in instrument_rows(record)])
     out = [Section("Claims", [_intro(o, len(record.seeds))], claims),
            Section("Checks", ["A property of the code or the data, reported as such: not evidence, no interval."],
                    checks),
            Section("Instruments", ["Each instrument's accuracy on the held-out real images, beside what it "
-                                   "measures: an effect read through an instrument is attenuated by its errors."], inst),
+                                   "measures: an effect read through an instrument is attenuated by its errors. A "
+                                   "set-level instrument (FD/KID) must pass its disturbance test on the reference "
+                                   "set — a second split ≈ 0, noise and blur monotone, pure noise the most — or "
+                                   "what it feeds reads \"not measured\"."], inst),
            Section("Claims in detail")]
     out += [Section(f"{r['id']}: {r['title']} ({r['role']})", [f"*{label}:* {r[key]}" for label, key in DETAIL],
                     level=3) for r in rows]
@@ -173,7 +188,9 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
     (out / "report.md").write_text(render_markdown(secs))
     (out / "report.html").write_text(render_html(secs))
     (out / "points.csv").write_text(points_table(record).csv())
-    (out / "report.json").write_text(json.dumps(outcome.to_dict(), indent=2, default=str))
+    doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
+                                                "disturbance": instrument_disturbance(record)}}
+    (out / "report.json").write_text(json.dumps(doc, indent=2))
     return outcome, out
 
 

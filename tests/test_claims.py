@@ -349,3 +349,29 @@ def test_a_check_with_nothing_to_check_is_not_measured_and_report_json_carries_b
     doc = json.loads((folder / "report.json").read_text())
     passed = {x["id"]: x["passed"] for x in doc["checks"]}
     assert passed["C1-check"] is True and passed["C7"] is True and passed["C8"] is None
+
+
+def test_a_claim_fed_by_an_instrument_that_failed_its_disturbance_test_is_not_measured(tmp_path):
+    """C5 and C6-kid read the domain tagger's KID: with its disturbance test failed they read "not
+    measured" and say why, whatever the numbers; with it passed they are decided as before."""
+    def with_test(passed: bool):
+        rec = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0))
+        for r in rec.runs.values():
+            r.disturbance = {"domain tagger": {
+                "passed": passed, "failures": [] if passed else ["blur is not monotone"], "split_kid": 0.01,
+                "split_kid_std": 0.1, "pure_noise_kid": 0.9, "pure_noise_fd": 20.0, "monotone_noise": True,
+                "monotone_blur": passed}}
+        return rec
+
+    ok = by_id(evaluate_claims(with_test(True)))
+    assert ok["C5"].verdict == A.SUPPORTED and ok["C6-kid"].verdict == A.SUPPORTED
+    failed = with_test(False)
+    bad = by_id(evaluate_claims(failed))
+    for cid in ("C5", "C6-kid"):
+        assert bad[cid].verdict == A.NOT_MEASURED
+        assert "instrument failed its disturbance test: domain tagger (blur is not monotone)" in bad[cid].decision.reason
+    assert bad["C6"].verdict == A.NOT_MEASURED and bad["C2"].verdict == A.SUPPORTED  # nothing else moves
+    _, folder = write_report(failed, tmp_path)
+    doc = json.loads((folder / "report.json").read_text())
+    assert doc["instruments"]["disturbance"]["domain tagger"]["passed"] is False
+    assert "failed: blur is not monotone" in (folder / "report.md").read_text()

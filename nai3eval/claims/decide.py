@@ -62,6 +62,18 @@ def instrument_note(metric: str, record: Record) -> str:
     return f"instrument: {name}" + (f" (held-out real images: {figures})" if figures else "")
 
 
+def instrument_disturbance(record: Record) -> dict[str, dict]:
+    """Per set-level instrument, its disturbance test on the reference set (``nai3eval.disturbance``)."""
+    return next((r.disturbance for r in record.runs.values() if r.disturbance), {})
+
+
+def failed_instrument(metric: str, record: Record) -> str:
+    """Why the set-level instrument ``metric`` reads may not decide anything ("" when it may)."""
+    d = instrument_disturbance(record).get("domain tagger") if metric in TAGGER_METRICS else None
+    if d is None or d["passed"]:
+        return ""
+    return "instrument failed its disturbance test: domain tagger (" + "; ".join(d["failures"]) + ")"
+
 
 def _rule(spec: ClaimsSpec, r: RuleSpec):
     if r.kind == "superiority":
@@ -181,6 +193,8 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     decision = _rule(spec, c.rule).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH
+    if failed_instrument(c.metric, record):
+        decision = A.Decision(A.NOT_MEASURED, math.nan, failed_instrument(c.metric, record))
     note = "; ".join(t for t in dict.fromkeys([*reasons, instrument_note(c.metric, record)]) if t)
     if look and look < len(per_seed):
         note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "

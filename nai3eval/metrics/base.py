@@ -68,6 +68,7 @@ class InstrumentContext:
     tagger_accuracy: dict[str, float] | None = None
     problems: list[str] = field(default_factory=list)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+    disturbance: dict[str, dict] = field(default_factory=dict)  # per instrument, ``Disturbance.summary()``
 
 
 class PointMetric:

@@ -3,6 +3,8 @@ adherence from its predictions. Each generated image is featurised once; the ref
 featurised once per evaluation (torchmetrics FID/KID with ``reset_real_features=False``)."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -10,7 +12,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from nai3train.data import Vocabulary
 
-from ..pixels import RealImages, real_batches, to_unit
+from ..disturbance import disturbance
+from ..pixels import RealImages, first_images, real_batches, to_unit
 from .adherence import adherence, tag_groups
 from .base import InstrumentContext, Output, PointMetric, Samples
 
@@ -68,6 +71,41 @@ class FeatureDistances:
         return self._kids[key]
 
 
+def scale_with_floor(std: torch.Tensor) -> torch.Tensor:
+    """Each dimension's scale: its std, but never below the median std (all dimensions constant:
+    1, nothing to scale)."""
+    floor = std.median()
+    if not floor > 0:
+        floor = std.max() if std.max() > 0 else torch.tensor(1.0, dtype=std.dtype)
+    return std.clamp_min(floor)
+
+
+DISTURBANCE_IMAGES = 512  # reference images the disturbance test reads (held in memory, corrupted)
+
+
+class ScaledDistances:
+    """FD and KID against reference features, both sides centred by the reference and divided by
+    its per-dimension scale (``scale_with_floor``) — one affine map, fixed by the reference.
+
+    The tagger's features have no unit (GELU outputs in the tens to hundreds: raw KID ran to 1e9,
+    so no margin could be stated in it). Divided by each dimension's own std, a dimension nearly
+    constant on real images dominated everything (a blur of σ 2 px measured FD 5.5e7, pure noise
+    25); with the floor no dimension weighs more than a typical one."""
+
+    def __init__(self, real_features: torch.Tensor, kid_subsets: int = 50, seed: int = 0):
+        self.mean = real_features.mean(0)
+        self.scale = scale_with_floor(real_features.std(0))
+        self.distances = FeatureDistances(self.standardise(real_features), kid_subsets, seed)
+
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.mean) / self.scale
+
+    def __call__(self, fake_features: torch.Tensor) -> tuple[float, float, float]:
+        z = self.standardise(fake_features)
+        kid, kid_std = self.distances.kernel(z)
+        return self.distances.frechet(z), kid, kid_std
+
+
 class TaggerMetrics(PointMetric):
     """Domain FD/KID from the tagger's features (standardised by the reference set) and prompt
     adherence from its predictions: micro-averaged precision/recall of the prompted tags, recall
@@ -97,15 +135,9 @@ class TaggerMetrics(PointMetric):
         self.vocabulary = Vocabulary(tuple(vocab))
         self.threshold = threshold
         self.groups = tag_groups(tag_frequency, vocab) if tag_frequency else None
-        real = torch.cat([self.features(b) for b in real_batches(real_images)])
-        # The tagger's features have no unit (GELU outputs in the tens to hundreds: raw KID ran to 1e9,
-        # so no margin could be stated in it). FD and KID are taken on features standardised by the
-        # reference set's per-dimension mean and std — one affine map, fixed by the reference, for
-        # every point — which puts KID on the scale Inception KIDs have and makes it unit-free.
-        std = real.std(0)
-        self.feature_mean = real.mean(0)
-        self.feature_std = std.where(std > 1e-6 * std.max(), torch.inf)  # a constant dimension carries nothing: 0
-        self.distances = FeatureDistances(self.standardise(real), kid_subsets, seed)
+        self.kid_subsets, self.seed = kid_subsets, seed
+        self.reference = ScaledDistances(torch.cat([self.features(b) for b in real_batches(real_images)]),
+                                         kid_subsets, seed)
 
     @classmethod
     def build(cls, ctx: InstrumentContext) -> "TaggerMetrics | None":
@@ -113,10 +145,18 @@ class TaggerMetrics(PointMetric):
             return None
         if ctx.tagger_accuracy:
             ctx.accuracy["domain tagger"] = dict(ctx.tagger_accuracy)
-        return cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency, seed=ctx.ec.seed)
+        metric = cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency, seed=ctx.ec.seed)
+        images = first_images(ctx.real_images, DISTURBANCE_IMAGES)
+        if len(images) >= 8:  # FD and KID decide nothing they were not validated for
+            ctx.disturbance["domain tagger"] = disturbance("domain tagger", images, metric.distance_to,
+                                                           ctx.ec.seed).summary()
+        return metric
 
-    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
-        return (feats - self.feature_mean) / self.feature_std
+    def distance_to(self, reference: torch.Tensor) -> Callable[[torch.Tensor], tuple[float, float, float]]:
+        """images → (FD, KID, KID std) against ``reference`` images, as the sweep measures (the
+        disturbance test builds its own reference this way)."""
+        ref = ScaledDistances(self.features(reference), self.kid_subsets, self.seed)
+        return lambda images: ref(self.features(images))
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -126,8 +166,7 @@ class TaggerMetrics(PointMetric):
     @torch.no_grad()
     def measure(self, samples: Samples) -> dict:
         feats = self.features(samples.images)
-        z = self.standardise(feats)
-        kid, kid_std = self.distances.kernel(z)
+        fd, kid, kid_std = self.reference(feats)
         pred = (torch.sigmoid(self.tagger.head(feats)) > self.threshold).float()
-        return {"fd_tagger": self.distances.frechet(z), "kid_tagger": kid, "kid_tagger_std": kid_std,
+        return {"fd_tagger": fd, "kid_tagger": kid, "kid_tagger_std": kid_std,
                 **adherence(pred, self.vocabulary.multi_hot(samples.prompt_set.per_image), self.groups)}
