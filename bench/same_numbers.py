@@ -182,9 +182,12 @@ def main() -> int:
     if a.dump:
         dump(a)
         return 0
+    resolve = lambda rev: rev and subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True,  # noqa: E731
+                                                 capture_output=True, text=True).stdout.strip()
+    revisions = (("before", resolve(a.before)), ("after", resolve(a.after)))  # fixed now: HEAD may move meanwhile
     with tempfile.TemporaryDirectory() as tmp:
         sides = {}
-        for label, rev in (("before", a.before), ("after", a.after)):
+        for label, rev in revisions:
             root = ROOT
             if rev:
                 root = Path(tmp) / label

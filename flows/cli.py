@@ -181,6 +181,29 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(a: argparse.Namespace) -> int:
+    from nai3eval.folders import folder_distance, folder_disturbance
+
+    weights = {"tagger": a.tagger, "inception": a.inception}
+    if a.disturbance:
+        if a.fake:
+            raise ValueError("--disturbance reads one folder (the reference set); give no FAKE_DIR")
+        results = [folder_disturbance(a.real, space, **weights) for space in a.features]
+        print("\n\n".join(r.table() for r in results))
+        doc = [r.to_dict() for r in results]
+    else:
+        if not a.fake:
+            raise ValueError("give REAL_DIR and FAKE_DIR (or --disturbance REAL_DIR)")
+        results = [folder_distance(a.real, a.fake, space, **weights) for space in a.features]
+        for r in results:
+            print(f"{r.space}: FD {r.fd:.6g}  KID {r.kid:.6g} ± {1.96 * r.kid_std:.3g} (95 %, over subsets)  "
+                  f"real {r.n_real} images, fake {r.n_fake}")
+        doc = [r.to_dict() for r in results]
+    if a.json:
+        Path(a.json).write_text(json.dumps(doc, indent=2))
+    return 0
+
+
 def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
@@ -297,6 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("parent_run", help="MLflow run id of the ablation's parent run")
     rp.add_argument("--out", default=None, help="output folder (default runs/report-<id>)")
     rp.set_defaults(fn=cmd_report)
+
+    mt = sub.add_parser("metrics", help="FD and KID between two image folders; the disturbance test of an instrument",
+                        description="FD and KID (with KID's interval) between the images of REAL_DIR and FAKE_DIR, "
+                                    "through the code the sweep uses. With --disturbance, the instrument's "
+                                    "disturbance test on REAL_DIR: a random half against the other (≈ 0), the same "
+                                    "images under Gaussian noise and blur at three strengths (must grow), pure "
+                                    "noise (must be the largest). An instrument that fails decides no claim.")
+    mt.add_argument("real", metavar="REAL_DIR", help="reference image folder")
+    mt.add_argument("fake", metavar="FAKE_DIR", nargs="?", default=None, help="generated image folder")
+    mt.add_argument("--features", nargs="+", choices=("tagger", "inception"), default=["tagger"],
+                    help="feature space(s) (default: tagger)")
+    mt.add_argument("--tagger", metavar="DIR", default=None, help="domain tagger folder (WORK_DIR/tagger-*)")
+    mt.add_argument("--inception", metavar="FILE", default=None, help="local torchvision inception_v3 weights")
+    mt.add_argument("--disturbance", action="store_true", help="print the disturbance table of REAL_DIR")
+    mt.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON")
+    mt.set_defaults(fn=cmd_metrics)
 
     rl = sub.add_parser("relog", help="deliver MLflow calls buffered during a tracking-server outage",
                         description="A training whose MLflow server stayed away leaves its unsent log calls in "

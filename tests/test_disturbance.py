@@ -63,3 +63,41 @@ def test_an_instrument_that_ranks_noise_best_fails():
     assert d.failures == ["pure noise does not measure the most"]
     d.rows[0] = Row("split", 0, 1.0, 0.5, 0.1)  # a second split far from 0
     assert "the split's KID interval excludes 0" in d.failures
+
+
+def test_the_folder_command_equals_the_sweeps_own_computation(tmp_path):
+    """`nai3 metrics REAL FAKE --tagger DIR` on two folders gives the FD and KID that the sweep's
+    tagger metric measures for the same images against the same reference."""
+    import json
+    import subprocess
+    import sys
+
+    from nai3eval.metrics import Samples
+    from nai3eval.metrics.tagger import TaggerMetrics
+    from nai3eval.prompts import PromptSet
+    from nai3eval.tagger import TaggerReport, load_tagger, save_tagger, train_tagger
+    from nai3train.data import Vocabulary
+    from tests.toys import measure
+
+    synthesize(tmp_path / "b", 40, 24, 16, seed=5)
+    train, ev = load_folder(tmp_path / "b" / "train", 16), load_folder(tmp_path / "b" / "eval", 16)
+    vocab = Vocabulary.build(train.tags)
+    tagger = train_tagger(train.images, vocab.multi_hot(train.tags), steps=20)
+    folder = save_tagger(tagger, list(vocab.tags), TaggerReport(0.0, 0.0, 0.0, 0.0), tmp_path / "tagger")
+    out = tmp_path / "m.json"
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "metrics", str(tmp_path / "b" / "eval"),
+                        str(tmp_path / "b" / "train"), "--tagger", str(folder), "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(out.read_text())[0]
+    loaded, names, _ = load_tagger(folder)
+    fake = train.images
+    want = measure(TaggerMetrics(loaded, names, ev.images),
+                   Samples(fake, torch.zeros(len(fake)), PromptSet([["a"]], torch.zeros(len(fake), dtype=torch.long),
+                                                                    torch.zeros(len(fake), 1))))
+    assert got["n_real"] == 24 and got["n_fake"] == 40
+    assert got["fd"] == pytest.approx(want["fd_tagger"], rel=1e-9) and got["kid"] == pytest.approx(want["kid_tagger"],
+                                                                                                    rel=1e-9)
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "metrics", str(tmp_path / "b" / "eval"), "--disturbance",
+                        "--tagger", str(folder)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "pure noise" in p.stdout and "blur" in p.stdout, p.stderr[-2000:]

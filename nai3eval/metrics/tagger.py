@@ -106,6 +106,22 @@ class ScaledDistances:
         return self.distances.frechet(z), kid, kid_std
 
 
+@torch.no_grad()
+def tagger_features(tagger, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """The tagger's penultimate features of images in [−1, 1] (clipped as shown)."""
+    x = to_unit(images) * 2 - 1
+    return torch.cat([tagger.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+
+
+def tagger_distance(tagger, kid_subsets: int = 50, seed: int = 0
+                    ) -> Callable[[torch.Tensor], Callable[[torch.Tensor], tuple[float, float, float]]]:
+    """reference images → (images → (FD, KID, KID std)) in the tagger's scaled feature space."""
+    def make(reference: torch.Tensor) -> Callable[[torch.Tensor], tuple[float, float, float]]:
+        ref = ScaledDistances(tagger_features(tagger, reference), kid_subsets, seed)
+        return lambda images: ref(tagger_features(tagger, images))
+    return make
+
+
 class TaggerMetrics(PointMetric):
     """Domain FD/KID from the tagger's features (standardised by the reference set) and prompt
     adherence from its predictions: micro-averaged precision/recall of the prompted tags, recall
@@ -155,13 +171,10 @@ class TaggerMetrics(PointMetric):
     def distance_to(self, reference: torch.Tensor) -> Callable[[torch.Tensor], tuple[float, float, float]]:
         """images → (FD, KID, KID std) against ``reference`` images, as the sweep measures (the
         disturbance test builds its own reference this way)."""
-        ref = ScaledDistances(self.features(reference), self.kid_subsets, self.seed)
-        return lambda images: ref(self.features(images))
+        return tagger_distance(self.tagger, self.kid_subsets, self.seed)(reference)
 
-    @torch.no_grad()
-    def features(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        x = to_unit(images) * 2 - 1
-        return torch.cat([self.tagger.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return tagger_features(self.tagger, images)
 
     @torch.no_grad()
     def measure(self, samples: Samples) -> dict:
