@@ -1,5 +1,6 @@
 """The exact benchmark scorer against the benchmark's own ground truth (held-out images)."""
 import numpy as np
+import pytest
 import torch
 
 from nai3eval.scorer import read_tags
@@ -95,3 +96,26 @@ def test_exact_scorer_reads_rare_recall_and_common_leakage_and_its_own_accuracy(
     assert r["scorer_recall_rare"] < 0.5 and r["scorer_leakage_common"] > 0.1
     acc = ExactScorer.accuracy(ev.images, ev.tags)
     assert set(acc) == {"background", "count", "object"} and min(acc.values()) >= 0.95, acc
+
+
+def test_the_scorers_set_distance_is_zero_on_real_images_and_grows_to_noise(tmp_path):
+    """Real held-out images against their own prompts: the readings' distributions equal the
+    prompted ones (TV ≈ 0); blurred, then noisy, then pure-noise images move further away."""
+    from nai3eval.disturbance import gaussian_blur
+    from nai3eval.metrics import Samples
+    from nai3eval.metrics.exact_scorer import ExactScorer, total_variation
+    from nai3eval.prompts import PromptSet
+
+    assert total_variation(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(1 / 3)
+    assert total_variation(["a"], ["b"]) == 1.0 and total_variation(["a", "b"], ["b", "a"]) == 0.0
+    synthesize(tmp_path / "b", 8, 120, 32, seed=21)
+    ev = load_folder(tmp_path / "b" / "eval", 32)
+    ps = PromptSet(ev.tags, torch.arange(len(ev.tags)), torch.zeros(len(ev.tags), 1))
+    tv = lambda x: measure(ExactScorer(), Samples(x, torch.zeros(len(x)), ps))["scorer_tv"]  # noqa: E731
+    gen = torch.Generator().manual_seed(0)
+    clean = tv(ev.images)
+    steps = [clean, tv(gaussian_blur(ev.images, 1.5)), tv((ev.images + 0.6 * torch.randn(ev.images.shape,
+                                                                                          generator=gen)).clamp(-1, 1)),
+             tv(torch.randn(ev.images.shape, generator=gen).clamp(-1, 1))]
+    assert clean <= 0.02, steps
+    assert steps[-1] == max(steps) and steps[-1] > 0.5 and steps[1] > clean and steps[2] > clean, steps
