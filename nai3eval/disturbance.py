@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 
 NOISE_STD = (0.1, 0.25, 0.5)  # added Gaussian noise, pixel units of [−1, 1]
-BLUR_SIGMA = (0.5, 1.0, 2.0)  # Gaussian blur, pixels
+BLUR_SIDE = (1 / 16, 1 / 8, 3 / 16)  # Gaussian blur σ as a fraction of the shorter side (1, 2, 3 px at 16 px)
+REPEATS = 8  # random splits averaged: one split of a small reference set is too noisy to order the rows
+MIN_RESPONSE = 0.05  # the strongest corruption must move FD by this share of what pure noise moves it
 Distance = Callable[[torch.Tensor], tuple[float, float, float]]
 """images → (FD, KID, KID std over subsets) against a fixed reference."""
 
@@ -35,7 +37,8 @@ def corruptions(images: torch.Tensor, seed: int = 0) -> list[tuple[str, float, t
     """(kind, strength, images): noise and blur at three strengths each, and pure noise."""
     gen = torch.Generator().manual_seed(seed)
     out = [("noise", s, (images + s * torch.randn(images.shape, generator=gen)).clamp(-1, 1)) for s in NOISE_STD]
-    out += [("blur", s, gaussian_blur(images, s)) for s in BLUR_SIGMA]
+    side = min(images.shape[-2:])
+    out += [("blur", s * side, gaussian_blur(images, s * side)) for s in BLUR_SIDE]
     return out + [("pure noise", 1.0, torch.randn(images.shape, generator=gen).clamp(-1, 1))]
 
 
@@ -43,9 +46,9 @@ def corruptions(images: torch.Tensor, seed: int = 0) -> list[tuple[str, float, t
 class Row:
     kind: str  # "split", "noise", "blur", "pure noise"
     strength: float
-    fd: float
-    kid: float
-    kid_std: float
+    fd: float  # mean over the random splits
+    kid: float  # mean over the random splits
+    kid_std: float  # spread of one split's KID (std over splits; over KID's subsets with one split)
 
 
 @dataclass
@@ -60,15 +63,20 @@ class Disturbance:
 
     @property
     def split_covers_zero(self) -> bool:
+        """Two halves of one set measure ≈ 0: the mean split KID lies within 1.96 spreads of 0."""
         s = self._kind("split")[0]
         return abs(s.kid) <= 1.96 * s.kid_std
 
     def monotone(self, kind: str) -> bool:
-        """FD and KID grow with the strength, the strongest above the split."""
+        """FD and KID grow with the strength, and measurably: the strongest corruption moves FD by at
+        least ``MIN_RESPONSE`` of what pure noise moves it (an instrument all but blind to a
+        corruption still drifts a little, and drifts in order). FD, not KID: KID's cubic kernel
+        makes pure noise an outlier by orders of magnitude, so a share of it says little."""
         rows = self._kind(kind)
-        split = self._kind("split")[0]
-        return all(a.fd < b.fd and a.kid < b.kid for a, b in zip(rows, rows[1:])) and \
-            rows[-1].fd > split.fd and rows[-1].kid > split.kid
+        split, top = self._kind("split")[0], self._kind("pure noise")[0]
+        growing = all(a.fd < b.fd and a.kid < b.kid for a, b in zip(rows, rows[1:]))
+        return growing and rows[-1].kid > split.kid and \
+            rows[-1].fd - split.fd >= MIN_RESPONSE * (top.fd - split.fd) > 0
 
     @property
     def noise_is_worst(self) -> bool:
@@ -103,15 +111,24 @@ class Disturbance:
         return {"instrument": self.instrument, "rows": [asdict(r) for r in self.rows], **self.summary()}
 
 
-def disturbance(instrument: str, images: torch.Tensor, make_distance: Callable[[torch.Tensor], Distance],
-                seed: int = 0) -> Disturbance:
-    """The disturbance table of an instrument on ``images`` (the reference set, [−1, 1]) split at
-    random in two halves (seeded; a split by position would inherit the set's order): the first is
-    the reference, the second is measured against it as it is and corrupted.
-    ``make_distance(reference)`` builds the instrument's distance to that reference."""
+def _one_split(images: torch.Tensor, make_distance: Callable[[torch.Tensor], Distance], seed: int) -> list[Row]:
+    """One random split (seeded; a split by position would inherit the set's order): the first half
+    is the reference, the second is measured against it as it is and corrupted."""
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     ref, held = images[order[: len(images) // 2]], images[order[len(images) // 2:]]
     distance = make_distance(ref)
-    out = Disturbance(instrument, [Row("split", 0.0, *distance(held))])
-    out.rows += [Row(kind, s, *distance(x)) for kind, s, x in corruptions(held, seed)]
-    return out
+    return [Row("split", 0.0, *distance(held))] + [Row(kind, s, *distance(x)) for kind, s, x in corruptions(held, seed)]
+
+
+def disturbance(instrument: str, images: torch.Tensor, make_distance: Callable[[torch.Tensor], Distance],
+                seed: int = 0, repeats: int = REPEATS) -> Disturbance:
+    """The disturbance table of an instrument on ``images`` (the reference set, [−1, 1]), averaged
+    over ``repeats`` random splits. ``make_distance(reference)`` builds the instrument's distance
+    to that reference."""
+    runs = [_one_split(images, make_distance, seed + r) for r in range(repeats)]
+    rows = []
+    for i, first in enumerate(runs[0]):
+        fd, kid = (torch.tensor([getattr(run[i], f) for run in runs], dtype=torch.float64) for f in ("fd", "kid"))
+        spread = float(kid.std()) if repeats > 1 else first.kid_std
+        rows.append(Row(first.kind, first.strength, float(fd.mean()), float(kid.mean()), spread))
+    return Disturbance(instrument, rows)
