@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_PER_IMAGE = {"scorer_recall_rare": "scorer_image_recall_rare", "scorer_leakage_common": "scorer_image_leakage_common"}
+OLD_PER_IMAGE = {"scorer_recall_rare": "scorer_image_recall_rare",
+                 "scorer_leakage_common": "scorer_image_leakage_common"}
 
 
 def _sigma(s: float) -> str:
@@ -48,7 +49,8 @@ def _legacy(results) -> dict:
         for x0 in (pr.x0_inf, pr.x0_20000):
             name = f"x0-sigma{_sigma(x0.sigma)}"
             out.update({pre + f"{name}|nonfinite_frac": x0.nonfinite_frac, pre + f"{name}|max_abs": x0.max_abs,
-                        pre + f"{name}|brightness_err_mean": x0.brightness_err, pre + f"{name}|brightness_err": x0.per_image_err})
+                        pre + f"{name}|brightness_err_mean": x0.brightness_err,
+                        pre + f"{name}|brightness_err": x0.per_image_err})
         tail = lambda c: f"cfg{c:g}-sigma{{}}-{r.points[0].point.sampler}{r.points[0].point.steps}"  # noqa: E731
         for probe in pr.mean_leak.values():
             name = "mean_leak-" + tail(probe.cfg_scale).format(_sigma(probe.start))

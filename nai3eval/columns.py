@@ -23,7 +23,8 @@ class Table:
     rows: list[list[str]]
 
     def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h) for i, h in enumerate(self.head)]
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+                  for i, h in enumerate(self.head)]
         line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
         return "\n".join([line(self.head), line(["-" * w for w in widths]), *map(line, self.rows)])
 
@@ -63,7 +64,8 @@ def columns(record: Record, points: list[tuple[Run, Setting]]) -> list[Output]:
 
 
 def sweep_points(record: Record) -> list[tuple[Run, Setting]]:
-    return [(r, s) for r in sorted(record.runs.values(), key=lambda r: (r.seed, r.name)) for s in record.settings(r, "sweep")]
+    runs = sorted(record.runs.values(), key=lambda r: (r.seed, r.name))
+    return [(r, s) for r in runs for s in record.settings(r, "sweep")]
 
 
 def points_table(record: Record) -> Table:

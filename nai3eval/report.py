@@ -107,7 +107,8 @@ def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: di
     rows = [claim_row(c, o.spec.alpha) for c in o.claims]
     claims = Table([h for h, _ in CLAIM_COLUMNS], [[f"**{r['id']}** {r['title']}" if f == "id" else r[f]
                                                     for _, f in CLAIM_COLUMNS] for r in rows])
-    checks = Table(["check", "result", "detail"], [[f"**{c.id}** {c.spec.title}", c.verdict, c.detail or c.decision.reason]
+    checks = Table(["check", "result", "detail"], [[f"**{c.id}** {c.spec.title}", c.verdict,
+                                                    c.detail or c.decision.reason]
                                                    for c in o.checks])
     inst = Table(["instrument", "held-out accuracy", "disturbance test", "feeds"],
                  [list(r) for r in instrument_rows(record)])

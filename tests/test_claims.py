@@ -85,7 +85,8 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
         rec.put(run, Setting("count", s, 5.0, canvas=2.0), "wrong_count",
                 (rng.uniform(size=G * PER) < rate).astype(float).tolist(), PID)
     nf = t["nonfinite_inf"]
-    rec.put_all(run, Setting("x0", math.inf), {"nonfinite_frac": nf, "brightness_err": [math.nan if nf else 0.05] * (G * PER)})
+    rec.put_all(run, Setting("x0", math.inf), {"nonfinite_frac": nf,
+                                                "brightness_err": [math.nan if nf else 0.05] * (G * PER)})
     rec.put_all(run, Setting("x0", 20000.0), {"nonfinite_frac": 0.0, "brightness_err": jitter(t["x0_err"])})
     return rec
 
@@ -369,7 +370,8 @@ def test_a_claim_fed_by_an_instrument_that_failed_its_disturbance_test_is_not_me
     bad = by_id(evaluate_claims(failed))
     for cid in ("C5", "C6-kid"):
         assert bad[cid].verdict == A.NOT_MEASURED
-        assert "instrument failed its disturbance test: domain tagger (blur is not monotone)" in bad[cid].decision.reason
+        reason = bad[cid].decision.reason
+        assert "instrument failed its disturbance test: domain tagger (blur is not monotone)" in reason
     assert bad["C6"].verdict == A.NOT_MEASURED and bad["C2"].verdict == A.SUPPORTED  # nothing else moves
     _, folder = write_report(failed, tmp_path)
     doc = json.loads((folder / "report.json").read_text())

@@ -4,7 +4,8 @@
 (generic forms, named in ``ESTIMANDS``); ``checks`` holds the passed/failed checks; ``decide``
 combines the seeds (``statistics``: the two-stage analysis and the decision rules) and applies Holm.
 """
-from .decide import ClaimResult, ClaimsOutcome, apply_holm, evaluate_claims, instrument_accuracy, instrument_note, matches
+from .decide import (ClaimResult, ClaimsOutcome, apply_holm, evaluate_claims, instrument_accuracy, instrument_note,
+                     matches)
 from .estimands import ESTIMANDS, Arms, NotMeasured
 from .checks import CHECKS
 from .spec import DEFAULT_SPEC, ClaimsSpec, ClaimSpec, load_claims_spec

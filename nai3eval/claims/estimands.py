@@ -197,7 +197,8 @@ class RatioToScale:
         if at is None:
             raise NotMeasured("the practical-infinity probe did not run (ZTSNR variants only)")
         ref_start = x.record.scalar(x.treat, at, "reference_start")
-        ref = next((x.record.per_image(x.treat, s, "same_prompt_distance") for s in found if s.start == ref_start), None)
+        ref = next((x.record.per_image(x.treat, s, "same_prompt_distance") for s in found if s.start == ref_start),
+                   None)
         if ref is None:
             raise NotMeasured("no scale: the probe had one sample per prompt (eval.seeds_per_prompt ≥ 2 needed)")
         d, pid = x.record.per_image(x.treat, at, "distance")
