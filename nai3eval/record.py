@@ -9,7 +9,6 @@ it was evaluated on. The claims and the report only query this table (``scalar``
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -65,15 +64,8 @@ class PerImage:
 Value = float | PerImage
 
 
-def _enc(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, (list, tuple)):
-        return [_enc(x) for x in v]
-    return v
-
-
 def _dec(v: Any) -> Any:
+    """The inverse of ``to_dict``'s strings for non-finite floats."""
     if isinstance(v, str) and v in ("nan", "inf", "-inf"):
         return float(v)
     if isinstance(v, list):
@@ -177,11 +169,11 @@ class Record:
         for (key, s, m), v in self.values.items():
             row = {"run": list(key), "setting": s.to_dict(), "metric": m}
             if isinstance(v, PerImage):
-                row["values"] = _enc(v.values)
+                row["values"] = to_dict(v.values)
                 if v.prompt_index is not None:
                     row["prompt_index"] = v.prompt_index
             else:
-                row["value"] = _enc(v)
+                row["value"] = to_dict(v)
             rows.append(row)
         return {"format": FORMAT, "runs": [r.to_dict() for r in self.runs.values()], "measurements": rows}
 

@@ -6,8 +6,10 @@ MLflow run names, table rows) and is never parsed back.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal
+
+from nai3train.config import to_dict
 
 Kind = Literal["sweep", "x0", "mean_leak", "practical_infinity", "count"]
 KINDS: tuple[str, ...] = ("sweep", "x0", "mean_leak", "practical_infinity", "count")
@@ -54,9 +56,7 @@ class Setting:
                 self.sampler, self.steps)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["start"] = sigma_text(self.start) if math.isinf(self.start) else self.start
-        return d
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Setting":

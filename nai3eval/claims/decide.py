@@ -193,8 +193,9 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     decision = _rule(spec, c.rule).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH
-    if failed_instrument(c.metric, record):
-        decision = A.Decision(A.NOT_MEASURED, math.nan, failed_instrument(c.metric, record))
+    failed = failed_instrument(c.metric, record)
+    if failed:
+        decision = A.Decision(A.NOT_MEASURED, math.nan, failed)
     note = "; ".join(t for t in dict.fromkeys([*reasons, instrument_note(c.metric, record)]) if t)
     if look and look < len(per_seed):
         note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "

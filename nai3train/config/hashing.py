@@ -17,7 +17,8 @@ def stable_hash(obj: Any) -> str:
 
 def to_dict(obj: Any) -> Any:
     """Resolved config (a pydantic model or a dataclass) as plain JSON-able data: tuples as lists,
-    infinities as the strings 'inf'/'-inf' (JSON has no infinity; the schema reads them back)."""
+    non-finite floats as the strings 'inf'/'-inf'/'nan' (JSON has neither; the schema and
+    ``nai3eval.record`` read them back)."""
     if isinstance(obj, BaseModel):
         return {name: to_dict(getattr(obj, name)) for name in type(obj).model_fields}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -26,6 +27,6 @@ def to_dict(obj: Any) -> Any:
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else "inf" if obj > 0 else "-inf"
     return obj
