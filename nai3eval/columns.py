@@ -9,6 +9,7 @@ import io
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from .metrics import Output, declared_outputs
 from .record import Record, Run
@@ -32,10 +33,14 @@ class Table:
         return "\n".join(["| " + " | ".join(self.head) + " |", "|" + "---|" * len(self.head),
                           *("| " + " | ".join(r) + " |" for r in self.rows)])
 
-    def html(self) -> str:
-        e = lambda c: re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(c))  # noqa: E731 (Markdown bold)
-        head = "".join(f"<th>{e(h)}</th>" for h in self.head)
-        body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+    def html(self, tint: Callable[[str], str | None] = lambda cell: None) -> str:
+        """The table as HTML; ``tint(cell)`` may give a cell a colour (a verdict, say)."""
+        def td(c: str) -> str:
+            colour = tint(c)
+            text = inline_html(c)
+            return f"<td><b style='color:{colour}'>{text}</b></td>" if colour else f"<td>{text}</td>"
+        head = "".join(f"<th>{inline_html(h)}</th>" for h in self.head)
+        body = "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in self.rows)
         return f"<table><tr>{head}</tr>{body}</table>"
 
     def csv(self) -> str:
@@ -44,6 +49,12 @@ class Table:
         w.writerow(self.head)
         w.writerows(self.rows)
         return out.getvalue()
+
+
+def inline_html(text: str) -> str:
+    """Escaped text with the two Markdown marks the report uses: **bold** and *italic*."""
+    e = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"(?<![\w*])\*(\S.*?)\*", r"<i>\1</i>", e)
 
 
 def cell(v: float | None, fmt: str) -> str:

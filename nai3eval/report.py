@@ -16,7 +16,7 @@ from pathlib import Path
 from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
 from .claims.decide import instrument_disturbance
 from .claims import statistics as A
-from .columns import Table, points_table
+from .columns import Table, inline_html, points_table
 from .record import Record
 
 
@@ -145,15 +145,16 @@ COLOUR = {A.SUPPORTED: "#1a7f37", A.EQUIVALENT: "#1a7f37", A.CHECK_PASSED: "#1a7
           A.CHECK_FAILED: "#cf222e", A.INCONCLUSIVE: "#9a6700", A.NOT_MEASURED: "#6e7781"}
 
 
-def _colour(verdict: str) -> str:
-    return COLOUR.get(verdict.removeprefix("checkpoint-level: "), "#6e7781")
+def _colour(cell: str) -> str | None:
+    """A verdict's colour ("checkpoint-level: …" alike); None for any other text."""
+    return COLOUR.get(cell.removeprefix("checkpoint-level: "))
 
 
 def _html_text(p: str) -> str:
-    e = html.escape(p)
-    for word in COLOUR:
-        e = e.replace(f"Verdict:* {word}", f"Verdict:* <b style='color:{_colour(word)}'>{word}</b>")
-    return e.replace("*", "")
+    label, sep, verdict = p.partition("*Verdict:* ")
+    if not label and sep and _colour(verdict):
+        return f"<i>Verdict:</i> <b style='color:{_colour(verdict)}'>{html.escape(verdict)}</b>"
+    return inline_html(p)
 
 
 def render_html(secs: list[Section]) -> str:
@@ -163,7 +164,7 @@ def render_html(secs: list[Section]) -> str:
         body.append(f"<h{s.level}>{e(s.title)}</h{s.level}>")
         body += [f"<p>{_html_text(p)}</p>" for p in s.text]
         if s.table is not None:
-            body.append(s.table.html())
+            body.append(s.table.html(_colour))
         body += [f"<figure><img src='{v.name}' alt='{e(k)}'><figcaption>{e(k)}</figcaption></figure>"
                  for k, v in s.images.items()]
     return ("<!doctype html><html><head><meta charset='utf-8'><title>nai3 claims report</title><style>"

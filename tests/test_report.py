@@ -38,6 +38,10 @@ def test_markdown_and_html_show_the_same_sections_and_points(tmp_path):
     md_titles = re.findall(r"^#{2,3} (.+)$", md, flags=re.M)
     html_titles = [t.replace("&#x27;", "'") for t in re.findall(r"<h[23]>(.+?)</h[23]>", page)]
     assert md_titles == html_titles and "Evaluation points" in md_titles and "Checks" in md_titles
+    # verdicts are coloured in the claims table and in each claim's detail, checkpoint-level ones too
+    assert page.count("<b style='color:#1a7f37'>checkpoint-level: supported</b>") >= 2
+    assert "<i>Estimand:</i>" in page and "*Estimand:*" not in page  # the Markdown marks become HTML …
+    assert "log CFG* (baseline" in page  # … and a real asterisk in the spec's text stays
     csv_rows = (folder / "points.csv").read_text().strip().splitlines()
     n_points = sum(len(record.settings(r, "sweep")) for r in record.runs.values())
     assert len(csv_rows) == 1 + n_points
