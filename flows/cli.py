@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--json", action="store_true", help="print the whole card as JSON")
     di.set_defaults(fn=cmd_data_inspect)
 
-    tr = sub.add_parser("train", parents=[run_options], help="train one variant of a config (resumable), logged to MLflow",
+    tr = sub.add_parser("train", parents=[run_options],
+                        help="train one variant of a config (resumable), logged to MLflow",
                         description="Train one variant; checkpoints every train.checkpoint_every steps under "
                                     "WORK_DIR/variants/NAME-KEY/. With --resume, continue from the newest one.")
     tr.add_argument("config", help="YAML config (e.g. configs/smoke.yaml)")
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="retrain from scratch even if a FINISHED run with the same config, data and code exists")
     tr.set_defaults(fn=cmd_train)
 
-    ev = sub.add_parser("eval", parents=[run_options], help="evaluate a model over a CFG × σ sweep (nai3 checkpoint, MLflow run, diffusers SDXL)",
+    ev = sub.add_parser("eval", parents=[run_options],
+                        help="evaluate a model over a CFG × σ sweep (nai3 checkpoint, MLflow run, diffusers SDXL)",
                         description="Sample the model at every (CFG, starting σ) of the config's eval section "
                                     "with shared prompts and noise, compute FD/KID, tag adherence and the pure-noise "
                                     "probes, log a parent run with one child per point, and write a report. The "
@@ -314,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, metavar="OUT", help="also write the evaluated points as JSON")
     ev.set_defaults(fn=cmd_eval)
 
-    rp = sub.add_parser("report", parents=[tracking], help="re-render the claims report of an ablation's parent MLflow run",
+    rp = sub.add_parser("report", parents=[tracking],
+                        help="re-render the claims report of an ablation's parent MLflow run",
                         description="Download results/results.json from the parent run and write report.md, "
                                     "report.html, report.json (claims, checks, the claims spec sha256) and the plots.")
     rp.add_argument("parent_run", help="MLflow run id of the ablation's parent run")
@@ -345,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("journal", help="the journal file the error named")
     rl.set_defaults(fn=cmd_relog)
 
-    ab = sub.add_parser("ablation", parents=[run_options], help="run the ablation flow (train variants, evaluate, log to MLflow)",
+    ab = sub.add_parser("ablation", parents=[run_options],
+                        help="run the ablation flow (train variants, evaluate, log to MLflow)",
                         description="Run the nai3-ablation Prefect flow in-process (ephemeral Prefect API unless "
                                     "PREFECT_API_URL is set; MLflow store from --tracking-uri, $MLFLOW_TRACKING_URI "
                                     "or ./mlflow/mlflow.db).")
