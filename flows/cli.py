@@ -15,6 +15,9 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nai3 never downloads: a missing local file is an error
 
 
+FEATURE_SPACES = ("tagger", "inception", "clip", "exact")  # nai3eval.folders.SPACES, without importing torch for --help
+
+
 def _float(s: str) -> float:
     return math.inf if s.strip().lower() in ("inf", "infinity", "∞") else float(s)
 
@@ -184,7 +187,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_metrics(a: argparse.Namespace) -> int:
     from nai3eval.folders import folder_distance, folder_disturbance
 
-    weights = {"tagger": a.tagger, "inception": a.inception}
+    weights = {"tagger": a.tagger, "inception": a.inception, "clip": a.clip}
     if a.disturbance:
         if a.fake:
             raise ValueError("--disturbance reads one folder (the reference set); give no FAKE_DIR")
@@ -196,8 +199,7 @@ def cmd_metrics(a: argparse.Namespace) -> int:
             raise ValueError("give REAL_DIR and FAKE_DIR (or --disturbance REAL_DIR)")
         results = [folder_distance(a.real, a.fake, space, **weights) for space in a.features]
         for r in results:
-            print(f"{r.space}: FD {r.fd:.6g}  KID {r.kid:.6g} ± {1.96 * r.kid_std:.3g} (95 %, over subsets)  "
-                  f"real {r.n_real} images, fake {r.n_fake}")
+            print(r.line())
         doc = [r.to_dict() for r in results]
     if a.json:
         Path(a.json).write_text(json.dumps(doc, indent=2))
@@ -332,10 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "noise (must be the largest). An instrument that fails decides no claim.")
     mt.add_argument("real", metavar="REAL_DIR", help="reference image folder")
     mt.add_argument("fake", metavar="FAKE_DIR", nargs="?", default=None, help="generated image folder")
-    mt.add_argument("--features", nargs="+", choices=("tagger", "inception"), default=["tagger"],
-                    help="feature space(s) (default: tagger)")
+    mt.add_argument("--features", nargs="+", choices=FEATURE_SPACES, default=["tagger"],
+                    help="feature space(s) (default: tagger); exact: the benchmark's exact scorer, total variation "
+                         "between what it reads in the two folders (no disturbance table: it reads labels)")
     mt.add_argument("--tagger", metavar="DIR", default=None, help="domain tagger folder (WORK_DIR/tagger-*)")
     mt.add_argument("--inception", metavar="FILE", default=None, help="local torchvision inception_v3 weights")
+    mt.add_argument("--clip", metavar="DIR", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor)")
     mt.add_argument("--disturbance", action="store_true", help="print the disturbance table of REAL_DIR")
     mt.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON")
     mt.set_defaults(fn=cmd_metrics)

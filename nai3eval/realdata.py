@@ -135,6 +135,20 @@ def clip_score(images: torch.Tensor, prompts: list[str], folder: str | Path, loa
     return float(metric.compute())
 
 
+@torch.no_grad()
+def clip_image_features(images: torch.Tensor, loaded, batch: int = 64) -> torch.Tensor:
+    """CLIP image embeddings, L2-normalised (the geometry CLIPScore's cosine reads), of images in
+    [−1, 1]: the feature space of ``nai3 metrics --features clip``."""
+    model, processor = loaded
+    out = []
+    for chunk in images.split(batch):
+        pixels = (to_unit(chunk) * 255).round().to(torch.uint8)
+        inputs = processor(images=list(pixels), return_tensors="pt")
+        z = model.get_image_features(pixel_values=inputs["pixel_values"])
+        out.append(z / z.norm(dim=-1, keepdim=True))
+    return torch.cat(out).double()
+
+
 class WD14Tagger:
     """A WD14-style anime tagger from local files: ``model.onnx`` (NHWC float32 BGR in 0–255, square
     input, sigmoid outputs) and ``selected_tags.csv`` (columns tag_id, name, category, count), run

@@ -119,3 +119,58 @@ def test_the_benchmarks_domain_tagger_passes_its_disturbance_test(tmp_path):
     assert d.passed, d.table()
     top = d._kind("pure noise")[0]
     assert all(top.fd > 2 * r.fd for r in d.rows if r.kind != "pure noise"), d.table()
+
+
+def test_the_exact_folder_distance_counts_what_the_scorer_reads(tmp_path):
+    """`--features exact`: per reading, ½ Σ |p − q| over what the scorer reads in each folder —
+    0 for a folder against itself, larger against noise than against the benchmark's other split."""
+    from collections import Counter
+
+    from nai3eval.folders import folder_distance
+    from nai3eval.realdata import write_pngs
+    from nai3eval.scorer import read_tags
+
+    synthesize(tmp_path / "b", 40, 24, 16, seed=5)
+    real, fake = tmp_path / "b" / "eval", tmp_path / "b" / "train"
+    got = folder_distance(real, fake, "exact")
+    a, b = read_tags(load_folder(real, 16).images), read_tags(load_folder(fake, 16).images)
+    for i, key in enumerate(("background", "count", "object")):
+        ca, cb = Counter(t[i] for t in a), Counter(t[i] for t in b)
+        want = sum(abs(ca[k] / len(a) - cb[k] / len(b)) for k in set(ca) | set(cb)) / 2
+        assert got.tv_readings[key] == pytest.approx(want, abs=1e-12)
+    assert got.tv == pytest.approx(sum(got.tv_readings.values()) / 3)
+    assert folder_distance(real, real, "exact").tv == 0.0
+    noise = write_pngs(torch.rand(24, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+                       tmp_path / "noise")
+    assert folder_distance(real, noise, "exact").tv > got.tv + 0.3
+    with pytest.raises(ValueError, match="reads labels"):
+        from nai3eval.folders import folder_disturbance
+        folder_disturbance(real, "exact")
+
+
+def test_the_clip_folder_distance_is_clean_fids_fd_on_normalised_clip_embeddings(tmp_path):
+    """`--features clip`: FD on a local CLIP model's L2-normalised image embeddings equals
+    clean-fid's ``fid_from_feats`` on embeddings computed here with transformers directly."""
+    from cleanfid.fid import fid_from_feats
+
+    from nai3eval.folders import folder_distance
+    from nai3eval.realdata import load_clip, write_pngs
+    from tests.test_realdata import _tiny_clip
+
+    clip = _tiny_clip(tmp_path)
+    gen = torch.Generator().manual_seed(1)
+    real = write_pngs(torch.rand(20, 3, 32, 32, generator=gen) * 2 - 1, tmp_path / "real")
+    fake = write_pngs((torch.rand(16, 3, 32, 32, generator=gen) * 2 - 1) * 0.5, tmp_path / "fake")
+    got = folder_distance(real, fake, "clip", clip=str(clip))
+    model, processor = load_clip(clip)
+
+    def embed(folder):
+        images = [(load_folder(folder, 32, untagged=True).images[i] + 1) / 2 for i in range(len(list(folder.iterdir())))]
+        pixels = processor(images=[(x * 255).round().to(torch.uint8) for x in images], return_tensors="pt")
+        with torch.no_grad():
+            z = model.get_image_features(**pixels)
+        return (z / z.norm(dim=-1, keepdim=True)).double().numpy()
+
+    assert got.n_real == 20 and got.n_fake == 16
+    assert got.fd == pytest.approx(fid_from_feats(embed(real), embed(fake)), rel=1e-5)
+    assert got.kid_std is not None and math.isfinite(got.kid)

@@ -265,9 +265,11 @@ def _decode_verdict(path: Path) -> tuple[int, int] | str:
     return h, w
 
 
-def scan_folder(root: str | Path, cache_file: str | Path | None = None) -> FolderScan:
+def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged: bool = False) -> FolderScan:
     """Every usable image under ``root`` (decoded once to be sure, then let go; see the module
-    docstring); every skipped file listed with its reason. ``cache_file``: remember the decodes."""
+    docstring); every skipped file listed with its reason. ``cache_file``: remember the decodes.
+    ``untagged`` keeps images without tags: a set measured by image features alone (generated
+    images, a reference folder for FD/KID) has none, and needs none."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
@@ -293,7 +295,7 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None) -> Folde
             continue
         if not tags:
             tags = _metadata_tags(path.parent, meta_cache, skipped).get(path.name, [])
-        if not tags:
+        if not tags and not untagged:
             skipped.append({"path": str(path), "reason": "no tags (no .txt sidecar and no metadata.jsonl entry)"})
             continue
         if len(tags) > MAX_TAGS:
@@ -327,10 +329,10 @@ def centre_square(pixels: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def load_folder(root: str | Path, resolution: int, square_only: bool = False,
-                cache_file: str | Path | None = None) -> FolderDataset:
+                cache_file: str | Path | None = None, untagged: bool = False) -> FolderDataset:
     """Every usable image under ``root`` as a centre square at ``resolution`` (evaluation, tagger),
     read lazily."""
-    return squares(scan_folder(root, cache_file), resolution, square_only, root)
+    return squares(scan_folder(root, cache_file, untagged), resolution, square_only, root)
 
 
 def squares(scan: FolderScan, resolution: int, square_only: bool = False, root: str | Path = "") -> FolderDataset:
