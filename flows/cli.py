@@ -113,52 +113,85 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-") or "model"
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)
+    path = Path(a.model)  # everything the user named is checked before Prefect or MLflow start
+    if not path.exists() and (a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")) or "/" in a.model):
+        raise FileNotFoundError(f"model {path} does not exist")
+    for given, what, ok in ((a.reference, "reference folder", Path.is_dir), (a.prompts, "prompt file", Path.is_file),
+                            (a.model_config, "--model-config folder", Path.is_dir)):
+        if given and not ok(Path(given)):
+            raise FileNotFoundError(f"{what} {given} does not exist")
     from dataclasses import replace
 
     from nai3eval.prompts import read_prompt_file
     from nai3train.checkpoint import load_meta
     from nai3train.run import TrainedVariant
-    from nai3train.tracking import Tracker, resolve_checkpoint
+    from nai3train.tracking import Tracker, resolve_checkpoint, runs_page
 
     from . import pipeline
+    from .summary import ui_command
 
-    ws = pipeline.Workspace.open(cfg, a.work_dir, a.tracking_uri)
-    path = Path(a.model)
-    if not path.exists() and (a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")) or "/" in a.model):
-        raise FileNotFoundError(f"model {path} does not exist")
-    ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
-    if (Path(ckpt) / "meta.json").is_file():
-        name = load_meta(ckpt)["variant"]["name"]
-    else:
+    ours = path.exists() and (path / "meta.json").is_file()
+    if ours:
+        name = load_meta(path)["variant"]["name"]
+    elif path.exists():
         from nai3train.models import pretrained_format
 
-        pretrained_format(str(ckpt), a.model_config)  # refuse a pickle or an unknown format before any work
-        name = Path(ckpt).stem if Path(ckpt).is_file() else Path(ckpt).name
+        pretrained_format(str(path), a.model_config)  # refuse a pickle or an unknown format before any work
+        name = path.stem if path.is_file() else path.resolve().name
+    else:
+        name = a.model  # an MLflow run id: resolved below, once the tracking store is open
+    # the benchmark's tagger and exact scorer read the benchmark's prompts and images only
+    benchmark_prompts = ours and not a.prompts and not a.reference and cfg.data.kind == "benchmark"
+    experiment = a.experiment or (cfg.experiment if benchmark_prompts else f"nai3-eval-{_slug(name)}")
+    cfg = cfg.model_copy(update={"experiment": experiment})
+    work = Path(a.work_dir) if benchmark_prompts else Path(a.work_dir) / f"eval-{_slug(experiment)}"
+    ws = pipeline.Workspace.open(cfg, work, a.tracking_uri)
+    ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
+    if not path.exists() and (Path(ckpt) / "meta.json").is_file():
+        name = load_meta(ckpt)["variant"]["name"]
     options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
                                     prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None,
                                     model_config=str(Path(a.model_config).resolve()) if a.model_config else None)
-    data = pipeline.prepare_data(cfg, ws)
-    tagger = pipeline.prepare_tagger(cfg, data, ws)
+    data = pipeline.prepare_data(cfg, ws) if not a.reference else None
+    tagger = pipeline.prepare_tagger(cfg, data, ws) if benchmark_prompts else None
     if a.reference:
-        if not Path(a.reference).is_dir():
-            raise FileNotFoundError(f"reference folder {a.reference} does not exist")
-        data = replace(data, eval=str(Path(a.reference).resolve()), benchmark=False)  # not the benchmark's images
+        data = pipeline.PreparedData(train="", eval=str(Path(a.reference).resolve()), content_hash="",
+                                     scan_cache=str(ws.work / "cache" / "image-scan.json"))
+    elif not benchmark_prompts:
+        data = replace(data, benchmark=False)  # the config's images are the reference, not the prompts' source
+    if tagger is None:
+        print("instruments: the benchmark's domain tagger and exact scorer are skipped (they read the benchmark's "
+              "16-pixel shapes, not these prompts)")
+    missing = [f"{w} (eval.{k})" for w, k in (("FID", "inception_weights"), ("CLIPScore", "clip_path"),
+                                             ("WD14 tag recall", "wd14_model")) if not getattr(cfg.eval, k)]
+    if missing and not benchmark_prompts:
+        print(f"instruments: skipped {', '.join(missing)}: give local weights with --set eval.<key>=PATH "
+              "(nothing is downloaded)")
     trained = TrainedVariant(name, str(ckpt), None)
     parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{name}",
                            tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
     with parent.running():
         result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress,
                                    options=options)
-        out = pipeline.report(cfg, [result], [trained], data, ws, parent, out=ws.work / f"eval-{parent.run_id[:8]}")
+        run = next(iter(result.runs.values()))
+        print(f"parameterisation: {pipeline.parameterization_text(run.variant, run.source)}")
+        out = pipeline.report(cfg, [result], [trained], data if ours else None, ws, parent,
+                              out=ws.work / f"eval-{parent.run_id[:8]}")
     if a.json:
         Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))
     print(out.table)
     print("\n".join(out.summary))
-    print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id})")
+    print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id}, experiment '{experiment}')")
+    print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
+    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id)}")
     return 0
 
 
@@ -304,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="for a single-file checkpoint: the local diffusers SDXL folder that supplies its configs "
                          "and tokenizers (offline; its scheduler config gives the parameterisation unless the "
                          "checkpoint carries v_pred/ztsnr marker keys)")
-    ev.add_argument("--config", default="configs/smoke.yaml", help="config whose data and eval sections to use")
+    ev.add_argument("--config", default="smoke", help="config whose data and eval sections to use: a file, or the "
+                                                          "name of a shipped one (smoke, paper, sdxl, …; default smoke)")
     ev.add_argument("--prediction", choices=("eps", "v"), default=None, help="override the model's parameterisation")
     ev.add_argument("--ztsnr", dest="ztsnr", action="store_true", default=None,
                     help="the model was trained with zero terminal SNR (σ_999 = ∞)")
@@ -316,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reference image folder for FD/KID and brightness (default: the config's eval split)")
     ev.add_argument("--resolution", type=int, default=None, help="sample at N×N pixels (default: the model's own)")
     ev.add_argument("--json", default=None, metavar="OUT", help="also write the evaluated points as JSON")
+    ev.add_argument("--experiment", default=None, metavar="NAME",
+                    help="MLflow experiment (default: nai3-eval-<model folder name>; a nai3 checkpoint on the "
+                         "benchmark: the config's experiment)")
     ev.set_defaults(fn=cmd_eval)
 
     rp = sub.add_parser("report", parents=[tracking],

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.claims import ClaimsOutcome
-from nai3eval.report import summary_lines, write_report
+from nai3eval.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
-from nai3eval.sinks import GridSink, MLflowPointSink, PointCache
+from nai3eval.sinks import GridSink, MLflowPointSink, PointCache, grid_label
 from nai3eval.checkpoint import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
@@ -136,19 +136,34 @@ def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagge
     from nai3train.config import EvalConfig
 
     ec = EvalConfig(**dict(zip(REAL_DATA_WEIGHTS, weights)))
-    ev = load_folder(eval_dir, resolution, cache_file=scan_cache)  # streamed by each instrument, never held
+    # streamed by each instrument, never held; a reference folder of a researcher's needs no tags
+    ev = load_folder(eval_dir, resolution, cache_file=scan_cache, untagged=not benchmark)
+    if not tagger_dir:
+        return build_instruments(ec, ev.batches, ev.tags, None, [], None, benchmark)
     tagger, vocab, report = load_tagger(tagger_dir)
     return build_instruments(ec, ev.batches, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark,
                              {"recall": report.val_recall, "precision": report.val_precision,
                               "label_accuracy": report.val_label_accuracy})
 
 
-def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef) -> Instruments:
+def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef | None) -> Instruments:
     """The reference set and metric objects, built once per process for a given reference set,
     tagger and real-data weights — shared by every variant and every training seed (the evaluation
-    seed and sweep settings do not enter an instrument)."""
+    seed and sweep settings do not enter an instrument). ``tagger``: ``None`` where the domain
+    tagger was not trained on the data the prompts come from (a researcher's own model)."""
     weights = tuple(getattr(cfg.eval, k) for k in REAL_DATA_WEIGHTS)
-    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder, data.benchmark, data.scan_cache)
+    return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder if tagger else "", data.benchmark,
+                        data.scan_cache)
+
+
+def _instrument_name(tagger: TaggerRef | None) -> str:
+    return Path(tagger.folder).name if tagger else "no-tagger"
+
+
+def parameterization_text(variant: VariantConfig, source: str) -> str:
+    """How the model was read, as the console and the MLflow tag say it."""
+    table = "nai3 SDXL ZTSNR (exact ∞, practical 20000)" if variant.ztsnr else "nai3 SDXL (σ_max 14.6146)"
+    return f"{variant.prediction}-prediction, ztsnr={variant.ztsnr}, from {source}; σ table: {table}"
 
 
 @dataclass(frozen=True)
@@ -163,22 +178,22 @@ class ModelOptions:
     model_config: str | None = None  # the local diffusers folder a single-file checkpoint takes configs from
 
 
-def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-             parent: Tracker | None = None, force: bool = False, progress: bool = True,
+def evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef | None,
+             ws: Workspace, parent: Tracker | None = None, force: bool = False, progress: bool = True,
              options: ModelOptions = ModelOptions()) -> Record:
     """The CFG × σ sweep and the pure-noise probes for one trained variant (or any model
     ``load_model`` reads) — or, when its training run already stores an evaluation with the same
     sweep, instrument and evaluation code, that one. Two workers evaluating the same training run
     take turns (the evaluation key's lock), so the second reuses what the first stored."""
-    key = runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options))
+    key = runs.eval_key(cfg.eval, _instrument_name(tagger), trained.run_id, asdict(options))
     if not trained.run_id:
         return _evaluate(cfg, trained, data, tagger, ws, parent, force, progress, options, key)
     with run_lock(ws.work, f"eval-{key}"):
         return _evaluate(cfg, trained, data, tagger, ws, parent, force, progress, options, key)
 
 
-def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-              parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> Record:
+def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef | None,
+              ws: Workspace, parent: Tracker | None, force: bool, progress: bool, options: ModelOptions, key: str) -> Record:
     if trained.run_id and not force:
         stored = _stored(cfg, trained, ws, key)
         if stored is not None:
@@ -208,9 +223,7 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
                                      {"prediction": v.prediction, "ztsnr": v.ztsnr, "sigma_max": v.top_sigma,
                                       "seed": cfg.train.seed}))
     if parent is not None:
-        parent.set_tags({f"nai3.parameterization.{trained.variant}": f"{ck.variant.prediction}, ztsnr="
-                         f"{ck.variant.ztsnr}, from {ck.source}; σ table: nai3 SDXL"
-                         f"{' ZTSNR (exact ∞, practical 20000)' if ck.variant.ztsnr else ' (σ_max 14.6146)'}"})
+        parent.set_tags({f"nai3.parameterization.{trained.variant}": parameterization_text(ck.variant, ck.source)})
     prompts = [list(p) for p in options.prompts] if options.prompts else (
         read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
     ck.variant = ck.variant.model_copy(update={"name": trained.variant})
@@ -221,10 +234,10 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
     return result
 
 
-def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef, ws: Workspace,
+def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef | None, ws: Workspace,
                   options: ModelOptions = ModelOptions()) -> Record | None:
     """The evaluation ``evaluate`` stored on ``trained``'s run for this sweep, if there is one."""
-    return _stored(cfg, trained, ws, runs.eval_key(cfg.eval, Path(tagger.folder).name, trained.run_id, asdict(options)))
+    return _stored(cfg, trained, ws, runs.eval_key(cfg.eval, _instrument_name(tagger), trained.run_id, asdict(options)))
 
 
 def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: str) -> Record | None:
@@ -243,9 +256,11 @@ class ReportOutput:
         return summary_lines(self.claims)
 
 
-def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData,
+def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData | None,
            ws: Workspace, parent: Tracker | None = None, out: Path | None = None) -> ReportOutput:
-    """Results table, claims report (Markdown, HTML, plots), and results.json — on the parent run."""
+    """Results table, claims report (Markdown, HTML, plots), and results.json — on the parent run.
+    ``data``: the training data, for the checks of it; ``None`` for a model nai3 did not train (the
+    checks of training data are left out). The report shows the sample grids of its own runs only."""
     from nai3train.data.card import claim_measurements
 
     out = out or ws.work / "results"
@@ -255,11 +270,14 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         record.merge(r)
     table = format_table(record)
     extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
-                               scan_folder(data.eval, data.scan_cache))
+                               scan_folder(data.eval, data.scan_cache)) if data is not None else None
     (out / "results.json").write_text(json.dumps({"record": record.to_dict(),
-                                                  "training": [asdict(t) for t in trained], **extra}, default=str))
+                                                  "training": [asdict(t) for t in trained], **(extra or {})},
+                                                 default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
-    grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))}
+    labels = {grid_label(r) for r in record.runs.values()}
+    grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))
+             if p.stem.split("__")[0] in labels}
     claims, folder = write_report(record, out / "report", extra, grids)
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
@@ -269,7 +287,10 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         parent.log_artifact(folder, "report")
         parent.set_tags({"nai3.claims_spec_sha256": claims.spec.sha256, "nai3.claims_spec_version": claims.spec.version,
                          **{f"nai3.claim.{c.id}": c.verdict for c in [*claims.claims, *claims.checks]}})
-        parent.log_metrics({f"claims/{c.id}_supported": float(c.verdict == "supported") for c in claims.claims})
+        for k, metrics in claims.metrics_by_seeds().items():
+            parent.log_metrics(metrics, step=k)
+        parent.log_table([claim_row(c, claims.spec.alpha) for c in [*claims.claims, *claims.checks]],
+                         "report/claims_table.json")
     return ReportOutput(table, claims, folder)
 
 

@@ -77,8 +77,12 @@ def next_seeds(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str
 
 def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, options: dict | None = None) -> str:
     """Key of a stored evaluation: sweep settings, instrument, evaluation code, the training run,
-    and how the model was read (parameterisation overrides, size, prompts)."""
-    return stable_hash({"eval": to_dict(ec), "tagger": instrument, "code": evaluation_code_version(),
+    and how the model was read (parameterisation overrides, size, prompts). A prompt file counts by
+    its content, not its path: an edited file is evaluated again, a moved one is not."""
+    sweep = to_dict(ec)
+    if ec.prompt_file:
+        sweep["prompt_file"] = hashlib.sha256(Path(ec.prompt_file).read_bytes()).hexdigest()
+    return stable_hash({"eval": sweep, "tagger": instrument, "code": evaluation_code_version(),
                         "run": training_run_id, "options": options or {}})[:12]
 
 

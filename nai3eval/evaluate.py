@@ -69,6 +69,9 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     """The CFG × σ sweep and the pure-noise probes for one checkpoint (training seed ``seed``), on
     prompts drawn from the reference set's tags — or from ``prompts`` (a user's prompt file). Points
     measured in ``done`` (before an interrupted run) are taken as they are, not sampled again."""
+    if not prompts and not any(instruments.real_tags):
+        raise ValueError("no prompts: the reference images carry no tags (.txt sidecars or metadata.jsonl) to draw "
+                         "prompts from; give a prompt file (nai3 eval --prompts FILE, or eval.prompt_file)")
     ps = make_prompt_set(prompts or instruments.real_tags, ec.prompts, ec.seeds_per_prompt, ck.sample_shape,
                          ec.seed, instruments.rare_tags, ec.rare_prompts)
     run = Run(ck.variant, seed, ps.prompts, ps.prompt_index.tolist(), list(instruments.problems),
@@ -87,5 +90,5 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
     template = Setting("sweep", 0.0, cfg, sampler=ec.sampler, schedule=ec.schedule, steps=ec.steps)
     reference = background_reference(ps.per_image, instruments.real_brightness, instruments.real_tags)
     record.merge(run_probes(ProbeContext(ck, run, ps, reference, template, tuple(p.start for p in points),
-                                         instruments.counter, instruments.count_scales, ec.seed)))
+                                         instruments.counter, instruments.count_scales, ec.seed, progress)))
     return record

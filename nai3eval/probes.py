@@ -16,12 +16,15 @@ Every sampled probe goes through ``generate``, at the swept CFG nearest 5 (the p
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from nai3train.diffusion.samplers import initial_state
+from nai3train.progress import progress as progress_bar
 
 from .checkpoint import LoadedCheckpoint
 from .counting import Counter, wrong_counts
@@ -67,6 +70,7 @@ class ProbeContext:
     counter: Counter | None = None
     count_scales: tuple[float, ...] = (2.0,)
     seed: int = 0
+    progress: bool = True
 
 
 def background_reference(prompts: list[list[str]], real_brightness: torch.Tensor, real_tags: list[list[str]]
@@ -184,16 +188,16 @@ def run_probes(c: ProbeContext) -> Record:
     on the benchmark, a WD14 tagger for anime models), the count probe at each canvas scale."""
     record = Record()
     record.add_run(c.run)
-    x0_probe(c, record, math.inf)
-    x0_probe(c, record, 20000.0)
+    probes: list[Callable[[], None]] = [lambda: x0_probe(c, record, math.inf), lambda: x0_probe(c, record, 20000.0)]
     top = c.ck.variant.top_sigma
     trained = [s for s in c.starts if s <= top * 1.001]  # the starts this variant was trained to begin from
     if trained:
-        mean_leak_probe(c, record, max(trained))
+        probes.append(lambda: mean_leak_probe(c, record, max(trained)))
     if math.isinf(top):
-        practical_infinity(c, record)
+        probes.append(lambda: practical_infinity(c, record))
         if c.counter is not None:
             c.run.counter = c.counter.name
-            for scale in c.count_scales:
-                count_probe(c, record, scale)
+            probes += [functools.partial(count_probe, c, record, scale) for scale in c.count_scales]
+    for probe in progress_bar(probes, desc=f"probes {c.run.name}", enabled=c.progress):
+        probe()
     return record

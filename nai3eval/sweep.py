@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable, Sequence
 
-from tqdm.auto import tqdm
+from nai3train.progress import progress as progress_bar
 
 from nai3train.config import EvalConfig
 
@@ -49,8 +49,7 @@ def run_sweep(ck: LoadedCheckpoint, run: Run, points: Sequence[Setting], ps: Pro
               progress: bool = True, batch: int = 64) -> Record:
     """Sample each point and measure it with every metric; no I/O (``on_point`` may do some)."""
     n_batches = math.ceil(len(ps) / batch)
-    bar = tqdm(total=sum(p.steps for p in points) * n_batches, desc=f"eval {ck.name}", disable=not progress,
-               leave=False)
+    bar = progress_bar(total=sum(p.steps for p in points) * n_batches, desc=f"eval {ck.name}", enabled=progress)
     record = Record()
     record.add_run(run)
     try:

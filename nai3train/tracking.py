@@ -133,6 +133,13 @@ class Tracker:
             f.write_text(text)
             self.client.log_artifact(self.run_id, str(f))
 
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table artifact (the UI's artifact view shows it as a table, and
+        ``mlflow.load_table`` reads it back across runs)."""
+        if rows:
+            columns = {k: [str(r.get(k, "")) for r in rows] for k in rows[0]}
+            self.client.log_table(self.run_id, columns, artifact_file)
+
     def log_dataset(self, name: str, digest: str, source: str, context: str, profile: dict | None = None) -> None:
         """The data a run used, as an MLflow dataset input (the runs table's Dataset column)."""
         from mlflow.entities import Dataset, DatasetInput, InputTag

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from .progress import progress as progress_bar
 
 from .checkpoint import latest_step_checkpoint, save_checkpoint
 from .config import AblationConfig, VariantConfig, to_dict
@@ -177,8 +177,8 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     bins = SigmaBinLoss()
     t_start = time.perf_counter()
     loss_val = float("nan")
-    bar = tqdm(range(start, tc.steps), desc=f"train {variant.name}", disable=not (progress and main), leave=False,
-               initial=start, total=tc.steps)
+    bar = progress_bar(range(start, tc.steps), desc=f"train {variant.name}", enabled=progress and main,
+                       initial=start, total=tc.steps)
     for step in bar:
         lr = lr_at(step)
         for g in opt.param_groups:

@@ -338,8 +338,10 @@ def test_a_check_with_nothing_to_check_is_not_measured_and_report_json_carries_b
     c = by_id(evaluate_claims(smoke))["C1-check"]
     assert c.verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c.decision.reason
     assert c.check_passed is None
-    c7 = by_id(evaluate_claims(smoke))["C7"]
+    c7 = by_id(evaluate_claims(smoke, data={}))["C7"]
     assert c7.verdict == A.NOT_MEASURED and "no training-set bucketing data" in c7.decision.reason
+    # a model nai3 did not train (data=None): the checks of its training data do not apply at all
+    assert not {"C7", "C8"} & set(by_id(evaluate_claims(smoke)))
     both = fake_results(seeds=(0,), arms=("eps-ztsnr", "v-ztsnr"))
     assert by_id(evaluate_claims(both))["C1-check"].verdict == A.CHECK_PASSED
     broken = fake_results(seeds=(0,), arms=("eps-ztsnr", "v-ztsnr"))

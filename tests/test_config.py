@@ -205,3 +205,20 @@ def test_cli_exit_code_names_the_key(capsys, tmp_path, monkeypatch):
     assert main(["ablation", str(SMOKE), "--set", "train.steps=0", "--work-dir", str(tmp_path / "w")]) == 2
     assert "config error at train.steps" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_shipped_configs_are_found_from_any_directory_and_user_paths_from_the_current_one(tmp_path, monkeypatch):
+    """`nai3 … smoke` / `configs/smoke.yaml` outside the repository read the shipped file; a file of
+    that name in the current directory wins; a name that is neither is one error listing the shipped."""
+    from nai3train.config.locate import locate
+
+    monkeypatch.chdir(tmp_path)
+    shipped = locate("configs/smoke.yaml")
+    assert shipped.is_file() and locate("smoke") == shipped == locate("smoke.yaml")
+    assert load_config("smoke", ["eval.prompt_file=configs/prompts/sdxl_default.txt"]).eval.prompt_file.endswith(
+        "sdxl_default.txt")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "smoke.yaml").write_text(shipped.read_text().replace("name: smoke", "name: mine"))
+    assert load_config("configs/smoke.yaml").name == "mine"
+    with pytest.raises(ConfigError, match="shipped: .*smoke.yaml"):
+        load_config("nope.yaml")

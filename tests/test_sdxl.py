@@ -144,15 +144,22 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# C2/C3 need black and white backgrounds\nred circle, black background\n"
                        "blue square, white background\n1 object, green triangle, grey background\n")
+    from nai3eval.realdata import write_pngs
+
+    # a researcher's reference folder: plain images, no tag files
+    reference = write_pngs(torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+                           tmp_path / "reference")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = tmp_path / "points.json"
-    cmd = [sys.executable, "-m", "flows.cli", "eval", str(tiny_sdxl_pipe), "--work-dir", str(tmp_path / "w"),
-           "--tracking-uri", uri, "--no-progress", "--prompts", str(prompts), "--json", str(out),
-           "--set", "data.train_size=24", "--set", "data.eval_size=8", "--set", "eval.tagger_steps=5",
+    script = Path(sys.executable).parent / "nai3"  # the installed command, run outside the repository
+    cmd = [str(script), "eval", str(tiny_sdxl_pipe), "--work-dir", "w", "--tracking-uri", uri, "--no-progress",
+           "--prompts", str(prompts), "--reference", str(reference), "--experiment", "my-eval", "--json", str(out),
            "--set", "eval.prompts=2", "--set", "eval.seeds_per_prompt=2", "--set", "eval.steps=3",
            "--set", "eval.cfg_scales=[3]", "--set", "eval.first_sigmas=[14.6]"]
     env = dict(os.environ, MLFLOW_TRACKING_URI="")
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=elsewhere)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     res = json.loads(out.read_text())
     want = "v" if "v_prediction" in (tiny_sdxl_pipe / "scheduler" / "scheduler_config.json").read_text() else "eps"
@@ -160,19 +167,30 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
     assert run["variant"]["prediction"] == want and run["variant"]["dimension_scale"] is False
     assert {m["setting"]["cfg_scale"] for m in res["measurements"] if m["setting"]["kind"] == "sweep"} == {3.0}
     assert run["prompts"][0] == ["red_circle", "black_background"]
-    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("nai3-smoke").experiment_id])
+    assert f"parameterisation: {want}-prediction" in p.stdout and "scheduler_config.json" in p.stdout
+    assert "#/experiments/" in p.stdout and "skipped FID (eval.inception_weights)" in p.stdout
+    runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("my-eval").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("nai3.kind") == "eval-only")
     tag = parent.data.tags[f"nai3.parameterization.{tiny_sdxl_pipe.name}"]
     assert tag.startswith(want) and "scheduler_config.json" in tag
+    # its own work folder (relative to where it ran) and report: its grids only, no checks of training data
+    reports = list((elsewhere / "w").glob("eval-my-eval/eval-*/report"))
+    assert len(reports) == 1, list((elsewhere / "w").rglob("report"))
+    grids = [g.name for g in reports[0].glob("*__*.png")]
+    assert grids and all(g.startswith(f"{tiny_sdxl_pipe.name}__") for g in grids)
+    doc = json.loads((reports[0] / "report.json").read_text())
+    assert {c["id"] for c in doc["checks"]} == {"C1-check"}
+    assert not (elsewhere / "w" / "eval-my-eval" / "benchmark").exists()  # nothing of the benchmark was made
     # the user's word wins over the scheduler config
     p = subprocess.run(cmd + ["--prediction", "eps" if want == "v" else "v", "--ztsnr"], capture_output=True,
-                       text=True, env=env, timeout=600)
+                       text=True, env=env, timeout=600, cwd=elsewhere)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["runs"][0]["variant"]["prediction"] != want and res["runs"][0]["variant"]["ztsnr"] is True
     pickled = tmp_path / "model.ckpt"
     pickled.write_bytes(b"not really")
-    p = subprocess.run(cmd[:4] + [str(pickled)] + cmd[5:], capture_output=True, text=True, env=env, timeout=600)
+    p = subprocess.run(cmd[:2] + [str(pickled)] + cmd[3:], capture_output=True, text=True, env=env, timeout=600,
+                       cwd=elsewhere)
     assert p.returncode == 2 and "pickled checkpoints are refused" in p.stderr
 
 

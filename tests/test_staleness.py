@@ -68,3 +68,16 @@ def test_edited_image_retrains_and_evaluation_code_edit_does_not(tmp_path, tiny_
         f.write("\n# a change to the training loop\n")
     retrained = _train(cfg, ws)
     assert not retrained.reused and retrained.run_id != after_edit.run_id
+
+
+def test_an_edited_prompt_file_is_evaluated_again_and_a_moved_one_is_not(tmp_path):
+    from nai3train.config import EvalConfig
+
+    first = tmp_path / "a.txt"
+    first.write_text("red_circle, black_background\n")
+    moved = tmp_path / "b.txt"
+    shutil.copy(first, moved)
+    key = runs.eval_key(EvalConfig(prompt_file=str(first)), "tagger", "run")
+    assert runs.eval_key(EvalConfig(prompt_file=str(moved)), "tagger", "run") == key
+    first.write_text("red_circle, white_background\n")
+    assert runs.eval_key(EvalConfig(prompt_file=str(first)), "tagger", "run") != key

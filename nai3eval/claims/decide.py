@@ -147,6 +147,22 @@ class ClaimsOutcome:
                 "claims_spec_sha256": self.spec.sha256, "claims_spec_version": self.spec.version,
                 "claims_spec_path": self.spec.path, "looks": list(self.spec.looks)}
 
+    def metrics_by_seeds(self) -> dict[int, dict[str, float]]:
+        """Per claim its effect and 95 % interval bounds, keyed by K (MLflow's step: a claim's chart
+        shows its interval narrowing as training seeds accumulate). Names are stable:
+        ``claims/<id>/effect``, ``claims/<id>/ci95_low``, ``claims/<id>/ci95_high``,
+        ``claims/<id>/seeds``; a bound that is not finite (K = 1) is left out."""
+        out: dict[int, dict[str, float]] = {}
+        for c in self.claims:
+            e = c.effect
+            if not e.per_seed or e.value is None or not math.isfinite(e.value):
+                continue
+            lo, hi = e.interval(0.95)
+            row = {"effect": e.value, "ci95_low": lo, "ci95_high": hi, "seeds": float(e.n_seeds)}
+            out.setdefault(e.n_seeds, {}).update(
+                {f"claims/{c.id}/{k}": float(v) for k, v in row.items() if v is not None and math.isfinite(v)})
+        return out
+
 
 def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> ClaimResult:
     seeds = record.seeds or [0]
@@ -234,8 +250,13 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
 
 def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None) -> ClaimsOutcome:
     """Every claim of ``spec`` (default: configs/claims.yaml) over every training seed in ``record``.
-    ``data``: the training set's measurements (``bucketing``, ``normalisation``) for the checks."""
+    ``data``: the training set's measurements (``bucketing``, ``normalisation``) for the checks;
+    ``None`` when nai3 never saw the training data (a researcher's own model): the checks of the
+    training data do not apply and are left out, rather than shown as not measured."""
     spec = spec or load_claims_spec()
+    if data is None:
+        spec = spec.model_copy(update={"claims": [c for c in spec.claims
+                                                  if c.role != "check" or CHECKS[c.metric].needs_arms]})
     data = data or {}
     done: dict[str, ClaimResult] = {}
     for c in spec.claims:

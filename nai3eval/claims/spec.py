@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from nai3train.config import VariantConfig
 from nai3train.config.errors import ConfigError, config_error, reason
+from nai3train.config.locate import bundled_root
 
 from .checks import CHECKS
 from .estimands import ESTIMANDS
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "configs" / "claims.yaml"
+DEFAULT_SPEC = bundled_root() / "claims.yaml"  # the repository's configs/claims.yaml, installed with the package
 Role = Literal["primary", "secondary", "exploratory", "check"]
 
 

@@ -8,14 +8,14 @@ import yaml
 
 from .errors import ConfigError
 from .factorial import expand_factorial
+from .locate import locate
 from .schema import AblationConfig, from_dict
 
 
 def read_yaml(path: str | Path) -> Any:
-    """The file's YAML tree; a missing or unparsable file is a ConfigError, not a traceback."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist (see configs/ for examples)")
+    """The file's YAML tree (``locate``: relative to the current directory, else a shipped config
+    of that name); a missing or unparsable file is a ConfigError, not a traceback."""
+    p = locate(path)
     try:
         return yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -76,4 +76,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         variants, skipped = expand_factorial(axes, tree.pop("factorial_base", None))
         tree["variants"] = list(tree.get("variants", [])) + variants
         tree["skipped_variants"] = skipped
+    prompt_file = tree.get("eval", {}).get("prompt_file") if isinstance(tree, dict) and isinstance(
+        tree.get("eval"), dict) else None
+    if prompt_file and isinstance(prompt_file, str):  # a shipped config names a shipped prompt file
+        tree["eval"]["prompt_file"] = str(locate(prompt_file, "eval.prompt_file"))
     return from_dict(AblationConfig, tree)
