@@ -23,7 +23,7 @@ demo: install
 # start): much of the suite waits on servers and process start-up, and one thread per process never
 # oversubscribes a 2-core box
 test: install
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist load
+	OMP_NUM_THREADS=1 NAI3_THREADS=1 $(PY) -m pytest -q -n 2 --dist load
 
 test-fast: install
 	$(PY) -m pytest -q -m 'not slow'

@@ -27,6 +27,7 @@ from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
+from nai3train.threads import apply_threads
 from nai3train.tracking import Tracker, open_experiment
 
 from . import runs
@@ -224,6 +225,7 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
                                       "seed": cfg.train.seed}))
     if parent is not None:
         parent.set_tags({f"nai3.parameterization.{trained.variant}": parameterization_text(ck.variant, ck.source)})
+    apply_threads(cfg.train.threads)
     prompts = [list(p) for p in options.prompts] if options.prompts else (
         read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
     ck.variant = ck.variant.model_copy(update={"name": trained.variant})

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 from .progress import progress as progress_bar
+from .threads import apply_threads
 
 from .checkpoint import latest_step_checkpoint, save_checkpoint
 from .config import AblationConfig, VariantConfig, to_dict
@@ -126,8 +127,7 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     writes checkpoints and logs.
     """
     tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    apply_threads(tc.threads)
     warning = expected_failure(variant)
     if warning:
         log.warning(warning)
