@@ -205,6 +205,14 @@ def test_cli_exit_code_names_the_key(capsys, tmp_path, monkeypatch):
     assert main(["ablation", str(SMOKE), "--set", "train.steps=0", "--work-dir", str(tmp_path / "w")]) == 2
     assert "config error at train.steps" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+    # a missing data folder or weight file: one line naming it, before Prefect or MLflow start
+    for override, key in (("data.path=/no/such/images", "data.path"), ("eval.clip_path=/no/clip", "eval.clip_path"),
+                          ("eval.inception_weights=/no/w.pth", "eval.inception_weights")):
+        extra = ["--set", "data.kind=folder"] if key == "data.path" else []
+        assert main(["ablation", "smoke", *extra, "--set", override, "--work-dir", str(tmp_path / "w")]) == 2
+        err = capsys.readouterr().err
+        assert f"config error at {key}" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "mlflow").exists()
 
 
 def test_shipped_configs_are_found_from_any_directory_and_user_paths_from_the_current_one(tmp_path, monkeypatch):

@@ -80,6 +80,12 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _exists(kind: Callable[[Path], bool]):
+    """A local path option: empty (not used) or something that is there."""
+    what = "file" if kind is Path.is_file else "folder"
+    return rule(lambda v: not v or kind(Path(v)), f"names a {what} that does not exist")
+
+
 class DataConfig(_Frozen):
     kind: Literal["benchmark", "folder"] = "benchmark"  # 'benchmark' (synthesised) or 'folder'
     path: Str = ""  # folder datasets: the image folder; benchmark: where to write it ('' = work dir)
@@ -93,6 +99,8 @@ class DataConfig(_Frozen):
     def _folder_needs_path(self) -> DataConfig:
         if self.kind == "folder" and not self.path:
             raise reason_at("path", "is required when data.kind is 'folder'")
+        if self.kind == "folder" and not Path(self.path).is_dir():
+            raise reason_at("path", f"dataset folder {self.path} does not exist")
         return self
 
 
@@ -199,10 +207,11 @@ class EvalConfig(_Frozen):
     seeds_per_prompt: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 4
     seed: Int = 1234
     tagger_steps: Annotated[Int, at_least(1)] = 800
-    inception_weights: Str = ""  # local torchvision inception_v3 weights → Inception FID via clean-fid
-    clip_path: Str = ""  # local CLIPModel + CLIPProcessor folder → CLIPScore via torchmetrics
-    wd14_model: Str = ""  # local WD14-style tagger model.onnx → anime tag adherence via onnxruntime
-    wd14_tags: Str = ""  # its selected_tags.csv
+    # local weights (nothing is downloaded): a path that is not there is refused before any work
+    inception_weights: Annotated[Str, _exists(Path.is_file)] = ""  # torchvision inception_v3 → FID via clean-fid
+    clip_path: Annotated[Str, _exists(Path.is_dir)] = ""  # CLIPModel + CLIPProcessor folder → CLIPScore
+    wd14_model: Annotated[Str, _exists(Path.is_file)] = ""  # WD14-style tagger model.onnx → tag adherence
+    wd14_tags: Annotated[Str, _exists(Path.is_file)] = ""  # its selected_tags.csv
     rare_prompts: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be a fraction in [0, 1]")
                             ] = 0.0  # share of prompts that carry a rare tag (< 5 % of training images): C6
     prompt_file: Annotated[Str, rule(lambda v: not v or Path(v).is_file(), "names a file that does not exist")
