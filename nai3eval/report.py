@@ -3,7 +3,7 @@
 margin and verdict; the checks; the instruments; the points table; plots and sample grids.
 
 Markdown and HTML render one list of sections (``sections``), so they show the same things;
-``report.json`` holds the decisions (the schema is in the README).
+``report.json`` holds the decisions (the schema: docs/claims.md, "report.json").
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def test_a_known_injected_shift_is_detected():
     rng = np.random.default_rng(2)
     sd_d = math.sqrt(0.3**2 + 0.5**2 * 2 / 64)  # sd of D_k: seed effect plus within-run noise
     detected = [A.Superiority().decide(_simulate(rng, 5 * sd_d)).verdict == A.SUPPORTED for _ in range(300)]
-    assert np.mean(detected) >= 0.9  # t power at K = 3, r = 5 is ≈ 0.98 (statistics.md)
+    assert np.mean(detected) >= 0.9  # t power at K = 3, r = 5 is ≈ 0.98 (docs/claims.md)
 
 
 def test_two_stage_interval_covers_the_true_effect_at_the_nominal_rate():

@@ -1,5 +1,5 @@
 """Faults during training: nothing already computed is lost, and the error says what happened
-(the fault matrix's checkpoint rows; see the README's table)."""
+(the fault matrix's checkpoint rows; docs/faults.md)."""
 import errno
 
 import pytest

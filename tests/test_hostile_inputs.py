@@ -1,5 +1,5 @@
 """Hostile or broken input is refused or skipped with the reason — never a traceback, never a hang
-(the fault matrix's input rows; see the README's table)."""
+(the fault matrix's input rows; docs/faults.md)."""
 import json
 import os
 

@@ -45,7 +45,7 @@ class _RecordingNetwork:
 
 
 def _paper_denoiser(prediction: str, x: torch.Tensor, sigma: torch.Tensor, f: torch.Tensor, sd: float):
-    """(expected network input, expected D) from paper.md §1, written out here, not from the module."""
+    """(expected network input, expected D) from docs/diffusion.md, "Parameterisations", written out here, not from the module."""
     s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
     x_in = x / (s**2 + sd**2).sqrt()
     if prediction == "v":

@@ -1,4 +1,4 @@
-"""How a claim is decided (README, "Evaluation and the claims report"): two-stage analysis over
+"""How a claim is decided (docs/claims.md, "Decision rules"): two-stage analysis over
 training-seed replicates and decision rules fixed in advance.
 
 Stage 1, within one training run (seed k): the paired contrast D_k between two arms, computed from

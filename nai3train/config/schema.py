@@ -147,7 +147,7 @@ def _valid_name(name: str) -> bool:
 
 
 class VariantConfig(_Frozen):
-    """One point of the ablation: the axes of the paper (paper.md §1). σ values in SDXL units."""
+    """One point of the ablation: the axes of the paper (docs/diffusion.md). σ values in SDXL units."""
 
     name: Annotated[Str, rule(_valid_name, lambda v: "must be a non-empty name of letters, digits, '-', '_' or '.', "
                                                      f"got {v!r}")]
@@ -158,7 +158,7 @@ class VariantConfig(_Frozen):
     tag_weighting: Bool = False  # per-image loss weights from tag frequencies (data/tag_weights.py)
     normalize: Literal["none", "dataset", "fixed"] = "none"  # 'dataset': per-channel mean/std → 0/1; 'fixed': x·scale
     normalize_scale: Annotated[Float, POSITIVE_FINITE] = 1.0
-    dimension_scale: Bool = True  # scale σ by √(D/D_ref) (design.md)
+    dimension_scale: Bool = True  # scale σ by √(D/D_ref) (docs/diffusion.md, "Dimension equivalence")
 
     @model_validator(mode="after")
     def _sigma_max_fits_table(self) -> VariantConfig:

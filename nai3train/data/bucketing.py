@@ -1,4 +1,4 @@
-"""Aspect-ratio bucketing, following NovelAI's published algorithm (paper.md, "Aspect-ratio bucketing").
+"""Aspect-ratio bucketing, following NovelAI's published algorithm (docs/data.md, "Aspect-ratio bucketing").
 
 Buckets have roughly equal pixel count: widths in steps of ``step`` between ``min_side`` and
 ``max_side``; for each width the largest height (a multiple of ``step``, at most ``max_side``)

@@ -1,4 +1,4 @@
-"""Per-channel normalisation to standard Gaussians (paper.md, "Normalise training data").
+"""Per-channel normalisation to standard Gaussians (docs/data.md, "Normalisation").
 
 Statistics stream over a dataset (sum and sum of squares in float64), so they never need the
 whole set in memory; ``apply`` maps channels to mean 0 / std 1 and ``invert`` maps model outputs

@@ -1,5 +1,5 @@
 """The embedded benchmark: a deterministic, tagged image set where every paper claim has something
-to bite on (design.md, "The embedded benchmark").
+to bite on (docs/data.md, "The embedded benchmark").
 
 Each image has exactly three danbooru-style tags:
 

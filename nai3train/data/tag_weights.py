@@ -1,4 +1,4 @@
-"""Tag statistics and tag-based loss weights (paper.md, "Tag-based loss weighting").
+"""Tag statistics and tag-based loss weights (docs/data.md, "Tag-based loss weighting").
 
 The paper gives the intent — damp over-represented concepts, lift rare ones — but no formula. Ours:
 

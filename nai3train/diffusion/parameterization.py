@@ -1,6 +1,6 @@
 """ε / v / x0 parameterisations as EDM preconditioning, and the denoiser D(x, σ, cond) → x̂0.
 
-Written as in paper.md §1 (σ form, x_σ = x0 + σ·ε):
+Written as in docs/diffusion.md, "Parameterisations" (σ form, x_σ = x0 + σ·ε):
 
     D(x_σ, σ) = c_skip(σ)·x_σ + c_out(σ)·F(c_in(σ)·x_σ, c_noise(σ))
 

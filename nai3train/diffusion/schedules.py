@@ -1,9 +1,9 @@
 """Noise schedules in σ form (x_σ = x0 + σ·ε), all in one place.
 
 SDXL trains on a 1000-step discrete VP schedule. We express it as a table of σ_t = √((1−ᾱ_t)/ᾱ_t)
-(paper.md §1), optionally rescaled to zero terminal SNR (Lin et al. 2023, Algorithm 1), where
+(docs/diffusion.md, "Schedules"), optionally rescaled to zero terminal SNR (Lin et al. 2023, Algorithm 1), where
 σ_999 = +∞. Every σ a user types (configs, CLI, reports) is in **SDXL units**; the
-dimension-equivalent scale (design.md) that maps them to model units for small images is applied
+dimension-equivalent scale (docs/diffusion.md) that maps them to model units for small images is applied
 here and nowhere else: ``Schedule.sigmas = scale · sdxl_sigmas``.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def sigmas_from_alphas_cumprod(alphas_bar: torch.Tensor) -> torch.Tensor:
 
 def dimension_scale(dim: int, d_ref: int = D_REF) -> float:
     """√(D / D_ref): the factor that gives a D-dimensional sample the same noise on its mean
-    (std σ/√D) as SDXL's latent at the same SDXL-unit σ (design.md, "Dimension equivalence")."""
+    (std σ/√D) as SDXL's latent at the same SDXL-unit σ (docs/diffusion.md, "Dimension equivalence")."""
     if dim <= 0:
         raise ValueError(f"dimension must be positive, got {dim}")
     return math.sqrt(dim / d_ref)

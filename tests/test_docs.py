@@ -1,0 +1,41 @@
+"""Every document the code, the configs or the README cites is in the repository (a clone holds
+nothing else), every section cited by name exists, and the README stays short."""
+import re
+
+from .conftest import ROOT
+
+SOURCES = [p for pattern in ("nai3train/**/*.py", "nai3eval/**/*.py", "flows/**/*.py", "tests/**/*.py", "bench/**/*",
+                             "configs/**/*.yaml", "mlflow/**/*.md", "docs/**/*.md", "*.md", "*.toml", "Makefile",
+                             "prefect.yaml")
+           for p in ROOT.glob(pattern) if p.is_file() and p.suffix not in (".png", ".pyc")]
+CITED = re.compile(r"docs/([\w-]+\.md)(?:, \"([^\"]+)\")?")
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def _headings(doc) -> set[str]:
+    return {line.lstrip("#").strip() for line in doc.read_text().splitlines() if line.startswith("#")}
+
+
+def test_every_cited_document_and_section_exists():
+    assert len(SOURCES) > 50
+    missing = []
+    for src in SOURCES:
+        text = src.read_text(errors="replace")
+        for name, section in CITED.findall(text):
+            doc = ROOT / "docs" / name
+            if not doc.is_file():
+                missing.append(f"{src.relative_to(ROOT)} cites docs/{name}")
+            elif section and section not in _headings(doc):
+                missing.append(f"{src.relative_to(ROOT)} cites section {section!r} of docs/{name}")
+        if src.suffix == ".md":
+            for target in LINK.findall(text):
+                if not target.startswith(("http://", "https://", "mailto:")) and not (src.parent / target).exists():
+                    missing.append(f"{src.relative_to(ROOT)} links {target}")
+        for outside in ("paper.md", "design.md", "statistics.md", "../shared"):
+            if outside in text and src.name != "test_docs.py":
+                missing.append(f"{src.relative_to(ROOT)} cites {outside}, which a clone does not hold")
+    assert not missing, "\n".join(missing)
+
+
+def test_the_readme_stays_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 220
