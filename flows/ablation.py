@@ -165,6 +165,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     """
     cfg = resolve(config, overrides, settings)
     ws = Workspace.open(cfg, work_dir, tracking_uri)
+    pipeline.pin_claims_spec(ws)  # an edited spec under a registered version decides nothing
     data = prepare_data_task(cfg, ws)
     if next_seed:
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={

@@ -154,6 +154,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     cfg = cfg.model_copy(update={"experiment": experiment})
     work = Path(a.work_dir) if benchmark_prompts else Path(a.work_dir) / f"eval-{_slug(experiment)}"
     ws = pipeline.Workspace.open(cfg, work, a.tracking_uri)
+    pipeline.pin_claims_spec(ws)
     ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
     if not path.exists() and (Path(ckpt) / "meta.json").is_file():
         name = load_meta(ckpt)["variant"]["name"]
@@ -243,6 +244,9 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)  # refuse a bad config before Prefect starts
+    from flows.pipeline import Workspace, pin_claims_spec
+
+    pin_claims_spec(Workspace.open(cfg, a.work_dir, a.tracking_uri))  # and an edited claims spec
     if a.no_progress:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm ≥ 4.66 reads it: every bar of the flow's tasks
     from flows.ablation import ablation

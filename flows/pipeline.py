@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
-from nai3eval.claims import ClaimsOutcome
+from nai3eval.claims import ClaimsOutcome, ClaimsSpec, load_claims_spec
 from nai3eval.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
@@ -51,6 +51,19 @@ class Workspace:
         work.mkdir(parents=True, exist_ok=True)
         uri, experiment_id = open_experiment(cfg.experiment, tracking_uri)
         return cls(work, uri, experiment_id)
+
+
+def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
+    """The claims spec, pinned in the experiment (``nai3eval.claims.registry``): refused, before any
+    work, when its file differs from the one registered under its version."""
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.claims.registry import pin
+
+    spec = load_claims_spec()
+    if pin(MlflowClient(ws.uri), ws.experiment_id, spec):
+        log.info("claims spec version %d registered in the experiment (sha256 %s)", spec.version, spec.sha256)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -280,7 +293,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     labels = {grid_label(r) for r in record.runs.values()}
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))
              if p.stem.split("__")[0] in labels}
-    claims, folder = write_report(record, out / "report", extra, grids)
+    claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws))
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:

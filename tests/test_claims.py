@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
 from nai3eval.claims import statistics as A
@@ -379,3 +380,40 @@ def test_a_claim_fed_by_an_instrument_that_failed_its_disturbance_test_is_not_me
     doc = json.loads((folder / "report.json").read_text())
     assert doc["instruments"]["disturbance"]["domain tagger"]["passed"] is False
     assert "failed: blur is not monotone" in (folder / "report.md").read_text()
+
+
+def test_a_registered_spec_version_is_pinned_and_an_edited_file_is_refused(tmp_path, capsys, monkeypatch):
+    """The first use of a spec version registers its sha256 in the experiment; the same file again
+    passes; an edited file under the same version is refused (the CLI: exit 2, before any work);
+    a raised version registers beside the old one."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.cli import main
+    from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.registry import SpecChanged, pin, registered
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("pinned")
+    spec_file = tmp_path / "claims.yaml"
+    spec_file.write_text(Path(load_claims_spec().path).read_text())
+    spec = load_claims_spec(spec_file)
+    assert pin(client, exp, spec) is True and pin(client, exp, spec) is False
+    spec_file.write_text(spec_file.read_text().replace("margin: 0.10}", "margin: 0.20}", 1))
+    edited = load_claims_spec(spec_file)
+    assert edited.version == spec.version and edited.sha256 != spec.sha256
+    with pytest.raises(SpecChanged, match=f"raise `version:` to {spec.version + 1}"):
+        pin(client, exp, edited)
+    spec_file.write_text(spec_file.read_text().replace(f"version: {spec.version}", f"version: {spec.version + 1}"))
+    assert pin(client, exp, load_claims_spec(spec_file)) is True
+    assert set(registered(client, exp)) == {spec.version, spec.version + 1}
+
+    # the command line: the experiment holds another file under the shipped spec's version → refused
+    shipped = load_claims_spec()
+    other = client.create_experiment("nai3-smoke")
+    client.set_experiment_tag(other, f"nai3.claims_spec.v{shipped.version}", "0" * 64)
+    monkeypatch.chdir(tmp_path)
+    assert main(["ablation", "smoke", "--tracking-uri", uri, "--work-dir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the file registered as version" in err and "Traceback" not in err
+    assert not (tmp_path / "w" / "variants").exists() and not list((tmp_path / "w").glob("benchmark-*"))

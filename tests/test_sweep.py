@@ -101,6 +101,9 @@ def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, 
     synthesize(tmp_path / "b", 48, 8, 8, seed=0)
     data = BucketedDataset.from_scan(scan_folder(tmp_path / "b" / "train"), default_buckets(8))
     vocab = Vocabulary.build(data.tags)
+    # present but unusable (a missing path is refused with the config): listed as problems, the sweep goes on
+    (tmp_path / "no-inception.pth").write_bytes(b"not a state dict")
+    (tmp_path / "no-clip").mkdir()
     cfg = tiny_config(["train.steps=2", "eval.prompts=2", "eval.seeds_per_prompt=2", "eval.steps=2",
                        "eval.cfg_scales=[2]", "eval.first_sigmas=[14.6, inf]",
                        f"eval.inception_weights={tmp_path / 'no-inception.pth'}",

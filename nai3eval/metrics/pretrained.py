@@ -32,17 +32,17 @@ class RealDataMetrics(PointMetric):
                 self.inception = realdata.InceptionReference(realdata.InceptionFeatures(inception_weights),
                                                              real_batches(real_images, 32))
             except Exception as e:  # noqa: BLE001 - missing, truncated, wrong format: all skip the metric
-                self._skip("Inception FID", e)
+                self._skip(f"Inception FID ({inception_weights})", e)
         if clip_path:
             try:
                 self.clip = realdata.load_clip(clip_path)
             except Exception as e:  # noqa: BLE001
-                self._skip("CLIPScore", e)
+                self._skip(f"CLIPScore ({clip_path})", e)
         if wd14_model or wd14_tags:
             try:
                 self.wd14 = realdata.WD14Tagger(wd14_model, wd14_tags)
             except Exception as e:  # noqa: BLE001
-                self._skip("WD14 tag adherence", e)
+                self._skip(f"WD14 tag adherence ({wd14_model}, {wd14_tags})", e)
 
     @classmethod
     def build(cls, ctx: InstrumentContext) -> "RealDataMetrics | None":

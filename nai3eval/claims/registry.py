@@ -1,0 +1,52 @@
+"""The registry that pins the claims spec: a version means one file, for good.
+
+The spec is pre-registered: its rules are fixed before the runs they decide. Hashing the file
+shows which rules a verdict followed, but only pinning stops an edited file from quietly deciding
+the stored seeds again. The first run that uses a spec version in an MLflow experiment records the
+file's sha256 there (an experiment tag per version); a run with a different file under a version
+already registered is refused before any work starts. To change a rule, raise ``version:`` in the
+file (and say why in its header): the first run under the new number registers it.
+"""
+from __future__ import annotations
+
+import time
+
+from nai3train.config import ConfigError
+
+from .spec import ClaimsSpec
+
+PREFIX = "nai3.claims_spec.v"
+
+
+class SpecChanged(ConfigError):
+    """The spec file differs from the one registered under its version."""
+
+
+def registry_tag(version: int) -> str:
+    return f"{PREFIX}{version}"
+
+
+def registered(client, experiment_id: str) -> dict[int, str]:
+    """Every registered version → its sha256, for this experiment."""
+    tags = client.get_experiment(experiment_id).tags
+    return {int(k[len(PREFIX):]): v for k, v in tags.items() if k.startswith(PREFIX) and k[len(PREFIX):].isdigit()}
+
+
+def pin(client, experiment_id: str, spec: ClaimsSpec) -> bool:
+    """Register ``spec`` under its version in the experiment, or check it against the registered
+    file. True when this call registered it. Raises ``SpecChanged`` (a ConfigError: exit 2 before
+    any work) when the version is registered with other content."""
+    known = registered(client, experiment_id).get(spec.version)
+    if known == spec.sha256:
+        return False
+    if known is not None:
+        newest = max(registered(client, experiment_id))
+        raise SpecChanged(
+            f"claims spec {spec.path} (version {spec.version}, sha256 {spec.sha256[:16]}…) differs from the file "
+            f"registered as version {spec.version} in this experiment (sha256 {known[:16]}…): a registered "
+            f"version never changes. Restore the registered file, or raise `version:` to {newest + 1} and say in "
+            "its header what changed and why; the first run under the new version registers it")
+    client.set_experiment_tag(experiment_id, registry_tag(spec.version), spec.sha256)
+    client.set_experiment_tag(experiment_id, f"{registry_tag(spec.version)}.registered_at",
+                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return True
