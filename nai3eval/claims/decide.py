@@ -16,6 +16,7 @@ from nai3train.config import VariantConfig
 from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
+from .sequential import alpha_at
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
 from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
 
@@ -75,16 +76,23 @@ def failed_instrument(metric: str, record: Record) -> str:
     return "instrument failed its disturbance test: domain tagger (" + "; ".join(d["failures"]) + ")"
 
 
-def _rule(spec: ClaimsSpec, r: RuleSpec):
+def _rule(r: RuleSpec, alpha: float):
+    """The decision rule of ``r`` at one-sided level ``alpha`` (TOST: 2α, its two one-sided tests)."""
     if r.kind == "superiority":
-        return A.Superiority(r.direction, spec.alpha)
+        return A.Superiority(r.direction, alpha)
     if r.kind == "above":
-        return A.Superiority("greater", spec.alpha, threshold=r.margin)
+        return A.Superiority("greater", alpha, threshold=r.margin)
     if r.kind in ("noninferiority", "below"):
-        return A.NonInferiority(r.margin, spec.alpha)
+        return A.NonInferiority(r.margin, alpha)
     if r.kind == "equivalence":
-        return A.Equivalence(r.margin, 2 * spec.alpha)
+        return A.Equivalence(r.margin, 2 * alpha)
     raise ValueError(r.kind)
+
+
+def look_alpha(spec: ClaimsSpec, look: int | None) -> float:
+    """The one-sided α a verdict at ``look`` is taken at: the look's share of the spec's α under its
+    boundary (``sequential``); below the first look (checkpoint-level) the spec's α."""
+    return alpha_at(look, spec.looks, spec.alpha, spec.boundary) if look else spec.alpha
 
 
 @dataclass
@@ -206,7 +214,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     look = max((k for k in spec.looks if k <= len(per_seed)), default=None)
     used = per_seed[:look] if look else per_seed
     effect = A.two_stage(used)
-    decision = _rule(spec, c.rule).decide(effect)
+    decision = _rule(c.rule, look_alpha(spec, look)).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH
     failed = failed_instrument(c.metric, record)
@@ -240,12 +248,14 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
     at the first failure). Holm guards the claims in their expected direction; a contradiction keeps
     its nominal decision."""
     tested = [r for r in primaries if r.decision.verdict != A.NOT_MEASURED and r.decision.p_value == r.decision.p_value]
-    for r, level in zip(tested, A.holm([r.decision.p_value for r in tested], spec.alpha)):
-        r.holm_alpha = level
-        p = r.decision.p_value
-        if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
-            r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at its "
-                                                       f"Holm level {level:.3g}")
+    for look in dict.fromkeys(r.look for r in tested):  # within each look, at that look's α
+        group = [r for r in tested if r.look == look]
+        for r, level in zip(group, A.holm([r.decision.p_value for r in group], look_alpha(spec, look))):
+            r.holm_alpha = level
+            p = r.decision.p_value
+            if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
+                r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at "
+                                                           f"its Holm level {level:.3g}")
 
 
 def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None) -> ClaimsOutcome:

@@ -82,6 +82,7 @@ class ClaimsSpec(_Spec):
     version: int
     alpha: float
     looks: tuple[int, ...]
+    boundary: Literal["pocock", "obrien_fleming"] = "obrien_fleming"  # α spent across the looks (sequential.py)
     claims: tuple[ClaimSpec, ...]
     sha256: str = ""
     path: str = ""

@@ -1,0 +1,36 @@
+"""α spent across the looks: the boundaries match the published constants and, simulated from
+independent seeds, the null crosses at some look with probability α — where testing each look at
+the full α does not."""
+import numpy as np
+import pytest
+
+from nai3eval.claims.sequential import critical_values, nominal_alphas
+
+
+@pytest.mark.parametrize("boundary, looks, want", [
+    ("pocock", (1, 2), 2.178), ("pocock", (1, 2, 3), 2.289),
+    ("obrien_fleming", (1, 2), 1.977), ("obrien_fleming", (1, 2, 3), 2.004)])
+def test_equally_spaced_boundaries_match_jennison_and_turnbull(boundary, looks, want):
+    """J&T (2000) Tables 2.1 and 2.3, two-sided α = 0.05 (one-sided 0.025): C_P(K) and C_B(K)."""
+    c = critical_values(looks, 0.025, boundary)
+    assert c[-1] == pytest.approx(want, abs=1.5e-3)
+    if boundary == "pocock":
+        assert len(set(np.round(c, 9))) == 1
+    else:  # c_k = C_B·√(K/k)
+        assert c == pytest.approx([want * np.sqrt(len(looks) / k) for k in looks], abs=2e-3)
+
+
+@pytest.mark.parametrize("boundary", ["pocock", "obrien_fleming"])
+def test_the_null_crosses_at_some_look_with_probability_alpha(boundary):
+    """Seeds drawn independently; the statistic at a look is the standardised sum of its seeds."""
+    looks, alpha, n = (3, 5), 0.025, 400_000
+    rng = np.random.default_rng(11)
+    s = np.cumsum(rng.standard_normal((n, looks[-1])), axis=1)
+    z = np.stack([s[:, k - 1] / np.sqrt(k) for k in looks], axis=1)
+    c = np.asarray(critical_values(looks, alpha, boundary))
+    crossed = (z >= c).any(axis=1).mean()
+    assert crossed == pytest.approx(alpha, abs=4 * np.sqrt(alpha * (1 - alpha) / n))
+    naive = (z >= 1.959964).any(axis=1).mean()  # each look at the full α
+    assert naive > 0.035
+    a = nominal_alphas(looks, alpha, boundary)
+    assert all(x < alpha for x in a) and sum(a) >= alpha  # each look pays; together at least α
