@@ -293,7 +293,17 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     labels = {grid_label(r) for r in record.runs.values()}
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))
              if p.stem.split("__")[0] in labels}
-    claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws))
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.claims.ledger import read_ledger, write_entries
+
+    client = MlflowClient(ws.uri)
+    ledger = read_ledger(client, ws.experiment_id) if data is not None else {}  # a researcher's model: no ledger
+    run_id = parent.run_id if parent is not None else ""
+    claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws), ledger=ledger,
+                                  run_id=run_id)
+    if data is not None:
+        write_entries(client, ws.experiment_id, claims.new_ledger_entries(run_id))
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:

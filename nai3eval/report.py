@@ -10,11 +10,12 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
-from .claims.decide import instrument_disturbance
+from .claims.decide import instrument_disturbance, look_alpha
+from .claims.ledger import Ledger
 from .claims import statistics as A
 from .columns import Table, inline_html, points_table
 from .record import Record
@@ -57,12 +58,15 @@ def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
 
 def _intro(o: ClaimsOutcome, k: int) -> str:
     first = o.spec.looks[0]
-    level = (f"recipe-level verdicts at the looks K = {', '.join(map(str, o.spec.looks))}" if k >= first else
+    alphas = ", ".join(f"K = {look}: α {look_alpha(o.spec, look):.4g}" for look in o.spec.looks)
+    level = (f"recipe-level verdicts at the looks K = {', '.join(map(str, o.spec.looks))} ({o.spec.boundary} "
+             f"boundary, one-sided α {o.spec.alpha:g} spent across them — {alphas}); a verdict that ends a claim "
+             "is entered in the ledger and never decided again" if k >= first else
              f"every verdict is checkpoint-level (K = {k} < {first}): no recipe-level word is used")
     return (f"Decided by the pre-registered spec `{Path(o.spec.path).name}` (version {o.spec.version}, sha256 "
             f"`{o.spec.sha256}`). Training seeds: {k}; {level}. Per seed k the paired contrast D_k with a "
-            f"delete-one-prompt jackknife SE; at recipe level D̄ ± t_(K−1)·sd(D_k)/√K; Holm across the primary "
-            f"claims at one-sided α = {o.spec.alpha:g}.")
+            f"delete-one-prompt jackknife SE; at recipe level D̄ ± t_(K−1)·sd(D_k)/√K; Holm across the open "
+            f"primary claims at the look's α.")
 
 
 FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag leakage; scorer_* adherence",
@@ -175,7 +179,8 @@ def render_html(secs: list[Section]) -> str:
 
 
 def write_report(record: Record, out: str | Path, data: dict | None = None, grids: dict[str, Path] | None = None,
-                 spec: ClaimsSpec | None = None) -> tuple[ClaimsOutcome, Path]:
+                 spec: ClaimsSpec | None = None, ledger: Ledger | None = None,
+                 run_id: str = "") -> tuple[ClaimsOutcome, Path]:
     """Decide every claim over every training seed in ``record`` and write report.md, report.html,
     report.json, points.csv and the plots under ``out``. ``data``: the training set's measurements
     (bucketing, normalisation) for the checks. Plots show the first training seed."""
@@ -183,15 +188,17 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    outcome = evaluate_claims(record, spec, data)
+    outcome = evaluate_claims(record, spec, data, ledger)
     grids = grids or {}
     plots = make_plots(record, out, grids) if record.runs else {}
     secs = sections(outcome, record, plots, grids)
     (out / "report.md").write_text(render_markdown(secs))
     (out / "report.html").write_text(render_html(secs))
     (out / "points.csv").write_text(points_table(record).csv())
+    taken = [*(ledger or {}).values(), *outcome.new_ledger_entries(run_id)]
     doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
-                                                "disturbance": instrument_disturbance(record)}}
+                                                "disturbance": instrument_disturbance(record)},
+           "ledger": [asdict(e) for e in sorted(taken, key=lambda e: e.claim)]}
     (out / "report.json").write_text(json.dumps(doc, indent=2))
     return outcome, out
 

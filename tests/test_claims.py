@@ -418,3 +418,40 @@ def test_a_registered_spec_version_is_pinned_and_an_edited_file_is_refused(tmp_p
     err = capsys.readouterr().err
     assert "differs from the file registered as version" in err and "Traceback" not in err
     assert not (tmp_path / "w" / "variants").exists() and not list((tmp_path / "w").glob("benchmark-*"))
+
+
+def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decided_then(tmp_path):
+    """K = 3 supports the package contrasts; those enter the ledger (an inconclusive one does not).
+    At K = 5 the data say the opposite: without the ledger they would read contradicted; with it
+    the K = 3 verdicts stand and only the open claims are decided. The ledger round-trips through
+    the MLflow experiment and report.json."""
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.claims.ledger import read_ledger, write_entries
+
+    first = evaluate_claims(fake_results())
+    entries = first.new_ledger_entries("run-k3")
+    taken = {e.claim: e for e in entries}
+    assert taken["C2-package"].verdict == A.SUPPORTED and taken["C2-package"].look == 3
+    assert all(e.verdict != A.INCONCLUSIVE for e in entries)  # K = 3 is not the last look
+    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
+    exp = client.create_experiment("ledger")
+    write_entries(client, exp, entries)
+    ledger = read_ledger(client, exp)
+    assert ledger == taken
+    flipped = fake_results(seeds=(0, 1, 2, 3, 4), flip=True)
+    assert by_id(evaluate_claims(flipped))["C2-package"].verdict == A.CONTRADICTED
+    later = evaluate_claims(flipped, ledger=ledger)
+    c = by_id(later)["C2-package"]
+    assert c.verdict == A.SUPPORTED and c.look == 3 and "decided at the look K = 3" in c.decision.reason
+    assert c.effect.value < 0  # today's estimate is still shown, for information
+    assert not {e.claim for e in later.new_ledger_entries()} & set(ledger)
+    _, folder = write_report(flipped, tmp_path / "r", ledger=ledger, run_id="run-k5")
+    doc = json.loads((folder / "report.json").read_text())
+    row = next(x for x in doc["claims"] if x["id"] == "C2-package")
+    assert row["verdict"] == A.SUPPORTED and row["decided"]["look"] == 3 and row["decided"]["run_id"] == "run-k3"
+    assert {e["claim"] for e in doc["ledger"]} >= set(ledger)
+    # a second report that decided the same claim cannot overwrite its first entry
+    write_entries(client, exp, [taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
+                                                               "verdict": A.CONTRADICTED})])
+    assert read_ledger(client, exp)["C2-package"].verdict == A.SUPPORTED

@@ -7,7 +7,7 @@ verdict is checkpoint-level.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from pydantic import ValidationError
 
@@ -16,6 +16,7 @@ from nai3train.config import VariantConfig
 from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
+from .ledger import Entry, Ledger, entry_for, is_final
 from .sequential import alpha_at
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
 from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
@@ -108,6 +109,7 @@ class ClaimResult:
     parts: list["ClaimResult"] = field(default_factory=list)
     check_passed: bool | None = None
     detail: str = ""
+    ledger: Entry | None = None  # the verdict was taken at an earlier look and stands (``ledger``)
 
     @property
     def id(self) -> str:
@@ -139,7 +141,8 @@ class ClaimResult:
                 "s_w": finite(self.effect.s_w), "tau": finite(self.effect.tau), "unit": self.spec.unit,
                 "rule": self.spec.rule.model_dump(), "margin": self.spec.rule.margin, "holm_alpha": self.holm_alpha,
                 "arms": self.arms, "cfg": self.cfg, "parts": [p.id for p in self.parts],
-                "reason": self.decision.reason or self.detail}
+                "reason": self.decision.reason or self.detail,
+                "decided": asdict(self.ledger) if self.ledger else None}
 
 
 @dataclass
@@ -154,6 +157,12 @@ class ClaimsOutcome:
                             "detail": c.detail or c.decision.reason} for c in self.checks],
                 "claims_spec_sha256": self.spec.sha256, "claims_spec_version": self.spec.version,
                 "claims_spec_path": self.spec.path, "looks": list(self.spec.looks)}
+
+    def new_ledger_entries(self, run_id: str = "") -> list[Entry]:
+        """The verdicts this report took that end their claims (``ledger.is_final``) and that no
+        earlier look took: what goes into the ledger now."""
+        return [entry_for(c, self.spec, run_id) for c in self.claims
+                if not c.parts and c.ledger is None and is_final(c.decision.verdict, c.look, self.spec.looks)]
 
     def metrics_by_seeds(self) -> dict[int, dict[str, float]]:
         """Per claim its effect and 95 % interval bounds, keyed by K (MLflow's step: a claim's chart
@@ -258,21 +267,33 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
                                                            f"its Holm level {level:.3g}")
 
 
-def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None) -> ClaimsOutcome:
+def _from_ledger(result: ClaimResult, entry: Entry) -> ClaimResult:
+    """A claim decided at an earlier look: its verdict stands; today's estimate is shown beside it."""
+    result.decision = A.Decision(entry.verdict, math.nan, entry.describe())
+    result.look, result.ledger = entry.look, entry
+    return result
+
+
+def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None,
+                    ledger: Ledger | None = None) -> ClaimsOutcome:
     """Every claim of ``spec`` (default: configs/claims.yaml) over every training seed in ``record``.
     ``data``: the training set's measurements (``bucketing``, ``normalisation``) for the checks;
     ``None`` when nai3 never saw the training data (a researcher's own model): the checks of the
-    training data do not apply and are left out, rather than shown as not measured."""
+    training data do not apply and are left out, rather than shown as not measured. ``ledger``:
+    the verdicts earlier looks took; those claims are not decided again (nor counted in Holm)."""
     spec = spec or load_claims_spec()
     if data is None:
         spec = spec.model_copy(update={"claims": [c for c in spec.claims
                                                   if c.role != "check" or CHECKS[c.metric].needs_arms]})
     data = data or {}
     done: dict[str, ClaimResult] = {}
+    ledger = ledger or {}
     for c in spec.claims:
         if not c.parts:
             done[c.id] = _measure(spec, c, record, data)
-    apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done], spec)
+            if c.id in ledger and c.role != "check":
+                _from_ledger(done[c.id], ledger[c.id])
+    apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done and c.id not in ledger], spec)
     for c in spec.claims:
         if c.parts:
             done[c.id] = _compound(c, [done[p] for p in c.parts])

@@ -1,0 +1,81 @@
+"""The decision ledger: a verdict taken at a look is never decided again.
+
+Looks are planned (the spec's ``looks``) and α is spent across them (``sequential``). That only
+holds if a verdict, once taken, stands: re-deciding a claim at every report would spend α again at
+each one. So a recipe-level verdict that ends a claim — supported, contradicted or equivalent at
+any look, any verdict at the last look — is written to the ledger with the K, the spec version and
+sha256 it was taken under, and the run that took it. Later reports show it as taken (with the
+current estimate beside it, for information) and decide only the claims still open. A spec
+version registered later governs only the looks taken after it; a claim whose estimand or rule
+changes is a new claim (a new id), decided at its own looks.
+
+The ledger lives in the MLflow experiment (one experiment tag per claim: ``nai3.ledger.<id>``, a
+JSON entry) and is copied into every ``report.json``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+
+from . import statistics as A
+
+PREFIX = "nai3.ledger."
+ENDS_A_CLAIM = (A.SUPPORTED, A.CONTRADICTED, A.EQUIVALENT)
+
+
+@dataclass(frozen=True)
+class Entry:
+    claim: str
+    verdict: str
+    look: int  # the K the verdict was taken at
+    spec_version: int
+    spec_sha256: str
+    effect: float | None
+    ci95: tuple[float | None, float | None]
+    decided_at: str  # UTC, ISO 8601
+    run_id: str = ""  # the parent run whose report took it
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str) -> "Entry":
+        d = json.loads(raw)
+        return cls(**{**d, "ci95": tuple(d["ci95"])})
+
+    def describe(self) -> str:
+        return (f"decided at the look K = {self.look} under spec v{self.spec_version} on {self.decided_at[:10]}"
+                f"{f' (run {self.run_id[:8]})' if self.run_id else ''}; not decided again")
+
+
+Ledger = dict[str, Entry]
+
+
+def is_final(verdict: str, look: int | None, looks: tuple[int, ...]) -> bool:
+    """A verdict that ends its claim: a recipe-level one that crossed a boundary, or any at the last look."""
+    return look is not None and (verdict in ENDS_A_CLAIM or (look == looks[-1] and verdict == A.INCONCLUSIVE))
+
+
+def entry_for(result, spec, run_id: str = "") -> Entry:
+    """The ledger entry of a decided claim (a ``ClaimResult``)."""
+    lo, hi = result.effect.interval(0.95)
+    finite = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
+    return Entry(result.id, result.decision.verdict, result.look, spec.version, spec.sha256,
+                 finite(result.effect.value), (finite(lo), finite(hi)),
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run_id)
+
+
+def read_ledger(client, experiment_id: str) -> Ledger:
+    tags = client.get_experiment(experiment_id).tags
+    return {k[len(PREFIX):]: Entry.from_json(v) for k, v in tags.items() if k.startswith(PREFIX)}
+
+
+def write_entries(client, experiment_id: str, entries: list[Entry]) -> None:
+    """Add entries; a claim already in the ledger keeps its first entry (a concurrent report that
+    decided it too is not allowed to overwrite it)."""
+    have = read_ledger(client, experiment_id)
+    for e in entries:
+        if e.claim not in have:
+            client.set_experiment_tag(experiment_id, PREFIX + e.claim, e.to_json())
