@@ -256,6 +256,46 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_claims_validate(a: argparse.Namespace) -> int:
+    import statistics
+
+    from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.sequential import nominal_alphas
+    from nai3eval.claims.validate import validate
+    from nai3train.progress import progress
+
+    spec = load_claims_spec(a.spec)
+    tau, s_w = 0.02, 0.01
+    if a.from_report:
+        claims = json.loads(Path(a.from_report).read_text())["claims"]
+        taus = [c["tau"] for c in claims if c.get("tau") is not None]
+        sws = [c["s_w"] for c in claims if c.get("s_w") is not None]
+        if not taus or not sws:
+            raise ValueError(f"{a.from_report} has no claim with both τ and s_w (it needs ≥ 2 seeds)")
+        tau, s_w = statistics.median(taus), statistics.median(sws)
+    tau = a.tau if a.tau is not None else tau
+    s_w = a.s_w if a.s_w is not None else s_w
+    if tau < 0 or s_w <= 0 or a.prompts < 2 or a.n < 100:
+        raise ValueError("need τ ≥ 0, s_w > 0, --prompts ≥ 2 and --n ≥ 100")
+    looks = ", ".join(f"K = {k}: {x:.4g}" for k, x in zip(spec.looks, nominal_alphas(spec.looks, spec.alpha,
+                                                                                       spec.boundary)))
+    print(f"spec {Path(spec.path).name} v{spec.version} (sha256 {spec.sha256[:16]}…): one-sided α {spec.alpha:g}, "
+          f"{spec.boundary} boundary, nominal α per look {looks}")
+    v = validate(spec, tau, s_w, a.prompts, a.n, a.effect, a.seed,
+                 progress=lambda it: progress(it, desc="simulated experiments", total=a.n))
+    se = v.mc_se
+    print(f"simulated: {v.n} experiments of each kind; τ {tau:g}, s_w {s_w:g}, {a.prompts} prompts per seed, "
+          f"{v.primaries} primaries; Monte Carlo SE ≈ {se:.4f} near α")
+    print(f"A/A rate (one null contrast declared different, either way): {v.aa_rate:.4f} (nominal ≤ {2 * spec.alpha:g})")
+    print(f"positive control at effect {v.effect:.4g}: supported in {v.detection:.3f} of experiments")
+    print(f"coverage of the last look's 95 % interval: {v.coverage:.3f}")
+    x, ok = v.familywise_error, v.familywise_error <= spec.alpha + 3 * se
+    relation = "≤" if x <= spec.alpha else "≈" if ok else ">"
+    print(f"family-wise error {x:.4f} {relation} α = {spec.alpha:g}"
+          + (f" (above it by less than 3 Monte Carlo SE = {3 * se:.4f}; raise --n to tell)" if relation == "≈" else ""))
+    return 0 if ok else 1
+
+
 def cmd_relog(a: argparse.Namespace) -> int:
     from nai3train.buffered import relog
 
@@ -384,6 +424,26 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--disturbance", action="store_true", help="print the disturbance table of REAL_DIR")
     mt.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON")
     mt.set_defaults(fn=cmd_metrics)
+
+    cl = sub.add_parser("claims", help="the claims spec: validate its rules by simulation")
+    csub = cl.add_subparsers(dest="claims_command", required=True, metavar="ACTION")
+    cv = csub.add_parser("validate", help="simulate the spec's rules: family-wise error, A/A rate, power, coverage",
+                         description="Run the registered spec's decision rules (looks, α spending, Holm, the "
+                                     "ledger) on simulated experiments: K training seeds, G prompts, a between-seed "
+                                     "spread τ and a within-run SE s_w. Prints the family-wise error over looks and "
+                                     "primaries under the null (last line: 'family-wise error X ≤ α'), the A/A rate, "
+                                     "the detection rate of a positive control and the coverage of the interval.")
+    cv.add_argument("--spec", default=None, metavar="FILE", help="claims spec (default: the shipped claims.yaml)")
+    cv.add_argument("--tau", type=float, default=None, help="between-seed spread τ of D_k (default 0.02)")
+    cv.add_argument("--s-w", type=float, default=None, help="within-run SE of D_k (default 0.01)")
+    cv.add_argument("--from-report", default=None, metavar="REPORT_JSON",
+                    help="take τ and s_w from a report.json (the median over its claims that have them)")
+    cv.add_argument("--prompts", type=int, default=16, help="prompts per seed G (default 16)")
+    cv.add_argument("--n", type=int, default=4000, help="simulated experiments of each kind (default 4000)")
+    cv.add_argument("--effect", type=float, default=None,
+                    help="the positive control's effect (default: the one the last look detects with 80 %% power)")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.set_defaults(fn=cmd_claims_validate)
 
     rl = sub.add_parser("relog", help="deliver MLflow calls buffered during a tracking-server outage",
                         description="A training whose MLflow server stayed away leaves its unsent log calls in "

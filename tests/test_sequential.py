@@ -34,3 +34,23 @@ def test_the_null_crosses_at_some_look_with_probability_alpha(boundary):
     assert naive > 0.035
     a = nominal_alphas(looks, alpha, boundary)
     assert all(x < alpha for x in a) and sum(a) >= alpha  # each look pays; together at least α
+
+
+def test_claims_validate_runs_the_specs_rules_and_ends_with_the_family_wise_error(tmp_path):
+    """The command simulates the shipped spec; a positive control at effect 0 is the null, so its
+    detection rate is the one-sided false-positive rate; a huge effect is always detected."""
+    import subprocess
+    import sys
+
+    from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.validate import validate
+
+    spec = load_claims_spec()
+    null = validate(spec, tau=0.02, s_w=0.01, n=1500, effect=0.0, seed=3)
+    assert null.detection <= spec.alpha + 3 * np.sqrt(spec.alpha / 1500)
+    assert null.familywise_error <= spec.alpha + 3 * null.mc_se and 0.90 <= null.coverage <= 0.99
+    assert validate(spec, tau=0.02, s_w=0.01, n=200, effect=1.0).detection == 1.0
+    p = subprocess.run([sys.executable, "-m", "flows.cli", "claims", "validate", "--n", "400"], capture_output=True,
+                       text=True, timeout=300, env={"TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1].startswith("family-wise error ")

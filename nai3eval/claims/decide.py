@@ -17,7 +17,7 @@ from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
 from .ledger import Entry, Ledger, entry_for, is_final
-from .sequential import alpha_at
+from .sequential import alpha_at, holm_levels
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
 from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
 
@@ -259,7 +259,9 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
     tested = [r for r in primaries if r.decision.verdict != A.NOT_MEASURED and r.decision.p_value == r.decision.p_value]
     for look in dict.fromkeys(r.look for r in tested):  # within each look, at that look's α
         group = [r for r in tested if r.look == look]
-        for r, level in zip(group, A.holm([r.decision.p_value for r in group], look_alpha(spec, look))):
+        levels = holm_levels([r.decision.p_value for r in group], look, spec.looks, spec.alpha, spec.boundary) \
+            if look else A.holm([r.decision.p_value for r in group], spec.alpha)
+        for r, level in zip(group, levels):
             r.holm_alpha = level
             p = r.decision.p_value
             if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:

@@ -13,7 +13,8 @@ fractions of a mean over independent seeds):
 The values for equally spaced looks match Jennison & Turnbull's tables (Pocock C_P(2) = 2.178,
 C_P(3) = 2.289; O'Brien–Fleming C_B(2) = 1.977, C_B(3) = 2.004, two-sided α = 0.05). With few
 seeds the statistic is a t, not a Z; each look applies its nominal α_i to the t test with K_i − 1
-degrees of freedom, and ``nai3 claims validate`` measures the family-wise error that results.
+degrees of freedom; its boundaries keep their shape on the scale of each look's p-value and are
+calibrated on the t statistics' own joint law (``t_nominal_alphas``), and ``nai3 claims validate`` measures the family-wise error that results.
 """
 from __future__ import annotations
 
@@ -49,9 +50,60 @@ def critical_values(looks: tuple[int, ...], alpha: float, boundary: Boundary = "
     return tuple(c * s for s in shape)
 
 
+T_DRAWS = 500_000  # null experiments behind the t boundaries: α to ±0.0007 (3 SE)
+
+
+@lru_cache(maxsize=8)
+def _null_maxima(looks: tuple[int, ...], boundary: Boundary) -> tuple[np.ndarray, np.ndarray]:
+    """(max_K z_K / shape_K over the null draws, shape): see ``t_nominal_alphas``."""
+    if boundary not in ("pocock", "obrien_fleming"):
+        raise ValueError(f"unknown boundary {boundary!r}: pocock or obrien_fleming")
+    rng = np.random.default_rng(20261203)
+    d = rng.standard_normal((T_DRAWS, looks[-1]))
+    shape = np.array([1.0 if boundary == "pocock" else math.sqrt(looks[-1] / k) for k in looks])
+    z = np.stack([stats.norm.isf(stats.t.sf(d[:, :k].mean(1) / d[:, :k].std(1, ddof=1) * math.sqrt(k), k - 1))
+                  for k in looks], axis=1)
+    return (z / shape).max(axis=1), shape
+
+
+@lru_cache(maxsize=64)
+def t_nominal_alphas(looks: tuple[int, ...], alpha: float, boundary: Boundary = "obrien_fleming"
+                     ) -> tuple[float, ...]:
+    """Each look's one-sided level for the one-sample t statistic T_K = √K·mean/sd over the first
+    K seeds, such that the null crosses at some look with probability ``alpha``.
+
+    With three to five seeds the statistic is a t with 2 to 4 degrees of freedom, and its joint law
+    across looks is not the normal one: the normal boundaries applied to t p-values let the null
+    through at ≈ 0.028 instead of 0.025. Each T_K is mapped to the normal quantile of its own
+    p-value (z_K = Φ̄⁻¹(P(t_{K−1} ≥ T_K)): exactly N(0, 1) under the null), the boundary keeps its
+    shape on that scale (Pocock: constant; O'Brien–Fleming: ∝ √(K_max/K)), and its constant is the
+    (1 − α) quantile of max_K z_K / shape_K. Under the null the D_k are i.i.d. normal, so this law
+    is pivotal (free of the effect's scale): drawn once, seeded."""
+    maxima, shape = _null_maxima(looks, boundary)
+    c = float(np.quantile(maxima, 1 - alpha))
+    return tuple(float(stats.norm.sf(c * s)) for s in shape)
+
+
+def holm_levels(p_values: Sequence[float], look: int, looks: Sequence[int], alpha: float,
+                boundary: Boundary = "obrien_fleming") -> list[float]:
+    """Holm's step-down across the open hypotheses of one look, each step at the look's level of
+    a boundary for α/(m − rank) (the sequentially rejective procedure with group-sequential
+    boundaries: a step's α is spent over the looks like the whole α is). NaN p-values take no
+    part; after the first retained hypothesis every later one is retained (level 0)."""
+    idx = [i for i, p in enumerate(p_values) if p == p]
+    order = sorted(idx, key=lambda i: p_values[i])
+    levels = [math.nan] * len(p_values)
+    still = True
+    for rank, i in enumerate(order):
+        level = alpha_at(look, looks, alpha / (len(order) - rank), boundary)
+        levels[i] = level if still else 0.0
+        still = still and p_values[i] < level
+    return levels
+
+
 def nominal_alphas(looks: Sequence[int], alpha: float, boundary: Boundary = "obrien_fleming") -> tuple[float, ...]:
-    """The one-sided level each look tests at (1 − Φ(c_i))."""
-    return tuple(float(stats.norm.sf(c)) for c in critical_values(tuple(looks), alpha, boundary))
+    """The one-sided level each look's t test is taken at (``t_nominal_alphas``)."""
+    return t_nominal_alphas(tuple(looks), alpha, boundary)
 
 
 def alpha_at(look: int, looks: Sequence[int], alpha: float, boundary: Boundary = "obrien_fleming") -> float:
