@@ -66,6 +66,7 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
             kid = 0.05 + 0.02 * (math.log(c) - math.log(t["cfg_star"])) ** 2 + rng.normal(scale=0.0005)
             rec.put_all(run, Setting("sweep", s, c), {
                 "brightness": bright, "brightness_err": err_k, "brightness_err_unclamped": err_k,
+                "image_overshoot_frac": np.abs(jitter(t["bright_err"] / 2)).tolist(),
                 "recall_rare": jitter(t["rare"]), "leakage_common": jitter(t["leak"]), "kid_tagger": kid})
     levels = np.tile([-2.0, -1.0, 0.0, 1.0, 2.0], G)
     lpid = np.repeat(np.arange(G), 5)
@@ -167,7 +168,8 @@ def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path
         "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],
                           "heldout_images": 64}})
     c = by_id(o)
-    for cid in ("C1", "C2", "C3", "C1-sampled", "C2-package", "C2-black", "C2-white", "C2-grey", "C3-package",
+    for cid in ("C1", "C2", "C3", "C1-sampled", "C2-package", "C2-black-shown", "C2-white-shown",
+                "C2-black-overshoot", "C2-white-overshoot", "C2-grey", "C3-package",
                 "C3-copies", "C4", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
         assert c[cid].verdict == A.SUPPORTED, (cid, c[cid].verdict, c[cid].decision.reason)
         assert c[cid].level == A.RECIPE
@@ -264,16 +266,22 @@ def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrume
     assert plain.effect.value == pytest.approx(0.2, abs=0.03) and plain.verdict == "supported"
 
 
-def test_c2_levels_read_unclamped_brightness_and_refuse_results_without_it():
-    """A sample CFG pushed past white clips to pure white: the clipped error is one constant (no
-    verdict from a zero-width interval); the spec's estimand is the unclamped error."""
+def test_c2_obedience_and_overshoot_are_two_measurements_whose_words_match_the_images():
+    """Images that show black (clipped error small) but overshoot far past it: obedience reads
+    supported, overshoot contradicted — not one 'contradicted' under black images. Results without
+    the overshoot share are not measured, with the reason."""
     results = fake_results()
-    sweep_values(results, "brightness_err", lambda r: [0.058] * (G * PER))  # every image clipped to white
-    assert by_id(evaluate_claims(results))["C2-white"].verdict == "supported"  # read unclamped: varies, < 0.10
-    for key in [k for k in results.values if k[2] == "brightness_err_unclamped"]:
+    sweep_values(results, "brightness_err", lambda r: (0.02 + np.random.default_rng(r.seed).normal(
+        scale=0.005, size=G * PER)).tolist())
+    sweep_values(results, "image_overshoot_frac", lambda r: (0.6 + np.random.default_rng(r.seed + 9).normal(
+        scale=0.02, size=G * PER)).tolist())
+    c = by_id(evaluate_claims(results))
+    assert c["C2-black-shown"].verdict == c["C2-white-shown"].verdict == "supported"
+    assert c["C2-black-overshoot"].verdict == c["C2-white-overshoot"].verdict == "contradicted"
+    for key in [k for k in results.values if k[2] == "image_overshoot_frac"]:
         del results.values[key]
-    white = by_id(evaluate_claims(results))["C2-white"]
-    assert white.verdict == "not measured" and "before unclamped brightness was recorded" in white.decision.reason
+    over = by_id(evaluate_claims(results))["C2-black-overshoot"]
+    assert over.verdict == "not measured" and "before overshoot was recorded" in over.decision.reason
 
 
 def test_c5_optimum_is_the_local_parabola_and_a_grid_edge_is_censored():

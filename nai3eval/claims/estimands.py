@@ -263,10 +263,14 @@ class CfgOptimumShift:
 ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
     "x0_error_20000": PairedContrast(("brightness_err",), x0_sigma=20000.0, missing="the x̂0 probes did not run"),
     "brightness_error": PairedContrast(("brightness_err",)),
-    "brightness_error_black": Level("brightness_err_unclamped", ("black_background",), missing=(
-        "{variant} was evaluated before unclamped brightness was recorded")),
-    "brightness_error_white": Level("brightness_err_unclamped", ("white_background",), missing=(
-        "{variant} was evaluated before unclamped brightness was recorded")),
+    # obedience: the error of what is shown (clipped to the displayable range) …
+    "shown_error_black": Level("brightness_err", ("black_background",)),
+    "shown_error_white": Level("brightness_err", ("white_background",)),
+    # … and overshoot: the share of pixel values beyond it — two measurements, reported side by side
+    "overshoot_black": Level("image_overshoot_frac", ("black_background",), missing=(
+        "{variant} was evaluated before overshoot was recorded")),
+    "overshoot_white": Level("image_overshoot_frac", ("white_background",), missing=(
+        "{variant} was evaluated before overshoot was recorded")),
     "distance_to_grey": Level("brightness", ("black_background", "white_background"), around=0.5),
     "leak_slope": LeakSlope(),
     "leak_slope_ratio": LeakSlope(ratio=True),
