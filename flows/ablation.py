@@ -19,7 +19,7 @@ from nai3eval.record import Record
 from nai3train.config import AblationConfig, load_config, stable_hash, to_dict
 from nai3train.data import PreparedData
 from nai3train.run import TrainedVariant
-from nai3train.tracking import Tracker, flatten, runs_page
+from nai3train.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
 
 from . import fanout, pipeline, runs
 from .locks import prefect_server_configured
@@ -201,6 +201,6 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     print("\n".join(out.summary))
     print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
     print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
-    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id)}")
+    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
     return {"parent_run_id": parent.run_id, "experiment_id": ws.experiment_id, "tracking_uri": ws.uri,
             "results": results, "trained": trained}

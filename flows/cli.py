@@ -133,7 +133,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from nai3eval.prompts import read_prompt_file
     from nai3train.checkpoint import load_meta
     from nai3train.run import TrainedVariant
-    from nai3train.tracking import Tracker, resolve_checkpoint, runs_page
+    from nai3train.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, runs_page
 
     from . import pipeline
     from .summary import ui_command
@@ -192,7 +192,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     print("\n".join(out.summary))
     print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id}, experiment '{experiment}')")
     print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
-    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id)}")
+    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
     return 0
 
 

@@ -28,7 +28,7 @@ from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.threads import apply_threads
-from nai3train.tracking import Tracker, open_experiment
+from nai3train.tracking import Tracker, open_experiment, share_comparison_view
 
 from . import runs
 from .locks import run_lock
@@ -304,6 +304,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
                                   run_id=run_id)
     if data is not None:
         write_entries(client, ws.experiment_id, claims.new_ledger_entries(run_id))
+    share_comparison_view(client, ws.experiment_id)
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:
