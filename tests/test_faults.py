@@ -131,3 +131,19 @@ def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
                             str(tmp_path / "tags.csv"))
         assert not m.active and len(m.problems) == 3
         assert [p.split(" skipped")[0] for p in m.problems] == ["Inception FID", "CLIPScore", "WD14 tag adherence"]
+
+
+def test_a_latent_cache_file_deleted_mid_run_is_a_named_error(tmp_path):
+    """Fault row: the SDXL latent cache loses a file while training reads it — a CacheEntryMissing
+    that says what happened and what to do, not a TypeError at the batch."""
+    import torch
+
+    from nai3train.models.sdxl import CacheEntryMissing, DiskCache
+
+    cache = DiskCache(tmp_path / "latents")
+    key = DiskCache.key("image", b"\x00")
+    cache.put(key, {"latent": torch.ones(4, 2, 2)})
+    assert torch.equal(cache.get(key)["latent"], torch.ones(4, 2, 2))
+    (tmp_path / "latents" / f"{key}.safetensors").unlink()
+    with pytest.raises(CacheEntryMissing, match="disappeared during the run.*resumes from its last checkpoint"):
+        cache.get(key)

@@ -141,3 +141,21 @@ def test_cli_data_inspect_json(tmp_path):
     assert card["count"] == 40 and card["skipped_count"] == 0
     assert card["bucketing"]["mean_pixels_kept"] >= card["bucketing"]["mean_pixels_kept_centre_square"]
     assert abs(card["tag_weights"]["mean"] - 1) < 1e-9
+
+
+def test_the_scan_cache_forgets_deleted_files(tmp_path):
+    """The decode cache of a work folder keeps only files that still exist: a dataset that changes
+    night after night does not grow it forever (and a deleted file is not answered from it)."""
+    from nai3train.data import synthesize
+
+    synthesize(tmp_path / "b", 12, 4, 8, seed=0)
+    cache = tmp_path / "scan.json"
+    first = scan_folder(tmp_path / "b" / "train", cache)
+    assert len(json.loads(cache.read_text())) == len(first.records)
+    gone = sorted((tmp_path / "b" / "train").glob("*.png"))[:3]
+    for f in gone:
+        f.unlink()
+    again = scan_folder(tmp_path / "b" / "train", cache)
+    kept = json.loads(cache.read_text())
+    assert len(again.records) == len(first.records) - 3 and len(kept) == len(again.records)
+    assert not {str(f.resolve()) for f in gone} & set(kept)

@@ -246,9 +246,13 @@ class ScanCache:
         return verdict
 
     def save(self) -> None:
-        if self.file is None or not self.fresh:
+        """Write what was learnt, and forget files that are gone (else the cache of a work folder
+        whose datasets change grows with every file it ever saw)."""
+        if self.file is None:
             return
-        atomic_write(self.file, json.dumps({**self.entries, **self.fresh}))
+        kept = {k: v for k, v in {**self.entries, **self.fresh}.items() if Path(k).exists()}
+        if self.fresh or len(kept) < len(self.entries):
+            atomic_write(self.file, json.dumps(kept))
 
 
 def _decode_verdict(path: Path) -> tuple[int, int] | str:

@@ -92,6 +92,10 @@ def encode_latents(vae: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean.float()
 
 
+class CacheEntryMissing(RuntimeError):
+    """A latent or text-embedding cache file vanished while a run was using it."""
+
+
 class DiskCache:
     """Tensors on disk keyed by a content hash: one safetensors file per key, written atomically."""
 
@@ -106,9 +110,16 @@ class DiskCache:
             h.update(p if isinstance(p, bytes) else p.encode())
         return h.hexdigest()[:32]
 
-    def get(self, key: str) -> dict[str, torch.Tensor] | None:
+    def get(self, key: str) -> dict[str, torch.Tensor]:
+        """The tensors of ``key``; ``CacheEntryMissing`` when its file is gone (filled at the start,
+        so only a deletion during the run gets here)."""
         f = self.folder / f"{key}.safetensors"
-        return load_file(str(f)) if f.is_file() else None
+        try:
+            return load_file(str(f))
+        except FileNotFoundError:
+            raise CacheEntryMissing(
+                f"cache file {f} disappeared during the run (deleted or cleaned up by something else); start the "
+                "run again: it resumes from its last checkpoint and fills the cache again") from None
 
     def has(self, key: str) -> bool:
         return (self.folder / f"{key}.safetensors").is_file()
