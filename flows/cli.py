@@ -124,30 +124,33 @@ def cmd_eval(a: argparse.Namespace) -> int:
     path = Path(a.model)  # everything the user named is checked before Prefect or MLflow start
     if not path.exists() and (a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")) or "/" in a.model):
         raise FileNotFoundError(f"model {path} does not exist")
-    for given, what, ok in ((a.reference, "reference folder", Path.is_dir), (a.prompts, "prompt file", Path.is_file),
+    for given, what, ok in ((a.reference, "reference folder", Path.is_dir),
                             (a.model_config, "--model-config folder", Path.is_dir)):
         if given and not ok(Path(given)):
             raise FileNotFoundError(f"{what} {given} does not exist")
+    from nai3train.config.locate import locate
+
+    prompt_file = locate(a.prompts, "prompt file") if a.prompts else None  # a path here, or a shipped one by name
     from dataclasses import replace
 
     from nai3eval.prompts import read_prompt_file
     from nai3train.checkpoint import load_meta
     from nai3train.run import TrainedVariant
-    from nai3train.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, runs_page
+    from nai3train.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, resolve_tracking, runs_page
 
     from . import pipeline
     from .summary import ui_command
 
-    ours = path.exists() and (path / "meta.json").is_file()
+    if not path.exists():  # an MLflow run id: its checkpoint, before deciding what kind of model it is
+        path = Path(resolve_checkpoint(a.model, resolve_tracking(a.tracking_uri)[0], Path(a.work_dir) / "downloaded"))
+    ours = (path / "meta.json").is_file()
     if ours:
         name = load_meta(path)["variant"]["name"]
-    elif path.exists():
+    else:
         from nai3train.models import pretrained_format
 
         pretrained_format(str(path), a.model_config)  # refuse a pickle or an unknown format before any work
         name = path.stem if path.is_file() else path.resolve().name
-    else:
-        name = a.model  # an MLflow run id: resolved below, once the tracking store is open
     # the benchmark's tagger and exact scorer read the benchmark's prompts and images only
     benchmark_prompts = ours and not a.prompts and not a.reference and cfg.data.kind == "benchmark"
     experiment = a.experiment or (cfg.experiment if benchmark_prompts else f"nai3-eval-{_slug(name)}")
@@ -155,11 +158,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     work = Path(a.work_dir) if benchmark_prompts else Path(a.work_dir) / f"eval-{_slug(experiment)}"
     ws = pipeline.Workspace.open(cfg, work, a.tracking_uri)
     pipeline.pin_claims_spec(ws)
-    ckpt = path if path.exists() else resolve_checkpoint(a.model, ws.uri, ws.work / "downloaded")
-    if not path.exists() and (Path(ckpt) / "meta.json").is_file():
-        name = load_meta(ckpt)["variant"]["name"]
+    ckpt = path
     options = pipeline.ModelOptions(prediction=a.prediction, ztsnr=a.ztsnr, resolution=a.resolution,
-                                    prompts=tuple(map(tuple, read_prompt_file(a.prompts))) if a.prompts else None,
+                                    prompts=tuple(map(tuple, read_prompt_file(prompt_file))) if prompt_file else None,
                                     model_config=str(Path(a.model_config).resolve()) if a.model_config else None)
     data = pipeline.prepare_data(cfg, ws) if not a.reference else None
     tagger = pipeline.prepare_tagger(cfg, data, ws) if benchmark_prompts else None
@@ -184,7 +185,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
                                    options=options)
         run = next(iter(result.runs.values()))
         print(f"parameterisation: {pipeline.parameterization_text(run.variant, run.source)}")
-        out = pipeline.report(cfg, [result], [trained], data if ours else None, ws, parent,
+        # the checks of training data only where the data is the one the checkpoint was trained on
+        out = pipeline.report(cfg, [result], [trained], data if benchmark_prompts else None, ws, parent,
                               out=ws.work / f"eval-{parent.run_id[:8]}")
     if a.json:
         Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))

@@ -20,11 +20,12 @@ from nai3eval.claims import ClaimsOutcome, ClaimsSpec, load_claims_spec
 from nai3eval.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
-from nai3eval.sinks import GridSink, MLflowPointSink, PointCache, grid_label
+from nai3eval.sinks import GridSink, MLflowPointSink, PointCache, grid_name
 from nai3eval.checkpoint import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
+from nai3train.config.locate import locate
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.threads import apply_threads
@@ -240,7 +241,7 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
         parent.set_tags({f"nai3.parameterization.{trained.variant}": parameterization_text(ck.variant, ck.source)})
     apply_threads(cfg.train.threads)
     prompts = [list(p) for p in options.prompts] if options.prompts else (
-        read_prompt_file(cfg.eval.prompt_file) if cfg.eval.prompt_file else None)
+        read_prompt_file(locate(cfg.eval.prompt_file, "eval.prompt_file")) if cfg.eval.prompt_file else None)
     ck.variant = ck.variant.model_copy(update={"name": trained.variant})
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, p, s: [sink(r, p, s) for sink in sinks],
                               progress=progress, prompts=prompts, done=done, seed=cfg.train.seed)
@@ -290,9 +291,8 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
                                                   "training": [asdict(t) for t in trained], **(extra or {})},
                                                  default=str))
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
-    labels = {grid_label(r) for r in record.runs.values()}
-    grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png"))
-             if p.stem.split("__")[0] in labels}
+    names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
+    grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims.ledger import read_ledger, write_entries

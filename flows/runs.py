@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nai3eval.record import Record
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
+from nai3train.config.locate import locate
 from nai3train.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, optio
     its content, not its path: an edited file is evaluated again, a moved one is not."""
     sweep = to_dict(ec)
     if ec.prompt_file:
-        sweep["prompt_file"] = hashlib.sha256(Path(ec.prompt_file).read_bytes()).hexdigest()
+        sweep["prompt_file"] = hashlib.sha256(locate(ec.prompt_file, "eval.prompt_file").read_bytes()).hexdigest()
     return stable_hash({"eval": sweep, "tagger": instrument, "code": evaluation_code_version(),
                         "run": training_run_id, "options": options or {}})[:12]
 

@@ -459,6 +459,9 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     row = next(x for x in doc["claims"] if x["id"] == "C2-package")
     assert row["verdict"] == A.SUPPORTED and row["decided"]["look"] == 3 and row["decided"]["run_id"] == "run-k3"
     assert {e["claim"] for e in doc["ledger"]} >= set(ledger)
+    # a report that never reached K = 3 (one seed) shows its own result, the ledger's beside it
+    one = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2-package"]
+    assert one.ledger is None and one.verdict.startswith("checkpoint-level") and "the ledger: supported" in one.detail
     # a second report that decided the same claim cannot overwrite its first entry
     write_entries(client, exp, [taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
                                                                "verdict": A.CONTRADICTED})])

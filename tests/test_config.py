@@ -223,8 +223,10 @@ def test_shipped_configs_are_found_from_any_directory_and_user_paths_from_the_cu
     monkeypatch.chdir(tmp_path)
     shipped = locate("configs/smoke.yaml")
     assert shipped.is_file() and locate("smoke") == shipped == locate("smoke.yaml")
-    assert load_config("smoke", ["eval.prompt_file=configs/prompts/sdxl_default.txt"]).eval.prompt_file.endswith(
-        "sdxl_default.txt")
+    named = load_config("smoke", ["eval.prompt_file=configs/prompts/sdxl_default.txt"]).eval.prompt_file
+    assert named == "configs/prompts/sdxl_default.txt" and locate(named).is_file()  # kept portable, found here
+    with pytest.raises(ConfigError, match="eval.prompt_file"):
+        load_config("smoke", ["eval.prompt_file=configs/prompts/nope.txt"])
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "smoke.yaml").write_text(shipped.read_text().replace("name: smoke", "name: mine"))
     assert load_config("configs/smoke.yaml").name == "mine"

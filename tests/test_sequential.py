@@ -54,3 +54,21 @@ def test_claims_validate_runs_the_specs_rules_and_ends_with_the_family_wise_erro
                        text=True, timeout=300, env={"TQDM_DISABLE": "1", "PATH": "/usr/bin:/bin"})
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip().splitlines()[-1].startswith("family-wise error ")
+
+
+def test_holm_is_one_family_across_looks_with_m_fixed_by_the_spec():
+    """A primary at K = 3 while the others sit at K = 5 (or are not measured) is not a family of
+    its own: its first Holm step is the K = 3 level of a boundary for α/3, not for α."""
+    from nai3eval.claims.sequential import alpha_at, holm_levels
+
+    looks, alpha = (3, 5), 0.025
+    alone = holm_levels([0.004, float("nan"), float("nan")], [3, 5, 5], 3, looks, alpha)
+    assert alone[0] == pytest.approx(alpha_at(3, looks, alpha / 3)) and alone[0] < 0.004
+    assert alpha_at(3, looks, alpha) > 0.004  # what a family of one would have allowed
+    steps = holm_levels([0.0001, 0.001, 0.3], [5, 5, 5], 3, looks, alpha)
+    assert steps[:2] == pytest.approx([alpha_at(5, looks, alpha / 3), alpha_at(5, looks, alpha / 2)])
+    assert steps[2] == pytest.approx(alpha_at(5, looks, alpha))
+    retained = holm_levels([0.2, 0.001], [5, 5], 2, looks, alpha)
+    assert retained[1] > 0 and retained[0] == pytest.approx(alpha_at(5, looks, alpha))
+    assert holm_levels([0.5, 0.001], [5, 5], 2, looks, alpha)[0] > 0  # the step after a rejection
+    assert holm_levels([0.5, 0.4], [5, 5], 2, looks, alpha)[0] == 0.0  # after the first retained: 0

@@ -251,22 +251,22 @@ def _compound(c: ClaimSpec, parts: list[ClaimResult]) -> ClaimResult:
                        seeds_available=max((p.seeds_available for p in parts), default=0))
 
 
-def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec) -> None:
-    """Holm's step-down over the primary claims that were measured: a primary is "supported" (or
-    "equivalent") only if its p-value is below its Holm level (α/m for the smallest p, …, stopping
-    at the first failure). Holm guards the claims in their expected direction; a contradiction keeps
-    its nominal decision."""
+def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec, left: int = 0) -> None:
+    """Holm's step-down over the primary claims, one family whose size m is the spec's number of
+    primaries less those an earlier look already supported (``left``): a primary is "supported"
+    (or "equivalent") only if its p-value is below its Holm level, each at its own look
+    (``sequential.holm_levels``). Holm guards the claims in their expected direction; a
+    contradiction keeps its nominal decision."""
     tested = [r for r in primaries if r.decision.verdict != A.NOT_MEASURED and r.decision.p_value == r.decision.p_value]
-    for look in dict.fromkeys(r.look for r in tested):  # within each look, at that look's α
-        group = [r for r in tested if r.look == look]
-        levels = holm_levels([r.decision.p_value for r in group], look, spec.looks, spec.alpha, spec.boundary) \
-            if look else A.holm([r.decision.p_value for r in group], spec.alpha)
-        for r, level in zip(group, levels):
-            r.holm_alpha = level
-            p = r.decision.p_value
-            if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
-                r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at "
-                                                           f"its Holm level {level:.3g}")
+    m = sum(c.role == "primary" and not c.parts for c in spec.claims) - left
+    levels = holm_levels([r.decision.p_value for r in tested], [r.look for r in tested], m, spec.looks, spec.alpha,
+                         spec.boundary)
+    for r, level in zip(tested, levels):
+        r.holm_alpha = level
+        p = r.decision.p_value
+        if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
+            r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at "
+                                                       f"its Holm level {level:.3g}")
 
 
 def _from_ledger(result: ClaimResult, entry: Entry) -> ClaimResult:
@@ -290,12 +290,22 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
     data = data or {}
     done: dict[str, ClaimResult] = {}
     ledger = ledger or {}
+    decided = set()
     for c in spec.claims:
         if not c.parts:
             done[c.id] = _measure(spec, c, record, data)
-            if c.id in ledger and c.role != "check":
-                _from_ledger(done[c.id], ledger[c.id])
-    apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done and c.id not in ledger], spec)
+            entry = ledger.get(c.id)
+            if entry is not None and c.role != "check":
+                if done[c.id].seeds_available >= entry.look:
+                    _from_ledger(done[c.id], entry)
+                    decided.add(c.id)
+                else:  # this record never reached that look: its own result, the ledger's beside it
+                    done[c.id].detail = "; ".join(t for t in (done[c.id].detail, f"the ledger: {entry.verdict}, "
+                                                              f"{entry.describe()}") if t)
+    rejected = sum(1 for c in spec.claims if c.role == "primary" and c.id in ledger
+                   and ledger[c.id].verdict in (A.SUPPORTED, A.EQUIVALENT))
+    apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done and c.id not in decided],
+               spec, rejected)
     for c in spec.claims:
         if c.parts:
             done[c.id] = _compound(c, [done[p] for p in c.parts])

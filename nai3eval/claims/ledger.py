@@ -15,12 +15,14 @@ JSON entry) and is copied into every ``report.json``.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 
 from . import statistics as A
 
+log = logging.getLogger(__name__)
 PREFIX = "nai3.ledger."
 ENDS_A_CLAIM = (A.SUPPORTED, A.CONTRADICTED, A.EQUIVALENT)
 
@@ -68,8 +70,16 @@ def entry_for(result, spec, run_id: str = "") -> Entry:
 
 
 def read_ledger(client, experiment_id: str) -> Ledger:
-    tags = client.get_experiment(experiment_id).tags
-    return {k[len(PREFIX):]: Entry.from_json(v) for k, v in tags.items() if k.startswith(PREFIX)}
+    """The experiment's entries; one that cannot be read (edited by hand) is skipped with a warning,
+    never allowed to stop every report."""
+    out: Ledger = {}
+    for k, v in client.get_experiment(experiment_id).tags.items():
+        if k.startswith(PREFIX):
+            try:
+                out[k[len(PREFIX):]] = Entry.from_json(v)
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("ledger tag %s of experiment %s is unreadable (%s): skipped", k, experiment_id, e)
+    return out
 
 
 def write_entries(client, experiment_id: str, entries: list[Entry]) -> None:

@@ -84,18 +84,21 @@ def t_nominal_alphas(looks: tuple[int, ...], alpha: float, boundary: Boundary = 
     return tuple(float(stats.norm.sf(c * s)) for s in shape)
 
 
-def holm_levels(p_values: Sequence[float], look: int, looks: Sequence[int], alpha: float,
-                boundary: Boundary = "obrien_fleming") -> list[float]:
-    """Holm's step-down across the open hypotheses of one look, each step at the look's level of
-    a boundary for α/(m − rank) (the sequentially rejective procedure with group-sequential
-    boundaries: a step's α is spent over the looks like the whole α is). NaN p-values take no
-    part; after the first retained hypothesis every later one is retained (level 0)."""
+def holm_levels(p_values: Sequence[float], at_looks: Sequence[int | None], m: int, looks: Sequence[int],
+                alpha: float, boundary: Boundary = "obrien_fleming") -> list[float]:
+    """Holm's step-down over one family of ``m`` hypotheses (fixed by the spec: a hypothesis not
+    measured, or retained at an earlier look, still counts; only those already rejected have left
+    it), each tested at its own look: the step of rank r is at that look's level of a boundary for
+    α/(m − r), so a step's α is spent over the looks like the whole α is (below the first look,
+    ``None``: α/(m − r) itself). NaN p-values take no part; after the first hypothesis retained,
+    every later one is retained (level 0)."""
     idx = [i for i, p in enumerate(p_values) if p == p]
     order = sorted(idx, key=lambda i: p_values[i])
     levels = [math.nan] * len(p_values)
     still = True
     for rank, i in enumerate(order):
-        level = alpha_at(look, looks, alpha / (len(order) - rank), boundary)
+        share = alpha / max(1, m - rank)
+        level = alpha_at(at_looks[i], looks, share, boundary) if at_looks[i] else share
         levels[i] = level if still else 0.0
         still = still and p_values[i] < level
     return levels

@@ -96,8 +96,9 @@ class ClaimsSpec(_Spec):
             missing = set(c.parts) - set(ids)
             if missing:
                 raise reason(f"claim {c.id} names unknown parts {sorted(missing)}")
-        if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 2:
-            raise reason("looks must be increasing seed counts, the first ≥ 2")
+        if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 3:
+            raise reason("looks must be increasing seed counts, the first ≥ 3 (fewer seeds give checkpoint-level "
+                         "verdicts only, which never end a claim)")
         return self
 
     def by_id(self, cid: str) -> ClaimSpec:

@@ -39,11 +39,12 @@ class Validation:
     aa_rate: float
     detection: float
     coverage: float
+    alpha: float = 0.025
 
     @property
     def mc_se(self) -> float:
         """Monte Carlo standard error of a rate near α."""
-        return math.sqrt(0.025 * 0.975 / self.n)
+        return math.sqrt(self.alpha * (1 - self.alpha) / self.n)
 
 
 def _draw(rng: np.random.Generator, theta: float, k: int, tau: float, s_w: float, prompts: int
@@ -64,7 +65,9 @@ def _decide(spec: ClaimsSpec, draws: list[list[A.SeedContrast]]) -> tuple[list[s
         open_ = [i for i, v in enumerate(verdicts) if v is None]
         effects = {i: A.two_stage(draws[i][:look]) for i in open_}
         decisions = {i: rule.decide(effects[i]) for i in open_}
-        levels = holm_levels([decisions[i].p_value for i in open_], look, spec.looks, spec.alpha, spec.boundary)
+        m = len(draws) - sum(v == A.SUPPORTED for v in verdicts)  # as decide.py: only the supported leave
+        levels = holm_levels([decisions[i].p_value for i in open_], [look] * len(open_), m, spec.looks, spec.alpha,
+                             spec.boundary)
         for i, level in zip(open_, levels):
             d = decisions[i]
             verdict = d.verdict if d.verdict != A.SUPPORTED or d.p_value < level else A.INCONCLUSIVE
@@ -113,4 +116,4 @@ def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int
         detected += control[0] == A.SUPPORTED
         lo, hi = last.interval(0.95)
         covered += lo <= effect <= hi
-    return Validation(n, tau, s_w, prompts, m, effect, fwe / n, aa / n, detected / n, covered / n)
+    return Validation(n, tau, s_w, prompts, m, effect, fwe / n, aa / n, detected / n, covered / n, spec.alpha)

@@ -76,8 +76,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         variants, skipped = expand_factorial(axes, tree.pop("factorial_base", None))
         tree["variants"] = list(tree.get("variants", [])) + variants
         tree["skipped_variants"] = skipped
-    prompt_file = tree.get("eval", {}).get("prompt_file") if isinstance(tree, dict) and isinstance(
-        tree.get("eval"), dict) else None
-    if prompt_file and isinstance(prompt_file, str):  # a shipped config names a shipped prompt file
-        tree["eval"]["prompt_file"] = str(locate(prompt_file, "eval.prompt_file"))
     return from_dict(AblationConfig, tree)

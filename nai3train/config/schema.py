@@ -15,7 +15,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from ..diffusion import PREDICTIONS, SDXL_SIGMA_MAX, SPACINGS
 from ..diffusion.samplers import SAMPLERS
-from .errors import ROOT, config_error, reason, reason_at
+from .errors import ROOT, ConfigError, config_error, reason, reason_at
 from .hashing import stable_hash, to_dict
 
 INFINITY_WORDS = ("inf", "+inf", ".inf", "+.inf", "infinity", "+infinity", "∞", "+∞")
@@ -78,6 +78,15 @@ UNIT_INTERVAL = rule(lambda v: 0 <= v < 1, "must be in [0, 1)")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _findable(path: str) -> bool:
+    from .locate import locate
+
+    try:
+        return locate(path).is_file()
+    except ConfigError:
+        return False
 
 
 def _exists(kind: Callable[[Path], bool]):
@@ -214,8 +223,10 @@ class EvalConfig(_Frozen):
     wd14_tags: Annotated[Str, _exists(Path.is_file)] = ""  # its selected_tags.csv
     rare_prompts: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be a fraction in [0, 1]")
                             ] = 0.0  # share of prompts that carry a rare tag (< 5 % of training images): C6
-    prompt_file: Annotated[Str, rule(lambda v: not v or Path(v).is_file(), "names a file that does not exist")
-                           ] = ""  # one prompt per line (danbooru tags or text); empty: prompts from the eval split
+    # one prompt per line (danbooru tags or text); empty: prompts from the eval split. Kept as given
+    # (a shipped one by its name: portable to a worker on another machine); ``locate`` reads it
+    prompt_file: Annotated[Str, rule(lambda v: not v or _findable(v), "names a file that does not exist here or "
+                                                                      "among the shipped ones")] = ""
 
     @model_validator(mode="after")
     def _steps_fit_sampler(self) -> EvalConfig:
