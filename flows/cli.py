@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -201,6 +202,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
+    from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.ledger import read_ledger
     from nai3eval.report import summary_lines, write_report
     from nai3train.tracking import resolve_tracking
 
@@ -214,7 +217,18 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"run {a.parent_run} in {uri} has no results/results.json artifact "
                                 f"(is it an ablation parent run?): {e}") from None
     results, res = read_results(local)
-    claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")})
+    client = MlflowClient(uri)
+    run = client.get_run(a.parent_run)
+    spec = load_claims_spec()
+    if run.data.tags.get("nai3.claims_spec_sha256", spec.sha256) != spec.sha256:
+        print(f"nai3: warning: the run was decided under claims spec sha256 "
+              f"{run.data.tags['nai3.claims_spec_sha256'][:16]}…, this file is {spec.sha256[:16]}…: the verdicts "
+              "below follow this file", file=sys.stderr)
+    # the ledger as it stood when the run ended: what it decided and what earlier looks had
+    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((run.info.end_time or run.info.start_time) / 1000 + 1))
+    ledger = {k: e for k, e in read_ledger(client, run.info.experiment_id).items() if e.decided_at <= ended}
+    claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")}, spec=spec,
+                                  ledger=ledger, run_id=a.parent_run)
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0
