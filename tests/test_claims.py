@@ -122,7 +122,7 @@ def test_the_spec_loads_with_the_sha256_of_its_bytes():
     spec = load_claims_spec()
     assert spec.sha256 == hashlib.sha256(DEFAULT_SPEC.read_bytes()).hexdigest()
     assert {c.role for c in spec.claims} == {"primary", "secondary", "exploratory", "check"}
-    assert [c.id for c in spec.claims if c.role == "primary"] == ["C1", "C2", "C3"]
+    assert [c.id for c in spec.claims if c.role == "primary"] == ["C1", "C2", "C3-linear"]
 
 
 @pytest.mark.parametrize("edit, key", [
@@ -168,15 +168,15 @@ def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path
         "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],
                           "heldout_images": 64}})
     c = by_id(o)
-    for cid in ("C1", "C2", "C3", "C1-sampled", "C2-package", "C2-black-shown", "C2-white-shown",
-                "C2-black-overshoot", "C2-white-overshoot", "C2-grey", "C3-package",
+    for cid in ("C1", "C2", "C3-linear", "C1-sampled", "C2-package", "C2-black-shown", "C2-white-shown",
+                "C2-black-overshoot", "C2-white-overshoot", "C2-grey", "C3-package-linear",
                 "C3-copies", "C4", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
         assert c[cid].verdict == A.SUPPORTED, (cid, c[cid].verdict, c[cid].decision.reason)
         assert c[cid].level == A.RECIPE
     assert [c[i].verdict for i in ("C1-check", "C7", "C8")] == [A.CHECK_PASSED] * 3
     assert c["C2"].arms == {"baseline": "v", "treatment": "v-ztsnr"}  # ZTSNR alone, not the package
     assert c["C1"].arms == {"baseline": "eps-ztsnr", "treatment": "v-ztsnr"}
-    assert all(c[i].holm_alpha is not None for i in ("C1", "C2", "C3"))
+    assert all(c[i].holm_alpha is not None for i in ("C1", "C2", "C3-linear"))
     assert c["C5"].effect.value == pytest.approx(math.log(6.0) - math.log(3.0), abs=0.1)
 
     doc = json.loads((folder / "report.json").read_text())
@@ -199,7 +199,7 @@ def test_the_same_rules_contradict_when_the_data_say_so():
                               "normalisation": {"heldout_mean_after": [0.2, 0, 0], "heldout_std_after": [1, 1, 1]}})
     c = by_id(o)
     assert c["C2"].verdict == A.CONTRADICTED  # the baseline's brightness error is the smaller one
-    assert c["C3"].verdict == A.CONTRADICTED  # ratio ≈ 1, far above 0.2
+    assert c["C3-linear"].verdict == A.CONTRADICTED  # s_t − 0.2·s_b ≈ 0.72, far above 0
     assert c["C9-56"].verdict == A.CONTRADICTED and c["C9"].verdict == A.CONTRADICTED
     assert c["C4"].verdict == A.CONTRADICTED  # more wrong counts from 20000 than from 14.6
     assert [c[i].verdict for i in ("C7", "C8")] == [A.CHECK_FAILED] * 2
@@ -223,7 +223,7 @@ def test_missing_arms_and_probes_are_not_measured_with_the_reason():
     drop(smoke, "mean_leak")
     drop(smoke, "count")
     c = by_id(evaluate_claims(smoke))
-    assert "no designed mean-leak probe" in c["C3-package"].decision.reason
+    assert "no designed mean-leak probe" in c["C3-package-linear"].decision.reason
     assert "no 2×-canvas count probe" in c["C4"].decision.reason
 
 
@@ -239,7 +239,7 @@ def test_holm_can_withhold_a_primary_that_passes_alone():
 
     spec = load_claims_spec()
     results = []
-    for cid, p in (("C1", 0.001), ("C2", 0.02), ("C3", 0.02)):
+    for cid, p in (("C1", 0.001), ("C2", 0.02), ("C3-linear", 0.02)):
         e = A.Effect(1.0, 1.0 / A.stats.t.isf(p, 2), 2, A.RECIPE)
         rule = A.Superiority(alpha=spec.alpha)
         assert rule.decide(e).verdict == A.SUPPORTED

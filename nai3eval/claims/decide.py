@@ -191,7 +191,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
         try:
             base, treat = _arm(rs, c.arms.get("baseline"), "baseline"), _arm(rs, c.arms.get("treatment"), "treatment")
             x = Arms(cfg if cfg is not None else c.point.cfg, record, base, treat, data, c.point.baseline_start,
-                     c.point.treatment_start)
+                     c.point.treatment_start, weight=c.weight)
             arm_sets.append(x)
             arms_used = {a: r.name for a, r in (("baseline", base), ("treatment", treat)) if r is not None}
             if c.rule.kind == "check":

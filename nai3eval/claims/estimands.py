@@ -41,6 +41,7 @@ class Arms:
     baseline_start: float | Literal["max"] = "max"
     treatment_start: float | Literal["max"] = "max"
     notes: list[str] = field(default_factory=list)  # what an estimate wants said beside it (a censored optimum)
+    weight: float | None = None  # the claim's registered m, for a linear contrast s_t − m·s_b
 
     def run(self, which: Which) -> Run:
         return self.base if which == "baseline" else self.treat
@@ -168,20 +169,31 @@ def _slope(record: Record, run: Run, s: Setting, kept: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class LeakSlope:
-    """The designed mean-leak probe's within-prompt slope (treatment), or its ratio to the baseline's."""
+    """The designed mean-leak probe's within-prompt slope (treatment); its ratio to the baseline's;
+    or the linear contrast s_t − m·s_b (m: the claim's registered ``weight``).
 
-    ratio: bool = False
+    "The leak is removed to below m of the baseline's" is s_t < m·s_b, i.e. s_t − m·s_b < 0. The
+    ratio s_t / s_b states it by dividing by a small, noisy slope (per-seed ratios 0.47–1.53, a t
+    interval reaching below 0, Fieller's unbounded at K = 3); the contrast tests the same
+    hypothesis without dividing."""
+
+    form: Literal["slope", "ratio", "contrast"] = "slope"
 
     def __call__(self, x: Arms) -> Estimate:
-        sb = x.leak("baseline") if self.ratio else None
+        sb = x.leak("baseline") if self.form != "slope" else None
         st = x.leak("treatment")
         pid = x.record.per_image(x.treat, st, "out_mean")[1]
         if sb is None:
             return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept))
         if x.record.per_image(x.base, sb, "out_mean")[1].tolist() != pid.tolist():
             raise NotMeasured("the two arms' probes used different prompts")
-        return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept) /
-                           _slope(x.record, x.base, sb, kept))
+        if self.form == "ratio":
+            return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept) /
+                               _slope(x.record, x.base, sb, kept))
+        if x.weight is None:
+            raise NotMeasured("the spec registers no weight m for the contrast s_t − m·s_b")
+        return A.jackknife(pid.tolist(), lambda kept: _slope(x.record, x.treat, st, kept) -
+                           x.weight * _slope(x.record, x.base, sb, kept))
 
 
 @dataclass(frozen=True)
@@ -273,7 +285,8 @@ ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
         "{variant} was evaluated before overshoot was recorded")),
     "distance_to_grey": Level("brightness", ("black_background", "white_background"), around=0.5),
     "leak_slope": LeakSlope(),
-    "leak_slope_ratio": LeakSlope(ratio=True),
+    "leak_slope_ratio": LeakSlope("ratio"),
+    "leak_slope_contrast": LeakSlope("contrast"),
     "count_error_2x": StartContrast("count", "wrong_count", canvas=2.0),
     "log_cfg_optimum": CfgOptimumShift("kid_tagger"),
     "recall_rare_gain": PairedContrast(("scorer_image_recall_rare", "recall_rare"), first="treatment"),

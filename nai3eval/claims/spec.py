@@ -56,6 +56,7 @@ class ClaimSpec(_Spec):
     unit: str = ""
     rule: RuleSpec
     parts: tuple[str, ...] = ()
+    weight: float | None = None  # m of a linear contrast s_treatment − m·s_baseline (leak_slope_contrast)
 
     @field_validator("arms")
     @classmethod
