@@ -130,7 +130,8 @@ def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
         m = RealDataMetrics(real, str(tmp_path / weights), str(clip), str(tmp_path / "model.onnx"),
                             str(tmp_path / "tags.csv"))
         assert not m.active and len(m.problems) == 3
-        assert [p.split(" skipped")[0] for p in m.problems] == ["Inception FID", "CLIPScore", "WD14 tag adherence"]
+        assert [p.split(" (")[0] for p in m.problems] == ["Inception FID", "CLIPScore", "WD14 tag adherence"]
+        assert weights in m.problems[0] and str(clip) in m.problems[1] and "model.onnx" in m.problems[2]
 
 
 def test_a_latent_cache_file_deleted_mid_run_is_a_named_error(tmp_path):
