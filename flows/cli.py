@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -203,7 +202,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims import load_claims_spec
-    from nai3eval.claims.ledger import read_ledger
+    from nai3eval.claims.ledger import read_ledger, utc_iso
     from nai3eval.report import summary_lines, write_report
     from nai3train.tracking import resolve_tracking
 
@@ -225,7 +224,7 @@ def cmd_report(a: argparse.Namespace) -> int:
               f"{run.data.tags['nai3.claims_spec_sha256'][:16]}…, this file is {spec.sha256[:16]}…: the verdicts "
               "below follow this file", file=sys.stderr)
     # the ledger as it stood when the run ended: what it decided and what earlier looks had
-    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((run.info.end_time or run.info.start_time) / 1000 + 1))
+    ended = utc_iso((run.info.end_time or run.info.start_time) / 1000 + 1)
     ledger = {k: e for k, e in read_ledger(client, run.info.experiment_id).items() if e.decided_at <= ended}
     claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")}, spec=spec,
                                   ledger=ledger, run_id=a.parent_run)

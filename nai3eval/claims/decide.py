@@ -258,7 +258,7 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec, left: int = 0) ->
     (``sequential.holm_levels``). Holm guards the claims in their expected direction; a
     contradiction keeps its nominal decision."""
     tested = [r for r in primaries if r.decision.verdict != A.NOT_MEASURED and r.decision.p_value == r.decision.p_value]
-    m = sum(c.role == "primary" and not c.parts for c in spec.claims) - left
+    m = spec.primaries - left
     levels = holm_levels([r.decision.p_value for r in tested], [r.look for r in tested], m, spec.looks, spec.alpha,
                          spec.boundary)
     for r, level in zip(tested, levels):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -55,18 +54,22 @@ class Entry:
 Ledger = dict[str, Entry]
 
 
+def utc_iso(seconds: float | None = None) -> str:
+    """A UTC time as ISO 8601 (now, by default): the ledger's and the registry's timestamps, which
+    compare as strings."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def is_final(verdict: str, look: int | None, looks: tuple[int, ...]) -> bool:
     """A verdict that ends its claim: a recipe-level one that crossed a boundary, or any at the last look."""
     return look is not None and (verdict in ENDS_A_CLAIM or (look == looks[-1] and verdict == A.INCONCLUSIVE))
 
 
 def entry_for(result, spec, run_id: str = "") -> Entry:
-    """The ledger entry of a decided claim (a ``ClaimResult``)."""
-    lo, hi = result.effect.interval(0.95)
-    finite = lambda v: float(v) if v is not None and math.isfinite(v) else None  # noqa: E731
-    return Entry(result.id, result.decision.verdict, result.look, spec.version, spec.sha256,
-                 finite(result.effect.value), (finite(lo), finite(hi)),
-                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), run_id)
+    """The ledger entry of a decided claim (a ``ClaimResult``): its effect as ``report.json`` has it."""
+    effect = result.to_dict()["effect"]
+    return Entry(result.id, result.decision.verdict, result.look, spec.version, spec.sha256, effect["value"],
+                 tuple(effect["ci95"]), utc_iso(), run_id)
 
 
 def read_ledger(client, experiment_id: str) -> Ledger:

@@ -9,10 +9,9 @@ file (and say why in its header): the first run under the new number registers i
 """
 from __future__ import annotations
 
-import time
-
 from nai3train.config import ConfigError
 
+from .ledger import utc_iso
 from .spec import ClaimsSpec
 
 PREFIX = "nai3.claims_spec.v"
@@ -36,17 +35,17 @@ def pin(client, experiment_id: str, spec: ClaimsSpec) -> bool:
     """Register ``spec`` under its version in the experiment, or check it against the registered
     file. True when this call registered it. Raises ``SpecChanged`` (a ConfigError: exit 2 before
     any work) when the version is registered with other content."""
-    known = registered(client, experiment_id).get(spec.version)
+    versions = registered(client, experiment_id)
+    known = versions.get(spec.version)
     if known == spec.sha256:
         return False
     if known is not None:
-        newest = max(registered(client, experiment_id))
+        newest = max(versions)
         raise SpecChanged(
             f"claims spec {spec.path} (version {spec.version}, sha256 {spec.sha256[:16]}…) differs from the file "
             f"registered as version {spec.version} in this experiment (sha256 {known[:16]}…): a registered "
             f"version never changes. Restore the registered file, or raise `version:` to {newest + 1} and say in "
             "its header what changed and why; the first run under the new version registers it")
     client.set_experiment_tag(experiment_id, registry_tag(spec.version), spec.sha256)
-    client.set_experiment_tag(experiment_id, f"{registry_tag(spec.version)}.registered_at",
-                              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    client.set_experiment_tag(experiment_id, f"{registry_tag(spec.version)}.registered_at", utc_iso())
     return True

@@ -39,15 +39,21 @@ def _crossing(critical: Sequence[float], fractions: Sequence[float]) -> float:
     return float(1.0 - stay)
 
 
-@lru_cache(maxsize=64)
-def critical_values(looks: tuple[int, ...], alpha: float, boundary: Boundary = "obrien_fleming") -> tuple[float, ...]:
-    """The critical Z value at each look: the null crosses one of them with probability ``alpha``."""
-    fractions = [k / looks[-1] for k in looks]
-    shape = [1.0] * len(looks) if boundary == "pocock" else [math.sqrt(1 / f) for f in fractions]
+def _shape(looks: tuple[int, ...], boundary: Boundary) -> np.ndarray:
+    """Each look's critical value relative to the boundary's constant: Pocock 1, O'Brien–Fleming
+    √(K_max/K)."""
     if boundary not in ("pocock", "obrien_fleming"):
         raise ValueError(f"unknown boundary {boundary!r}: pocock or obrien_fleming")
-    c = optimize.brentq(lambda c: _crossing([c * s for s in shape], fractions) - alpha, 0.5, 10.0, xtol=1e-7)
-    return tuple(c * s for s in shape)
+    return np.array([1.0 if boundary == "pocock" else math.sqrt(looks[-1] / k) for k in looks])
+
+
+@lru_cache(maxsize=64)
+def critical_values(looks: tuple[int, ...], alpha: float, boundary: Boundary = "obrien_fleming") -> tuple[float, ...]:
+    """The critical Z value at each look: the null crosses one of them with probability ``alpha``
+    (the normal boundary, checked against the published tables; the rules use ``t_nominal_alphas``)."""
+    shape, fractions = _shape(looks, boundary), [k / looks[-1] for k in looks]
+    c = optimize.brentq(lambda c: _crossing(c * shape, fractions) - alpha, 0.5, 10.0, xtol=1e-7)
+    return tuple(float(c * s) for s in shape)
 
 
 T_DRAWS = 500_000  # null experiments behind the t boundaries: α to ±0.0007 (3 SE)
@@ -56,11 +62,9 @@ T_DRAWS = 500_000  # null experiments behind the t boundaries: α to ±0.0007 (3
 @lru_cache(maxsize=8)
 def _null_maxima(looks: tuple[int, ...], boundary: Boundary) -> tuple[np.ndarray, np.ndarray]:
     """(max_K z_K / shape_K over the null draws, shape): see ``t_nominal_alphas``."""
-    if boundary not in ("pocock", "obrien_fleming"):
-        raise ValueError(f"unknown boundary {boundary!r}: pocock or obrien_fleming")
+    shape = _shape(looks, boundary)
     rng = np.random.default_rng(20261203)
     d = rng.standard_normal((T_DRAWS, looks[-1]))
-    shape = np.array([1.0 if boundary == "pocock" else math.sqrt(looks[-1] / k) for k in looks])
     z = np.stack([stats.norm.isf(stats.t.sf(d[:, :k].mean(1) / d[:, :k].std(1, ddof=1) * math.sqrt(k), k - 1))
                   for k in looks], axis=1)
     return (z / shape).max(axis=1), shape

@@ -102,6 +102,11 @@ class ClaimsSpec(_Spec):
                          "verdicts only, which never end a claim)")
         return self
 
+    @property
+    def primaries(self) -> int:
+        """The size of the Holm family: the spec's primary claims (compound ones excepted)."""
+        return sum(c.role == "primary" and not c.parts for c in self.claims)
+
     def by_id(self, cid: str) -> ClaimSpec:
         return next(c for c in self.claims if c.id == cid)
 

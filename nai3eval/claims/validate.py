@@ -5,8 +5,9 @@ look, G prompts per seed, a between-seed spread τ (retraining changes the check
 within-run standard error s_w (resampling prompts and noise). Each simulated experiment draws
 D_k = θ + u_k + e_k (u_k ~ N(0, τ²), e_k ~ N(0, s_w²)) with an estimated SE_k (s_w·√(χ²_{G−1}/(G−1))),
 and decides it exactly as a report does: ``two_stage`` at each look on the first K seeds, the
-spec's rule at the look's α (``sequential``), Holm within the look over the open primaries, and
-the ledger rule (a verdict that ends a claim stands). It measures:
+spec's rule at the look's α (``sequential``), one Holm family across the looks whose size only
+supported claims leave (``holm_levels``), and the ledger rule (a verdict that ends a claim
+stands). It measures:
 
 * the family-wise error: all primaries null, P(any primary supported at any look) — must be ≤ α;
 * the A/A rate: one null contrast (two arms of one recipe), P(declared different either way);
@@ -87,24 +88,12 @@ def power_effect(spec: ClaimsSpec, tau: float, s_w: float, power: float = 0.8, s
     return nc * math.sqrt((tau ** 2 + s_w ** 2) / k)
 
 
-def seeds_for_power(spec: ClaimsSpec, effect: float, tau: float, s_w: float, power: float = 0.8,
-                    most: int = 50) -> int | None:
-    """The fewest training seeds whose t test at the last look's α detects ``effect`` with
-    ``power``; None beyond ``most``."""
-    a = alpha_at(spec.looks[-1], spec.looks, spec.alpha, spec.boundary)
-    spread = math.sqrt(tau ** 2 + s_w ** 2)
-    for k in range(2, most + 1):
-        if stats.nct.sf(stats.t.isf(a, k - 1), k - 1, abs(effect) * math.sqrt(k) / spread) >= power:
-            return k
-    return None
-
-
 def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int = 4000, effect: float | None = None,
              seed: int = 0, progress=None) -> Validation:
     """Simulate ``n`` experiments of each kind under ``spec`` (see the module docstring)."""
     rng = np.random.default_rng(seed)
     k = spec.looks[-1]
-    m = max(1, sum(c.role == "primary" and not c.parts for c in spec.claims))
+    m = max(1, spec.primaries)
     effect = power_effect(spec, tau, s_w) if effect is None else effect
     fwe = aa = detected = covered = 0
     for _ in (progress(range(n)) if progress else range(n)):
