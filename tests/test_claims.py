@@ -462,6 +462,11 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     # a report that never reached K = 3 (one seed) shows its own result, the ledger's beside it
     one = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2-package"]
     assert one.ledger is None and one.verdict.startswith("checkpoint-level") and "the ledger: supported" in one.detail
+    # … and a primary it tests again stays in the Holm family (the ledger's verdict did not apply here)
+    assert "C2" in ledger
+    plain_c2 = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True)))["C2"]
+    with_ledger_c2 = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2"]
+    assert with_ledger_c2.holm_alpha == plain_c2.holm_alpha and with_ledger_c2.ledger is None
     # a second report that decided the same claim cannot overwrite its first entry
     write_entries(client, exp, [taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
                                                                "verdict": A.CONTRADICTED})])

@@ -302,8 +302,8 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
                 else:  # this record never reached that look: its own result, the ledger's beside it
                     done[c.id].detail = "; ".join(t for t in (done[c.id].detail, f"the ledger: {entry.verdict}, "
                                                               f"{entry.describe()}") if t)
-    rejected = sum(1 for c in spec.claims if c.role == "primary" and c.id in ledger
-                   and ledger[c.id].verdict in (A.SUPPORTED, A.EQUIVALENT))
+    rejected = sum(1 for cid in decided if done[cid].spec.role == "primary"
+                   and ledger[cid].verdict in (A.SUPPORTED, A.EQUIVALENT))  # those tested here stay in the family
     apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done and c.id not in decided],
                spec, rejected)
     for c in spec.claims:
