@@ -4,9 +4,11 @@ compound claims, checks without intervals — on synthetic results whose truth i
 import hashlib
 import json
 import math
+import time
 
 import numpy as np
 import pytest
+from dataclasses import asdict
 from pathlib import Path
 
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
@@ -454,7 +456,13 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     assert c.verdict == A.SUPPORTED and c.look == 3 and "decided at the look K = 3" in c.decision.reason
     assert c.effect.value < 0  # today's estimate is still shown, for information
     assert not {e.claim for e in later.new_ledger_entries()} & set(ledger)
-    _, folder = write_report(flipped, tmp_path / "r", ledger=ledger, run_id="run-k5")
+    outcome, folder = write_report(fake_results(seeds=(0, 1, 2, 3, 4)), tmp_path / "r", ledger=ledger,
+                                   run_id="run-k5")
+    doc = json.loads((folder / "report.json").read_text())
+    time.sleep(1.1)  # what the pipeline writes to the experiment later is what report.json says, to the second
+    written = [json.loads(json.dumps(asdict(e))) for e in outcome.new_ledger_entries("run-k5")]
+    assert written and all(e in doc["ledger"] for e in written)
+    outcome, folder = write_report(flipped, tmp_path / "r", ledger=ledger, run_id="run-k5")
     doc = json.loads((folder / "report.json").read_text())
     row = next(x for x in doc["claims"] if x["id"] == "C2-package")
     assert row["verdict"] == A.SUPPORTED and row["decided"]["look"] == 3 and row["decided"]["run_id"] == "run-k3"

@@ -16,7 +16,7 @@ from nai3train.config import VariantConfig
 from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
-from .ledger import Entry, Ledger, entry_for, is_final
+from .ledger import Entry, Ledger, entry_for, is_final, utc_iso
 from .sequential import alpha_at, holm_levels
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
 from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
@@ -150,6 +150,7 @@ class ClaimsOutcome:
     spec: ClaimsSpec
     claims: list[ClaimResult]
     checks: list[ClaimResult]
+    decided_at: str = field(default_factory=utc_iso)  # when these verdicts were taken (their ledger entries)
 
     def to_dict(self) -> dict:
         return {"claims": [c.to_dict() for c in self.claims],
@@ -161,7 +162,7 @@ class ClaimsOutcome:
     def new_ledger_entries(self, run_id: str = "") -> list[Entry]:
         """The verdicts this report took that end their claims (``ledger.is_final``) and that no
         earlier look took: what goes into the ledger now."""
-        return [entry_for(c, self.spec, run_id) for c in self.claims
+        return [entry_for(c, self.spec, self.decided_at, run_id) for c in self.claims
                 if not c.parts and c.ledger is None and is_final(c.decision.verdict, c.look, self.spec.looks)]
 
     def metrics_by_seeds(self) -> dict[int, dict[str, float]]:

@@ -65,11 +65,12 @@ def is_final(verdict: str, look: int | None, looks: tuple[int, ...]) -> bool:
     return look is not None and (verdict in ENDS_A_CLAIM or (look == looks[-1] and verdict == A.INCONCLUSIVE))
 
 
-def entry_for(result, spec, run_id: str = "") -> Entry:
-    """The ledger entry of a decided claim (a ``ClaimResult``): its effect as ``report.json`` has it."""
+def entry_for(result, spec, decided_at: str, run_id: str = "") -> Entry:
+    """The ledger entry of a claim decided at ``decided_at`` (a ``ClaimResult``): its effect as
+    ``report.json`` has it."""
     effect = result.to_dict()["effect"]
     return Entry(result.id, result.decision.verdict, result.look, spec.version, spec.sha256, effect["value"],
-                 tuple(effect["ci95"]), utc_iso(), run_id)
+                 tuple(effect["ci95"]), decided_at, run_id)
 
 
 def read_ledger(client, experiment_id: str) -> Ledger:
