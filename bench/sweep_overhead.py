@@ -62,7 +62,7 @@ def main() -> None:
         run = Run(variant, 0, ps.prompts, ps.prompt_index.tolist())
         uri, exp = open_experiment("bench", f"sqlite:///{tmp}/mlflow.db")
         parent = Tracker.start(uri, exp, "bench")
-        sinks = [GridSink(tmp / "grids"), MLflowPointSink(parent, exp, variant.config_hash(), vocab)]
+        sinks = [GridSink(tmp / "grids"), MLflowPointSink(parent, exp, variant.config_hash(), vocab, tmp / "points")]
 
         def total() -> float:
             t0 = time.perf_counter()

@@ -44,7 +44,7 @@ def prepare_data_task(cfg: AblationConfig, ws: Workspace) -> PreparedData:
 @task(name="prepare-tagger", cache_policy=NO_CACHE)
 def prepare_tagger_task(cfg: AblationConfig, data: PreparedData, ws: Workspace, parent_run_id: str) -> TaggerRef:
     tagger = pipeline.prepare_tagger(cfg, data, ws)
-    parent = Tracker(ws.uri, parent_run_id)
+    parent = pipeline.parent_logger(ws, parent_run_id)
     parent.log_metrics({f"tagger/{k}": v for k, v in tagger.report.__dict__.items()})
     parent.log_artifact(tagger.folder, "tagger")
     _logger().info("domain tagger: %s", tagger.report)
@@ -55,7 +55,8 @@ def prepare_tagger_task(cfg: AblationConfig, data: PreparedData, ws: Workspace, 
 def train_task(cfg: AblationConfig, variant_name: str, data: PreparedData, ws: Workspace, parent_run_id: str,
                force: bool = False) -> TrainedVariant:
     variant = next(v for v in cfg.variants if v.name == variant_name)
-    trained = pipeline.train(cfg, variant, data, ws, parent=Tracker(ws.uri, parent_run_id), force=force)
+    trained = pipeline.train(cfg, variant, data, ws, parent=pipeline.parent_logger(ws, parent_run_id),
+                             force=force)
     if trained.reused:
         _logger().info("reused %s from FINISHED run %s", variant.name, trained.run_id)
     else:
@@ -67,13 +68,14 @@ def train_task(cfg: AblationConfig, variant_name: str, data: PreparedData, ws: W
 @task(name="evaluate-variant", cache_policy=NO_CACHE)
 def evaluate_task(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, tagger: TaggerRef, ws: Workspace,
                   parent_run_id: str, force: bool = False) -> Record:
-    return pipeline.evaluate(cfg, trained, data, tagger, ws, parent=Tracker(ws.uri, parent_run_id), force=force)
+    return pipeline.evaluate(cfg, trained, data, tagger, ws, parent=pipeline.parent_logger(ws, parent_run_id),
+                             force=force)
 
 
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData,
                 ws: Workspace, parent_run_id: str) -> ReportOutput:
-    return pipeline.report(cfg, results, trained, data, ws, parent=Tracker(ws.uri, parent_run_id))
+    return pipeline.report(cfg, results, trained, data, ws, parent=pipeline.parent_logger(ws, parent_run_id))
 
 
 def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data: PreparedData, tagger: TaggerRef,
@@ -172,15 +174,16 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             "seeds": runs.next_seeds(cfg, data.content_hash, ws.uri, ws.experiment_id)})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
-    with parent.running():
-        parent.log_params({"variants": ",".join(v.name for v in cfg.variants)})
+    # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/buffered.py)
+    with pipeline.parent_logger(ws, parent.run_id).running() as logger:
+        logger.log_params({"variants": ",".join(v.name for v in cfg.variants)})
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
         if cfg.skipped_variants:
-            parent.log_json(list(cfg.skipped_variants), "skipped_variants.json")
+            logger.log_json(list(cfg.skipped_variants), "skipped_variants.json")
             for s in cfg.skipped_variants:
                 print(f"skipped variant {s}")
         replicas = [cfg.for_seed(k) for k in cfg.replicate_seeds]
-        parent.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
+        logger.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
         fanning_out = bool(variant_deployment) and prefect_server_configured()
         if variant_deployment and not fanning_out:
             print(f"no Prefect server configured (PREFECT_API_URL): {variant_deployment} is not used, every "
@@ -196,11 +199,11 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         else:
             trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
             results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
-    print("\n" + out.table)
-    print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
-    print("\n".join(out.summary))
-    print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
-    print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
-    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
+        print("\n" + out.table)
+        print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
+        print("\n".join(out.summary))
+        print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
+        print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
+        print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
     return {"parent_run_id": parent.run_id, "experiment_id": ws.experiment_id, "tracking_uri": ws.uri,
             "results": results, "trained": trained}

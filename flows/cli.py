@@ -180,21 +180,21 @@ def cmd_eval(a: argparse.Namespace) -> int:
     trained = TrainedVariant(name, str(ckpt), None)
     parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{name}",
                            tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
-    with parent.running():
-        result = pipeline.evaluate(cfg, trained, data, tagger, ws, parent, progress=not a.no_progress,
+    with pipeline.parent_logger(ws, parent.run_id).running() as logged:
+        result = pipeline.evaluate(cfg, trained, data, tagger, ws, logged, progress=not a.no_progress,
                                    options=options)
         run = next(iter(result.runs.values()))
         print(f"parameterisation: {pipeline.parameterization_text(run.variant, run.source)}")
         # the checks of training data only where the data is the one the checkpoint was trained on
-        out = pipeline.report(cfg, [result], [trained], data if benchmark_prompts else None, ws, parent,
+        out = pipeline.report(cfg, [result], [trained], data if benchmark_prompts else None, ws, logged,
                               out=ws.work / f"eval-{parent.run_id[:8]}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))
-    print(out.table)
-    print("\n".join(out.summary))
-    print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id}, experiment '{experiment}')")
-    print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
-    print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
+        if a.json:
+            Path(a.json).write_text(json.dumps(result.to_dict(), indent=2))
+        print(out.table)
+        print("\n".join(out.summary))
+        print(f"report: {out.folder / 'report.html'}  (MLflow run {parent.run_id}, experiment '{experiment}')")
+        print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
+        print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
     return 0
 
 
@@ -314,8 +314,9 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
 def cmd_relog(a: argparse.Namespace) -> int:
     from nai3train.buffered import relog
 
-    n = relog(a.journal)
-    print(f"delivered {n} buffered MLflow call(s) from {a.journal}")
+    for journal in a.journal:
+        n = relog(journal)
+        print(f"delivered {n} buffered MLflow call(s) from {journal}")
     return 0
 
 
@@ -461,11 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(fn=cmd_claims_validate)
 
     rl = sub.add_parser("relog", help="deliver MLflow calls buffered during a tracking-server outage",
-                        description="A training whose MLflow server stayed away leaves its unsent log calls in "
-                                    "RUN_DIR/mlflow-journal-<run id>.jsonl and says so. Once the server is back, "
-                                    "this sends them in order (metrics keep their original timestamps), logs the "
-                                    "checkpoint and the run's final status, and removes the journal.")
-    rl.add_argument("journal", help="the journal file the error named")
+                        description="A training or evaluation whose MLflow server stayed away leaves its unsent log "
+                                    "calls in a journal (training: RUN_DIR/mlflow-journal-<run id>.jsonl; evaluation "
+                                    "and report: WORK/journals/mlflow-journal-<parent run id>-<pid>.jsonl) and names "
+                                    "it (exit code 4). Once the server is back, this sends them in order (metrics "
+                                    "keep their original timestamps; evaluation points become their child runs), "
+                                    "logs the checkpoint, the report and the runs' final status, and removes the "
+                                    "journal.")
+    rl.add_argument("journal", nargs="+", help="the journal file(s) the error named")
     rl.set_defaults(fn=cmd_relog)
 
     ab = sub.add_parser("ablation", parents=[run_options],
@@ -487,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nai3train.buffered import TrackingOutage
     from nai3train.config import ConfigError
     from nai3train.data import DatasetError
     from nai3train.secrets import redact
@@ -497,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, FileNotFoundError, NotImplementedError, ValueError) as e:
         print(f"nai3: error: {redact(str(e))}", file=sys.stderr)
         return 2
+    except TrackingOutage as e:  # the work is done and on disk; only the logging is owed
+        print(f"nai3: MLflow outage: {redact(str(e))}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from nai3train.run import TrainedVariant
 from nai3train.tracking import resolve_checkpoint
 
 from .ablation import evaluate_and_report, prepare_data_task, prepare_tagger_task, resolve, start_parent
-from .pipeline import Workspace
+from .pipeline import Workspace, parent_logger
 
 
 @task(name="resolve-checkpoint", retries=2, cache_policy=NO_CACHE)
@@ -31,11 +31,11 @@ def eval_only(checkpoints: list[str], config: str | None = "configs/smoke.yaml",
         raise ValueError("eval-only needs at least one checkpoint folder or MLflow run id (parameter checkpoints)")
     ws = Workspace.open(cfg, work_dir, tracking_uri)
     parent = start_parent(cfg, ws, f"eval-only/{cfg.name}", {"nai3.kind": "ablation", "nai3.mode": "eval-only"})
-    with parent.running():
-        parent.log_params({"checkpoints": ",".join(checkpoints)})
+    with parent_logger(ws, parent.run_id).running() as logger:
+        logger.log_params({"checkpoints": ",".join(checkpoints)})
         data = prepare_data_task(cfg, ws)
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)
         resolved = [resolve_task(c, ws) for c in checkpoints]
         results, out = evaluate_and_report(cfg, resolved, data, tagger, ws, parent.run_id)
-    print("\n" + out.table + "\n" + "\n".join(out.summary))
+        print("\n" + out.table + "\n" + "\n".join(out.summary))
     return {"parent_run_id": parent.run_id, "results": results}

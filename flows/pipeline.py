@@ -12,11 +12,13 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.claims import ClaimsOutcome, ClaimsSpec, load_claims_spec
+from nai3eval.claims.ledger import Entry, Ledger, read_ledger
 from nai3eval.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
@@ -29,7 +31,10 @@ from nai3train.config.locate import locate
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.run import TrainedVariant, train_tracked, train_untracked
 from nai3train.threads import apply_threads
-from nai3train.tracking import Tracker, open_experiment, share_comparison_view
+from nai3train.atomic import atomic_write
+from nai3train.buffered import BufferedTracker, shared, transient
+from nai3train.secrets import redact
+from nai3train.tracking import Tracker, comparison_view_tags, open_experiment
 
 from . import runs
 from .locks import run_lock
@@ -54,17 +59,58 @@ class Workspace:
         return cls(work, uri, experiment_id)
 
 
+_PINNED: set[tuple[str, str, str]] = set()  # (tracking URI, experiment, sha256) this process pinned or checked
+
+
 def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
     """The claims spec, pinned in the experiment (``nai3eval.claims.registry``): refused, before any
-    work, when its file differs from the one registered under its version."""
+    work, when its file differs from the one registered under its version. Checked again at the
+    report; if MLflow is away by then, the check made when this process started stands (and the
+    ledger copy it made, ``read_ledger_or_copy``)."""
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims.registry import pin
 
     spec = load_claims_spec()
-    if pin(MlflowClient(ws.uri), ws.experiment_id, spec):
-        log.info("claims spec version %d registered in the experiment (sha256 %s)", spec.version, spec.sha256)
+    mark = (ws.uri, ws.experiment_id, spec.sha256)
+    try:
+        if pin(MlflowClient(ws.uri), ws.experiment_id, spec):
+            log.info("claims spec version %d registered in the experiment (sha256 %s)", spec.version, spec.sha256)
+    except Exception as e:
+        if not (transient(e) and mark in _PINNED):
+            raise
+        log.warning("MLflow does not answer (%s): the claims spec is the one checked at the start of this run",
+                    str(e)[:200])
+    _PINNED.add(mark)
+    read_ledger_or_copy(ws)  # a copy in the work folder, for a report taken while MLflow is away
     return spec
+
+
+def parent_logger(ws: Workspace, run_id: str) -> BufferedTracker:
+    """The flow's parent run as this process's buffered logger (``nai3train.buffered.shared``):
+    evaluation points, stored evaluations and the report go through it, so an MLflow outage
+    delays their logging, never the work. Its journal lies under ``<work>/journals``."""
+    return shared(Tracker(ws.uri, run_id), ws.work / "journals")
+
+
+def read_ledger_or_copy(ws: Workspace) -> Ledger:
+    """The experiment's claims ledger, and a copy of it in the work folder; while MLflow does not
+    answer, the copy of the last read (a report must not wait for the server, and must not forget
+    a verdict it once read). Without a copy an outage is an error: a report without the ledger
+    could re-decide a claim."""
+    from mlflow.tracking import MlflowClient
+
+    copy = ws.work / "journals" / f"ledger-{ws.experiment_id}.json"
+    try:
+        ledger = read_ledger(MlflowClient(ws.uri), ws.experiment_id)
+    except Exception as e:
+        if not (transient(e) and copy.is_file()):
+            raise
+        log.warning("MLflow does not answer (%s): the claims ledger is the copy read at %s", str(e)[:200],
+                    time.strftime("%H:%M:%S", time.localtime(copy.stat().st_mtime)))
+        return {k: Entry.from_json(v) for k, v in json.loads(copy.read_text()).items()}
+    atomic_write(copy, json.dumps({k: e.to_json() for k, e in ledger.items()}))
+    return ledger
 
 
 @dataclass(frozen=True)
@@ -235,6 +281,7 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
     if parent is not None:
         v = ck.variant
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
+                                     ws.work / "results" / "points" / parent.run_id[:12],
                                      {"prediction": v.prediction, "ztsnr": v.ztsnr, "sigma_max": v.top_sigma,
                                       "seed": cfg.train.seed}))
     if parent is not None:
@@ -246,7 +293,8 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, p, s: [sink(r, p, s) for sink in sinks],
                               progress=progress, prompts=prompts, done=done, seed=cfg.train.seed)
     if trained.run_id:
-        runs.store_evaluation(ws.uri, trained.run_id, key, result)
+        runs.store_evaluation(parent.routed(trained.run_id) if parent is not None else Tracker(ws.uri, trained.run_id),
+                              key, result)
     return result
 
 
@@ -257,7 +305,15 @@ def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRe
 
 
 def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: str) -> Record | None:
-    stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
+    try:
+        stored = runs.stored_evaluation(ws.uri, trained.run_id, key, ws.work / "downloaded")
+    except Exception as e:
+        if not transient(e):
+            raise
+        log.warning("MLflow at %s does not answer (%s): %s is evaluated (again) without looking for a stored "
+                    "evaluation; its finished points come from the work folder", redact(ws.uri), str(e)[:200],
+                    trained.variant)
+        return None
     return stored.relabel(trained.variant, cfg.train.seed) if stored is not None else None
 
 
@@ -293,18 +349,16 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
     names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
-    from mlflow.tracking import MlflowClient
+    from nai3eval.claims.ledger import ledger_tags
 
-    from nai3eval.claims.ledger import read_ledger, write_entries
-
-    client = MlflowClient(ws.uri)
-    ledger = read_ledger(client, ws.experiment_id) if data is not None else {}  # a researcher's model: no ledger
+    ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
     run_id = parent.run_id if parent is not None else ""
     claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws), ledger=ledger,
                                   run_id=run_id)
+    experiment = parent if parent is not None else Tracker(ws.uri, "")
     if data is not None:
-        write_entries(client, ws.experiment_id, claims.new_ledger_entries(run_id))
-    share_comparison_view(client, ws.experiment_id)
+        experiment.set_experiment_tags(ws.experiment_id, ledger_tags(claims.new_ledger_entries(run_id)), only_new=True)
+    experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
     for g in grids.values():
         (folder / g.name).write_bytes(g.read_bytes())
     if parent is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from nai3eval.record import Record
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
 from nai3train.config.locate import locate
+from nai3train.buffered import BufferedTracker
 from nai3train.tracking import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,15 +44,24 @@ def evaluation_code_version() -> str:
     return source_version("nai3eval", "nai3train/diffusion", "nai3train/models")
 
 
+# train options that say where things are kept, not what is trained: a run key never depends on
+# them (a run can switch to train.checkpoint_store: tracking and still resume and be reused)
+NOT_IN_RUN_KEY = ("checkpoint_store",)
+
+
+def _train_identity(cfg: AblationConfig, *leave_out: str) -> dict:
+    return {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_IN_RUN_KEY + leave_out}
+
+
 def run_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
-    return stable_hash({"variant": variant.config_hash(), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
+    return stable_hash({"variant": variant.config_hash(), "train": _train_identity(cfg), "model": to_dict(cfg.model),
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
 
 def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
     """What replicates of one arm share: the run key without the training seed. Seeds of the same
     recipe (and training code) found in the experiment are the evidence that accumulates."""
-    train = {k: v for k, v in to_dict(cfg.train).items() if k not in ("seed", "seeds")}
+    train = _train_identity(cfg, "seed", "seeds")
     return stable_hash({"variant": variant.config_hash(), "train": train, "model": to_dict(cfg.model),
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
@@ -128,7 +138,8 @@ def stored_evaluation(uri: str, run_id: str, key: str, download_to: Path) -> Rec
         return None
 
 
-def store_evaluation(uri: str, run_id: str, key: str, result: Record) -> None:
-    run = Tracker(uri, run_id)
+def store_evaluation(run: Tracker | BufferedTracker, key: str, result: Record) -> None:
+    """The evaluation as an artifact of its training run ``run``, found again by ``key``. The record
+    first, then the tag that points at it: a reader never finds a tag without its record."""
     run.log_json(result.to_dict(), f"eval-{key}.json")
     run.set_tags({f"nai3.eval.{key}": f"eval-{key}.json"})

@@ -22,7 +22,7 @@ from nai3eval.tagger import TaggerReport
 from nai3train.config import AblationConfig, from_dict
 
 from .ablation import evaluate_task, prepare_data_task, train_task
-from .pipeline import TaggerRef, Workspace
+from .pipeline import TaggerRef, Workspace, parent_logger
 
 
 class DataMismatch(RuntimeError):
@@ -61,8 +61,10 @@ def train_eval(config: dict, variant: str, parent_run_id: str, data_hash: str, t
         raise DataMismatch(f"the data on this worker ({data.train}) hashes to {data.content_hash[:12]}, the parent's "
                            f"to {data_hash[:12]}: point data.path at a folder every worker sees, unchanged")
     ref = local_tagger(ws, tagger, tagger_report, parent_run_id)
-    trained = train_task(cfg, variant, data, ws, parent_run_id, force)
-    result = evaluate_task(cfg, trained, data, ref, ws, parent_run_id, force)
+    # delivered before this flow run completes: the parent reads the stored evaluation from MLflow
+    with parent_logger(ws, parent_run_id).running(finish=False):
+        trained = train_task(cfg, variant, data, ws, parent_run_id, force)
+        result = evaluate_task(cfg, trained, data, ref, ws, parent_run_id, force)
     print(f"{variant} seed {cfg.train.seed}: training run {trained.run_id}"
           f"{' (reused)' if trained.reused else ''}, "
           f"{sum(len(result.settings(r, 'sweep')) for r in result.runs.values())} evaluation points")

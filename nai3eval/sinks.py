@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nai3train.atomic import atomic_write
-from nai3train.tracking import Tracker
 
 from .grid import save_grid
 from .metrics import Samples, declared_outputs
@@ -65,36 +63,42 @@ def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: S
 class MLflowPointSink:
     """One MLflow child run per point under ``parent``: the settings as params and as metrics (so the
     UI can plot metrics against them), every scalar measured, a sample grid and the per-image table.
-    ``variant_params`` (prediction, ztsnr, sigma_max, seed, …) let the UI group and colour by them."""
+    ``variant_params`` (prediction, ztsnr, sigma_max, seed, …) let the UI group and colour by them.
 
-    parent: Tracker
+    ``parent`` is the flow's buffered logger (``nai3train.buffered``): the child run is created
+    when the server answers, so an outage delays the logging, never the sweep. The grid and the
+    table are written under ``folder`` first and stay there (the journal names them)."""
+
+    parent: Any  # Tracker or BufferedTracker: both have log_child
     experiment_id: str
     variant_hash: str
     vocab: list[str]
+    folder: Path
     variant_params: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, record: Record, p: Setting, samples: Samples) -> None:
         run = _only(record)
         scalars = {m: v for m, v in record.metrics_at(run, p).items() if isinstance(v, float)}
         began = int((time.time() - scalars.get("seconds", 0.0)) * 1000)
-        child = Tracker.start(self.parent.uri, self.experiment_id, f"eval/{run.name}/{p.name}", parent=self.parent,
-                              tags={"nai3.kind": "eval", "nai3.variant": run.name,
-                                    "nai3.variant_hash": self.variant_hash}, start_time_ms=began)
-        with child.running():
-            child.log_params({"variant.name": run.name, **{f"variant.{k}": v for k, v in self.variant_params.items()},
-                              "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.start,
-                              "eval.sampler": p.sampler, "eval.schedule": p.schedule, "eval.steps": p.steps,
-                              "eval.cfg_rescale": p.cfg_rescale, "eval.n_images": len(samples.images),
-                              "eval.extrapolated": p.start > run.variant.top_sigma})
-            finite = math.isfinite(p.start)
-            child.log_metrics({"eval/cfg_scale": p.cfg_scale, "eval/cfg_rescale": p.cfg_rescale,
-                               "eval/first_sigma": p.start if finite else 1e300,
-                               "eval/log10_first_sigma": math.log10(p.start) if finite else 300.0,
-                               **{f"eval/{m}": v for m, v in scalars.items() if math.isfinite(v)}})
-            with tempfile.TemporaryDirectory() as d:
-                save_grid(samples.images[:32], Path(d) / "samples.png")
-                write_per_image_csv(Path(d) / "per_image.csv", record, p, samples, self.vocab)
-                child.log_artifact(d)
+        artifacts = Path(self.folder) / grid_name(run, p)
+        artifacts.mkdir(parents=True, exist_ok=True)
+        save_grid(samples.images[:32], artifacts / "samples.png")
+        write_per_image_csv(artifacts / "per_image.csv", record, p, samples, self.vocab)
+        finite = math.isfinite(p.start)
+        self.parent.log_child(
+            self.experiment_id, key=f"{self.parent.run_id}/{self.variant_hash}/{run.seed}/{p.name}",
+            name=f"eval/{run.name}/{p.name}", start_time_ms=began,
+            tags={"nai3.kind": "eval", "nai3.variant": run.name, "nai3.variant_hash": self.variant_hash},
+            params={"variant.name": run.name, **{f"variant.{k}": v for k, v in self.variant_params.items()},
+                    "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.start,
+                    "eval.sampler": p.sampler, "eval.schedule": p.schedule, "eval.steps": p.steps,
+                    "eval.cfg_rescale": p.cfg_rescale, "eval.n_images": len(samples.images),
+                    "eval.extrapolated": p.start > run.variant.top_sigma},
+            metrics={"eval/cfg_scale": p.cfg_scale, "eval/cfg_rescale": p.cfg_rescale,
+                     "eval/first_sigma": p.start if finite else 1e300,
+                     "eval/log10_first_sigma": math.log10(p.start) if finite else 300.0,
+                     **{f"eval/{m}": v for m, v in scalars.items() if math.isfinite(v)}},
+            artifact_dir=str(artifacts))
 
 
 @dataclass

@@ -17,8 +17,9 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .secrets import redact
 from .tracking import Tracker
@@ -50,7 +51,10 @@ def transient(err: BaseException) -> bool:
 
 
 def deliver(tracker: Tracker, op: dict) -> None:
-    """Send one journalled call."""
+    """Send one journalled call; an entry with a ``run_id`` goes to that run (the training run an
+    evaluation is stored on), not the journal's own."""
+    if "run_id" in op:
+        tracker = Tracker(tracker.uri, op["run_id"])
     kind = op["op"]
     if kind == "metrics":
         from mlflow.entities import Metric
@@ -66,6 +70,12 @@ def deliver(tracker: Tracker, op: dict) -> None:
         tracker.log_artifact(op["path"], op.get("artifact_path"))
     elif kind == "json":
         tracker.log_json(op["obj"], op["name"])
+    elif kind == "table":
+        tracker.log_table(op["rows"], op["artifact_file"])
+    elif kind == "experiment_tags":
+        tracker.set_experiment_tags(op["experiment_id"], op["items"], op["only_new"])
+    elif kind == "child":
+        tracker.log_child(**op["run"])
     elif kind == "finish":
         tracker.finish(op["ok"])
     else:
@@ -74,7 +84,7 @@ def deliver(tracker: Tracker, op: dict) -> None:
 
 class BufferedTracker:
     """A ``Tracker`` whose calls never block or fail the caller while the server is away (see the
-    module docstring). Same methods as ``Tracker`` for what training logs."""
+    module docstring). Same methods as ``Tracker`` for what training and evaluation log."""
 
     def __init__(self, tracker: Tracker, journal: str | Path, retry_s: float = 5.0,
                  patience_s: float | None = None):
@@ -116,8 +126,53 @@ class BufferedTracker:
     def log_json(self, obj: Any, name: str) -> None:
         self._put({"op": "json", "obj": json.loads(json.dumps(obj, default=str)), "name": name})
 
+    def log_table(self, rows: list[dict[str, Any]], artifact_file: str) -> None:
+        self._put({"op": "table", "rows": json.loads(json.dumps(rows, default=str)), "artifact_file": artifact_file})
+
+    def set_experiment_tags(self, experiment_id: str, tags: dict[str, str], only_new: bool = False) -> None:
+        self._put({"op": "experiment_tags", "experiment_id": experiment_id, "items": dict(tags), "only_new": only_new})
+
+    def log_child(self, experiment_id: str, key: str, name: str, tags: dict[str, str], params: dict[str, Any],
+                  metrics: dict[str, float], artifact_dir: str | None = None, start_time_ms: int | None = None) -> None:
+        """A whole child run (``Tracker.log_child``), created when delivered; ``artifact_dir`` must
+        stay on disk until then (it is named in the journal, not copied)."""
+        self._put({"op": "child", "run": {
+            "experiment_id": experiment_id, "key": key, "name": name, "tags": {k: redact(str(v)) for k, v in tags.items()},
+            "params": {k: redact(str(v)) for k, v in params.items()},
+            "metrics": {k: float(v) for k, v in metrics.items()}, "timestamp_ms": int(time.time() * 1000),
+            "artifact_dir": str(Path(artifact_dir).resolve()) if artifact_dir else None, "start_time_ms": start_time_ms}})
+
     def finish(self, ok: bool = True) -> None:
         self._put({"op": "finish", "ok": ok})
+
+    def routed(self, run_id: str) -> "BufferedTracker":
+        """The same sender and journal, logging to another run (the training run an evaluation is
+        stored on): its calls stay in order with this run's."""
+        return _Routed(self, run_id)
+
+    @contextmanager
+    def running(self, finish: bool = True) -> Iterator["BufferedTracker"]:
+        """The run's lifecycle around a block, through the buffer: FINISHED (``finish``) and every
+        call delivered when it completes — ``close`` raises ``TrackingOutage`` past the patience,
+        after the block's work is done; FAILED when it raises, that error being the one that
+        propagates. ``finish=False``: only deliver (a fanned-out worker logging to its parent)."""
+        try:
+            yield self
+        except BaseException:
+            if finish:
+                self.finish(False)
+            self.close_quietly()
+            raise
+        if finish:
+            self.finish(True)
+        self.close()
+
+    def close_quietly(self) -> None:
+        """On the way out with another error: deliver what can be, but let that error be the one raised."""
+        try:
+            self.close()
+        except TrackingOutage as outage:
+            log.error("%s", outage)
 
     @property
     def backlog(self) -> int:
@@ -135,6 +190,9 @@ class BufferedTracker:
                 self._wake.wait(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
             left = len(self._queue)
             self._abandoned = bool(left)  # the journal is now relog's: the sender must not touch it
+        with _SHARED_LOCK:
+            if _SHARED.get(self.run_id) is self:
+                del _SHARED[self.run_id]
         if left:
             since = time.strftime("%H:%M:%S", time.localtime(self.outage_since or time.time()))
             raise TrackingOutage(
@@ -174,7 +232,7 @@ class BufferedTracker:
                 if transient(e):
                     if self.outage_since is None:
                         self.outage_since = time.time()
-                        log.warning("MLflow at %s is not answering (%s); training goes on, logging is buffered "
+                        log.warning("MLflow at %s is not answering (%s); the work goes on, logging is buffered "
                                     "in %s", redact(self.uri), redact(str(e)[:200]), self.journal)
                     time.sleep(self.retry_s)
                     continue
@@ -191,6 +249,36 @@ class BufferedTracker:
                 self._wake.notify_all()
 
 
+class _Routed(BufferedTracker):
+    """``BufferedTracker.routed``: every call goes into the owner's queue, addressed to ``run_id``."""
+
+    def __init__(self, owner: BufferedTracker, run_id: str):  # noqa: no super().__init__: no sender of its own
+        self._owner, self.run_id, self.uri = owner, run_id, owner.uri
+
+    def _put(self, op: dict) -> None:
+        self._owner._put({**op, "run_id": self.run_id})
+
+    def close(self) -> None:
+        raise TypeError("a routed view is closed with the tracker it routes through")
+
+
+_SHARED: dict[str, BufferedTracker] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(tracker: Tracker, folder: str | Path) -> BufferedTracker:
+    """This process's one buffered logger of ``tracker``'s run, journalled under ``folder``: the
+    flow's tasks (tagger, evaluations, report) share it, so an outage costs the patience once, at
+    the end, not once per task. The journal's name holds the process id: fanned-out workers
+    logging to the same parent never share a file."""
+    with _SHARED_LOCK:
+        got = _SHARED.get(tracker.run_id)
+        if got is None:
+            got = _SHARED[tracker.run_id] = BufferedTracker(
+                tracker, Path(folder) / f"mlflow-journal-{tracker.run_id}-{os.getpid()}.jsonl")
+        return got
+
+
 def relog(journal: str | Path) -> int:
     """Deliver what a ``TrackingOutage`` left in ``journal`` (in order, original timestamps) and
     remove the journal. Returns the number of calls delivered."""
@@ -204,7 +292,7 @@ def relog(journal: str | Path) -> int:
         except json.JSONDecodeError:  # a line cut short by a kill mid-write: the calls before it stand
             log.warning("%s:%d is not JSON (cut short?); ignored", path, n)
             continue
-        if "run_id" in entry and header is None:
+        if "uri" in entry and header is None:
             header = entry
         elif "ack" in entry:
             acked.add(entry["ack"])

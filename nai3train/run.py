@@ -15,7 +15,8 @@ from pathlib import Path
 from .config import AblationConfig, VariantConfig, to_dict
 from .data import BucketedDataset, PreparedData, TagWeighting, Vocabulary, default_buckets, scan_folder
 from .data.tag_weights import weight_histogram
-from .buffered import BufferedTracker, TrackingOutage
+from .buffered import BufferedTracker
+from .remote_checkpoint import CheckpointUploads, fetch_for_resume
 from .tracking import Tracker, flatten
 from .trainer import TrainingDiverged, train_variant
 
@@ -55,7 +56,9 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
     """Train ``variant`` under ``out`` as a new MLflow run (child of ``parent`` when given).
 
     On a non-finite loss the run is marked FAILED, the last good checkpoint is logged, and the
-    error is raised again."""
+    error is raised again. With ``train.checkpoint_store: tracking`` each resumable checkpoint is
+    also logged to the run, and a resume starts from the newest one an unfinished run with the same
+    ``nai3.run_key`` tag logged when the run folder has none as new (``remote_checkpoint.py``)."""
     train = load_training_set(cfg, data)
     vocab = Vocabulary.build(train.tags)
     started = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
@@ -64,8 +67,9 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
                                   "nai3.run_dir": str(out), **(tags or {})})
     started.log_dataset(f"{cfg.data.kind}:{Path(data.train).name}", data.content_hash, data.train, "training",
                         {"images": len(train), "skipped": len(train.skipped)})
+    uploads = CheckpointUploads(started, out, cfg.train.steps) if cfg.train.checkpoint_store == "tracking" else None
     # from here on MLflow may come and go: training never waits on it (nai3train/buffered.py)
-    run = BufferedTracker(started, out / f"mlflow-journal-{started.run_id}.jsonl")
+    run = BufferedTracker(uploads.tracker if uploads else started, out / f"mlflow-journal-{started.run_id}.jsonl")
     try:
         run.log_params(flatten({"variant": to_dict(variant), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
                                 "data": to_dict(cfg.data)}))
@@ -80,7 +84,12 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
                          "data/pixels_kept": report["mean_pixels_kept"],
                          "data/pixels_kept_centre_square": report["mean_pixels_kept_centre_square"],
                          "data/tag_weight_max": float(weights.max()), "data/tag_weight_min": float(weights.min())})
-        result = train_variant(cfg, variant, train, vocab, out, tracker=run, resume=resume, progress=progress)
+        if uploads:
+            uploads.attach(run)
+            if resume:
+                fetch_for_resume(run, experiment_id, (tags or {}).get("nai3.run_key"), out)
+        result = train_variant(cfg, variant, train, vocab, out, tracker=run, resume=resume, progress=progress,
+                               on_checkpoint=uploads.ship if uploads else None)
         run.log_artifact(result.checkpoint, "checkpoint")
         run.finish(True)
     except TrainingDiverged as e:
@@ -88,22 +97,14 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
             run.log_artifact(e.last_checkpoint, "last_good_checkpoint")
         run.set_tags({"nai3.error": str(e)[:5000]})
         run.finish(False)
-        _close_quietly(run)
+        run.close_quietly()
         raise
     except BaseException as e:
         run.set_tags({"nai3.error": f"{type(e).__name__}: {e}"[:5000]})
         run.finish(False)
-        _close_quietly(run)
+        run.close_quietly()
         raise
     run.close()  # raises TrackingOutage (work done, journal named) if the server stayed away
     log.info("trained %s: loss %.4f, %.0f img/s", variant.name, result.final_loss, result.img_per_s)
     return TrainedVariant(variant.name, str(result.checkpoint), run.run_id, False, result.img_per_s,
                           result.final_loss, result.resumed_from, cfg.train.seed)
-
-
-def _close_quietly(run: BufferedTracker) -> None:
-    """On the way out with another error: deliver what can be, but let that error be the one raised."""
-    try:
-        run.close()
-    except TrackingOutage as outage:
-        log.error("%s", outage)

@@ -79,22 +79,22 @@ COMPARISON_METRICS = ("eval/kid_tagger", "eval/fd_tagger", "eval/scorer_tv", "ev
                       "eval/clip_score")
 
 
-def share_comparison_view(client: MlflowClient, experiment_id: str) -> str:
-    """Write the view a researcher wants on the first click: the evaluation runs, grouped by
-    variant (seeds and points of one arm aggregated, arms side by side), the set-level and claim
-    metrics as columns. Returns its key (for ``runs_page``)."""
+def comparison_view_tags() -> dict[str, str]:
+    """The experiment tag of the view a researcher wants on the first click: the evaluation runs,
+    grouped by variant (seeds and points of one arm aggregated, arms side by side), the set-level
+    and claim metrics as columns. Written with ``Tracker.set_experiment_tags``; its key goes to
+    ``runs_page``."""
     state = {"searchFilter": "tags.`nai3.kind` = 'eval'", "orderByKey": "attributes.start_time", "orderByAsc": False,
              "groupBy": {"aggregateFunction": "average",
                          "groupByKeys": [{"mode": "param", "groupByData": "variant.name"}]},
              "groupsExpanded": {}, "useGroupedValuesInCharts": True,
              "selectedColumns": ["params.`variant.name`", "params.`variant.seed`", "params.`eval.cfg_scale`",
                                  "params.`eval.first_sigma`", *(f"metrics.`{m}`" for m in COMPARISON_METRICS)]}
-    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{COMPARISON_VIEW}", json.dumps(state))
-    return COMPARISON_VIEW
+    return {f"mlflow.sharedViewState.{COMPARISON_VIEW}": json.dumps(state)}
 
 
 def runs_page(uri: str, experiment_id: str, view: str | None = None) -> str:
-    """The URL of the experiment's runs page; with ``view`` (``share_comparison_view``), that view:
+    """The URL of the experiment's runs page; with ``view`` (``comparison_view_tags``), that view:
     the first click lands on the comparison."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return redact(f"{base}/#/experiments/{experiment_id}/runs" + (f"?viewStateShareKey={view}" if view else ""))
@@ -118,11 +118,11 @@ class Tracker:
     def client(self) -> MlflowClient:
         return MlflowClient(tracking_uri=self.uri)
 
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int = 0, timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
         import time
 
-        ts = int(time.time() * 1000)
+        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i:i + 500])
@@ -171,6 +171,32 @@ class Tracker:
         ds = Dataset(name=name, digest=digest[:36], source_type="local", source=json.dumps({"uri": source}),
                      profile=json.dumps(profile or {}))
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
+
+    def set_experiment_tags(self, experiment_id: str, tags: dict[str, str], only_new: bool = False) -> None:
+        """Experiment-level tags (the claims ledger, the shared view). ``only_new``: a tag already
+        there keeps its value (a ledger entry is written once, whoever writes first)."""
+        have = self.client.get_experiment(experiment_id).tags if only_new else {}
+        for k, v in tags.items():
+            if k not in have:
+                self.client.set_experiment_tag(experiment_id, k, v)
+
+    def log_child(self, experiment_id: str, key: str, name: str, tags: dict[str, str], params: dict[str, Any],
+                  metrics: dict[str, float], artifact_dir: str | None = None, start_time_ms: int | None = None,
+                  timestamp_ms: int | None = None) -> str:
+        """A finished child run of this one, logged whole (an evaluation point): found by its
+        ``nai3.point_key`` tag if an earlier delivery created it, so a retried delivery completes
+        that run instead of adding a second one. Returns its run id."""
+        found = self.client.search_runs([experiment_id], filter_string=f"tags.`nai3.point_key` = '{key}'",
+                                        max_results=1)
+        child = (Tracker(self.uri, found[0].info.run_id) if found else
+                 Tracker.start(self.uri, experiment_id, name, parent=self, tags={**tags, "nai3.point_key": key},
+                               start_time_ms=start_time_ms))
+        child.log_params(params)
+        child.log_metrics(metrics, timestamp_ms=timestamp_ms)
+        if artifact_dir:
+            child.log_artifact(artifact_dir)
+        child.finish(True)
+        return child.run_id
 
     def finish(self, ok: bool = True) -> None:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)

@@ -437,7 +437,8 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     the MLflow experiment and report.json."""
     from mlflow.tracking import MlflowClient
 
-    from nai3eval.claims.ledger import read_ledger, write_entries
+    from nai3eval.claims.ledger import ledger_tags, read_ledger
+    from nai3train.tracking import Tracker
 
     first = evaluate_claims(fake_results())
     entries = first.new_ledger_entries("run-k3")
@@ -446,7 +447,8 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     assert all(e.verdict != A.INCONCLUSIVE for e in entries)  # K = 3 is not the last look
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     exp = client.create_experiment("ledger")
-    write_entries(client, exp, entries)
+    writer = Tracker(f"sqlite:///{tmp_path}/m.db", "")
+    writer.set_experiment_tags(exp, ledger_tags(entries), only_new=True)
     ledger = read_ledger(client, exp)
     assert ledger == taken
     flipped = fake_results(seeds=(0, 1, 2, 3, 4), flip=True)
@@ -476,6 +478,7 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     with_ledger_c2 = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2"]
     assert with_ledger_c2.holm_alpha == plain_c2.holm_alpha and with_ledger_c2.ledger is None
     # a second report that decided the same claim cannot overwrite its first entry
-    write_entries(client, exp, [taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
-                                                               "verdict": A.CONTRADICTED})])
+    writer.set_experiment_tags(exp, ledger_tags([taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
+                                                                                "verdict": A.CONTRADICTED})]),
+                               only_new=True)
     assert read_ledger(client, exp)["C2-package"].verdict == A.SUPPORTED

@@ -86,10 +86,7 @@ def read_ledger(client, experiment_id: str) -> Ledger:
     return out
 
 
-def write_entries(client, experiment_id: str, entries: list[Entry]) -> None:
-    """Add entries; a claim already in the ledger keeps its first entry (a concurrent report that
-    decided it too is not allowed to overwrite it)."""
-    have = read_ledger(client, experiment_id)
-    for e in entries:
-        if e.claim not in have:
-            client.set_experiment_tag(experiment_id, PREFIX + e.claim, e.to_json())
+def ledger_tags(entries: list[Entry]) -> dict[str, str]:
+    """Entries as experiment tags, to be written only where absent (``only_new``): a claim already
+    in the ledger keeps its first entry (a concurrent report that decided it too never overwrites it)."""
+    return {PREFIX + e.claim: e.to_json() for e in entries}
