@@ -491,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nai3train.atomic import DiskFull
     from nai3train.buffered import TrackingOutage
     from nai3train.config import ConfigError
     from nai3train.data import DatasetError
@@ -505,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingOutage as e:  # the work is done and on disk; only the logging is owed
         print(f"nai3: MLflow outage: {redact(str(e))}", file=sys.stderr)
         return 4
+    except DiskFull as e:  # what was finished is on disk; the message names the file and the bytes
+        print(f"nai3: disk full: {redact(str(e))}", file=sys.stderr)
+        return 5
 
 
 if __name__ == "__main__":

@@ -343,10 +343,10 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     table = format_table(record)
     extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
                                scan_folder(data.eval, data.scan_cache)) if data is not None else None
-    (out / "results.json").write_text(json.dumps({"record": record.to_dict(),
+    atomic_write(out / "results.json", json.dumps({"record": record.to_dict(),
                                                   "training": [asdict(t) for t in trained], **(extra or {})},
                                                  default=str))
-    (out / "results.md").write_text("# nai3 ablation results\n\n```\n" + table + "\n```\n")
+    atomic_write(out / "results.md", "# nai3 ablation results\n\n```\n" + table + "\n```\n")
     names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
     from nai3eval.claims.ledger import ledger_tags
@@ -360,7 +360,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         experiment.set_experiment_tags(ws.experiment_id, ledger_tags(claims.new_ledger_entries(run_id)), only_new=True)
     experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
     for g in grids.values():
-        (folder / g.name).write_bytes(g.read_bytes())
+        atomic_write(folder / g.name, g.read_bytes())
     if parent is not None:
         parent.log_artifact(out / "results.json", "results")
         parent.log_artifact(out / "results.md", "results")

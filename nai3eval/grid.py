@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nai3train.atomic import atomic_write, rendered
+
 from .pixels import to_unit
 
 
@@ -23,7 +25,4 @@ def save_grid(images: torch.Tensor, path: str | Path, ncol: int = 8, upscale: in
     img = Image.fromarray(canvas)
     if upscale > 1:
         img = img.resize((img.width * upscale, img.height * upscale), Image.Resampling.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return atomic_write(path, rendered(lambda f: img.save(f, format="PNG")))

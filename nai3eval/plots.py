@@ -4,6 +4,8 @@ sample-grid matrices (variant × CFG, variant × start)."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from nai3train.atomic import atomic_write, rendered
 from typing import Callable
 
 from .metrics import declared_outputs
@@ -32,7 +34,7 @@ def _legend(ax, size: int) -> None:
 
 def _save(fig, path: Path, paths: dict[str, Path]) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, rendered(lambda f: fig.savefig(f, dpi=110, format="png")))
     paths[path.stem] = path
 
 
@@ -134,7 +136,7 @@ def _grid_matrix(plt, runs: list[Run], grids: dict[str, Path], cols: list, pick:
                 ax.text(-0.05, 0.5, r.name, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, rendered(lambda f: fig.savefig(f, dpi=110, format="png")))
     plt.close(fig)
     return True
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from nai3train.atomic import atomic_write
+
 from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
 from .claims.decide import instrument_disturbance, look_alpha
 from .claims.ledger import Ledger
@@ -192,14 +194,14 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
     grids = grids or {}
     plots = make_plots(record, out, grids) if record.runs else {}
     secs = sections(outcome, record, plots, grids)
-    (out / "report.md").write_text(render_markdown(secs))
-    (out / "report.html").write_text(render_html(secs))
-    (out / "points.csv").write_text(points_table(record).csv())
+    atomic_write(out / "report.md", render_markdown(secs))
+    atomic_write(out / "report.html", render_html(secs))
+    atomic_write(out / "points.csv", points_table(record).csv())
     taken = [*(ledger or {}).values(), *outcome.new_ledger_entries(run_id)]
     doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
                                                 "disturbance": instrument_disturbance(record)},
            "ledger": [asdict(e) for e in sorted(taken, key=lambda e: e.claim)]}
-    (out / "report.json").write_text(json.dumps(doc, indent=2))
+    atomic_write(out / "report.json", json.dumps(doc, indent=2))
     return outcome, out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -48,15 +49,16 @@ def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: S
     have = record.metrics_at(run, setting)
     cols = [o.name for o in declared_outputs() if o.per_image and isinstance(have.get(o.name), PerImage)]
     ps = samples.prompt_set
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index", *cols])
-        seen: dict[int, int] = {}
-        for i, p in enumerate(ps.prompt_index.tolist()):
-            seen[p] = seen.get(p, -1) + 1
-            values = [have[c].values[i] for c in cols]
-            values = [", ".join(vocab[k] for k in v) if c == "found" else v for c, v in zip(cols, values)]
-            w.writerow([i, run.name, setting.cfg_scale, setting.start, ", ".join(ps.prompts[p]), p, seen[p], *values])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index", *cols])
+    seen: dict[int, int] = {}
+    for i, p in enumerate(ps.prompt_index.tolist()):
+        seen[p] = seen.get(p, -1) + 1
+        values = [have[c].values[i] for c in cols]
+        values = [", ".join(vocab[k] for k in v) if c == "found" else v for c, v in zip(cols, values)]
+        w.writerow([i, run.name, setting.cfg_scale, setting.start, ", ".join(ps.prompts[p]), p, seen[p], *values])
+    atomic_write(path, f.getvalue())
 
 
 @dataclass

@@ -252,7 +252,7 @@ class BufferedTracker:
 class _Routed(BufferedTracker):
     """``BufferedTracker.routed``: every call goes into the owner's queue, addressed to ``run_id``."""
 
-    def __init__(self, owner: BufferedTracker, run_id: str):  # noqa: no super().__init__: no sender of its own
+    def __init__(self, owner: BufferedTracker, run_id: str):  # no super().__init__: no sender of its own
         self._owner, self.run_id, self.uri = owner, run_id, owner.uri
 
     def _put(self, op: dict) -> None:

@@ -148,3 +148,60 @@ def test_a_latent_cache_file_deleted_mid_run_is_a_named_error(tmp_path):
     (tmp_path / "latents" / f"{key}.safetensors").unlink()
     with pytest.raises(CacheEntryMissing, match="disappeared during the run.*resumes from its last checkpoint"):
         cache.get(key)
+
+
+def test_disk_full_during_evaluation_names_the_file_and_loses_no_finished_point(tmp_path, tiny_config, monkeypatch):
+    """Issue 25: the disk fills while a sample grid is written, then while the report is. Each
+    step fails with ``DiskFull`` naming the file and the bytes it needed; no half-written file is
+    left; every point measured before is kept, and the run after it samples only what is missing."""
+    import errno
+    import pathlib
+
+    from mlflow.tracking import MlflowClient
+
+    from flows import pipeline
+    from nai3train.atomic import DiskFull
+    from nai3train.tracking import ensure_experiment
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cfg = tiny_config(["train.steps=4", "eval.tagger_steps=20", "eval.cfg_scales=[1,2,3,4]", "eval.first_sigmas=[14.6]",
+                       "eval.steps=20", "train.threads=1"])
+    ws = pipeline.Workspace(tmp_path / "w", uri, ensure_experiment(MlflowClient(uri), cfg.experiment, None))
+    data = pipeline.prepare_data(cfg, ws)
+    tagger = pipeline.prepare_tagger(cfg, data, ws)
+    trained = pipeline.train(cfg, cfg.variants[0], data, ws, progress=False)
+    real_write = pathlib.Path.write_bytes
+
+    def full_disk_for(match, after: int):
+        seen = {"n": 0}
+
+        def write_bytes(self, data):
+            if match(self):
+                seen["n"] += 1
+                if seen["n"] > after:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(self, data)
+        return write_bytes
+
+    grids = ws.work / "results" / "grids"
+    monkeypatch.setattr(pathlib.Path, "write_bytes",
+                        full_disk_for(lambda f: f.parent == grids and ".png" in f.name, after=1))
+    with pytest.raises(DiskFull) as err:
+        pipeline.evaluate(cfg, trained, data, tagger, ws, progress=False)
+    assert str(grids) in str(err.value) and "needs" in str(err.value) and "kB" in str(err.value)
+    points = {f.name: f.stat().st_mtime_ns for f in ws.work.glob("evals/*/*.json")}
+    assert len(points) == 2  # the first point whole, the second measured and kept before its grid failed
+    assert not list(grids.glob(".*tmp"))  # no half-written grid
+    monkeypatch.setattr(pathlib.Path, "write_bytes", real_write)
+    result = pipeline.evaluate(cfg, trained, data, tagger, ws, progress=False)
+    assert len(result.settings(next(iter(result.runs.values())), "sweep")) == 4
+    assert all(f.stat().st_mtime_ns == points[f.name] for f in ws.work.glob("evals/*/*.json") if f.name in points)
+
+    report = ws.work / "results" / "report"
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk_for(lambda f: "report.html" in f.name, after=0))
+    with pytest.raises(DiskFull) as err:
+        pipeline.report(cfg, [result], [trained], data, ws)
+    assert str(report / "report.html") in str(err.value)
+    assert not (report / "report.html").exists() and not list(report.glob(".report.html*"))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", real_write)
+    assert (pipeline.report(cfg, [result], [trained], data, ws).folder / "report.html").is_file()
