@@ -140,7 +140,8 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
           resume: bool = True, force: bool = False, progress: bool = True) -> TrainedVariant:
     """Train one variant — or reuse a FINISHED run with the same run key and training code
     (``force`` retrains from scratch). A retry, or a re-run after a crash (on this worker or on
-    another one sharing the work folder), resumes from the newest checkpoint of the run directory."""
+    another one sharing the work folder), resumes from the newest checkpoint of the run directory;
+    with ``train.checkpoint_store: tracking`` from the dead run's newest one in MLflow on any worker."""
     key = runs.run_key(cfg, variant, data.content_hash)
     out = ws.work / "variants" / f"{variant.name}-{key}"
     if int(os.environ.get("RANK", "0")) != 0:
@@ -158,7 +159,8 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
                         variant.name)
         if force:
             shutil.rmtree(out, ignore_errors=True)
-        return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume, progress,
+        # a forced retrain starts over: never from this run folder's, nor a dead run's remote, checkpoint
+        return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume and not force, progress,
                              {"nai3.run_key": key, "nai3.code_version": version,
                               "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
 

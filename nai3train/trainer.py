@@ -111,7 +111,7 @@ def _distributed():
 def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDataset, vocab: Vocabulary,
                   out_dir: str | Path, tracker: Tracker | None = None,
                   progress: bool = True, on_step: Callable[[int, dict], None] | None = None,
-                  resume: bool = False) -> TrainResult:
+                  resume: bool = False, on_checkpoint: Callable[[Path], None] | None = None) -> TrainResult:
     """Train one variant on in-memory data and write its checkpoint under ``out_dir``.
 
     Resumable checkpoints go to ``out_dir/checkpoints/step-N`` every ``train.checkpoint_every``
@@ -121,6 +121,8 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
 
     ``on_step(step, info)`` sees each optimiser step's last micro-batch (image indices, σ,
     per-sample MSE and the loss weight applied) — for tests and custom monitoring.
+    ``on_checkpoint(folder)`` sees each resumable checkpoint once it is written (main process only):
+    ``train.checkpoint_store: tracking`` copies it to MLflow from there (``remote_checkpoint.py``).
 
     Under ``accelerate launch`` (several processes) the model is wrapped for DDP, each rank takes
     its shard of the bucket plan and its own noise stream (seed + rank), and only the main process
@@ -220,7 +222,9 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
             if tracker:
                 tracker.log_metrics(metrics, step=step + 1)
         if main and ((step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps):
-            state.save(out_dir, step + 1, meta)
+            saved = state.save(out_dir, step + 1, meta)
+            if on_checkpoint:
+                on_checkpoint(saved)
         if on_step:
             on_step(step, {"idx": idx, "sigma": out.sigma, "per_sample": out.per_sample_mse.detach(),
                            "weight": weight.detach(), "loss": loss.detach()})

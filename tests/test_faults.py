@@ -157,16 +157,12 @@ def test_disk_full_during_evaluation_names_the_file_and_loses_no_finished_point(
     import errno
     import pathlib
 
-    from mlflow.tracking import MlflowClient
 
     from flows import pipeline
     from nai3train.atomic import DiskFull
-    from nai3train.tracking import ensure_experiment
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = tiny_config(["train.steps=4", "eval.tagger_steps=20", "eval.cfg_scales=[1,2,3,4]", "eval.first_sigmas=[14.6]",
                        "eval.steps=20", "train.threads=1"])
-    ws = pipeline.Workspace(tmp_path / "w", uri, ensure_experiment(MlflowClient(uri), cfg.experiment, None))
+    ws = pipeline.Workspace.open(cfg, tmp_path / "w", f"sqlite:///{tmp_path}/mlflow.db")
     data = pipeline.prepare_data(cfg, ws)
     tagger = pipeline.prepare_tagger(cfg, data, ws)
     trained = pipeline.train(cfg, cfg.variants[0], data, ws, progress=False)

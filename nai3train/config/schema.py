@@ -148,6 +148,11 @@ class TrainConfig(_Frozen):
                           "must be distinct non-negative integers")] = ()
     log_every: Annotated[Int, at_least(1)] = 25
     checkpoint_every: Annotated[Int, at_least(1)] = 100  # steps between resumable checkpoints (and always at the end)
+    # where resumable checkpoints are kept: 'local' (the run folder only, so a resume on another
+    # machine needs a shared work folder) or 'tracking' (each is also logged to the training run's
+    # MLflow artifacts as resumable/step-N, and a worker whose run folder has none resumes from
+    # there: nai3train/remote_checkpoint.py). Where checkpoints go is not part of the run key
+    checkpoint_store: Literal["local", "tracking"] = "local"
     threads: Int = 0  # torch threads; 0 = torch's default
 
 
