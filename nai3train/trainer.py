@@ -136,8 +136,9 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     acc = _distributed()
     rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
     main = rank == 0
-    torch.manual_seed(tc.seed)
-    gen = torch.Generator().manual_seed(tc.seed + rank)
+    seed = tc.seed + variant.seed_offset  # a null twin's seeds are its own (VariantConfig.seed_offset)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + rank)
     bundle, source = build_model(cfg, vocab, data, out_dir)
     model = bundle.network
     params = [p for p in model.parameters() if p.requires_grad]
@@ -153,7 +154,7 @@ def train_variant(cfg: AblationConfig, variant: VariantConfig, data: BucketedDat
     loss_fn = DiffusionLoss(denoiser, MinSNRWeighting(variant.min_snr_gamma).bind(denoiser.param), device=device)
     lr_at = linear_warmup(tc.lr, tc.warmup_steps)
     tag_w = torch.from_numpy(TagWeighting().weights(data.tags)).float() if variant.tag_weighting else None
-    batches = BucketBatches(data.bucket_of, tc.batch_size, seed=tc.seed)
+    batches = BucketBatches(data.bucket_of, tc.batch_size, seed=seed)
     ema = EMA(model, tc.ema_decay)
     state = TrainingState(model, ema, opt, gen, variant_hash=variant.config_hash(), write_model=bundle.save_config)
     meta = {"model_kind": cfg.model.kind, "variant": to_dict(variant), "variant_hash": variant.config_hash(),

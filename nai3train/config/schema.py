@@ -173,6 +173,9 @@ class VariantConfig(_Frozen):
     normalize: Literal["none", "dataset", "fixed"] = "none"  # 'dataset': per-channel mean/std → 0/1; 'fixed': x·scale
     normalize_scale: Annotated[Float, POSITIVE_FINITE] = 1.0
     dimension_scale: Bool = True  # scale σ by √(D/D_ref) (docs/diffusion.md, "Dimension equivalence")
+    # added to the training seed (initialisation, noise, batch order): a null twin — the same recipe
+    # under another name, trained independently of its sibling (docs/claims.md, "The null twin")
+    seed_offset: Annotated[Int, at_least(0)] = 0
 
     @model_validator(mode="after")
     def _sigma_max_fits_table(self) -> VariantConfig:
