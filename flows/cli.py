@@ -227,7 +227,7 @@ def cmd_report(a: argparse.Namespace) -> int:
     ended = utc_iso((run.info.end_time or run.info.start_time) / 1000 + 1)
     ledger = {k: e for k, e in read_ledger(client, run.info.experiment_id).items() if e.decided_at <= ended}
     claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")}, spec=spec,
-                                  ledger=ledger, run_id=a.parent_run)
+                                  ledger=ledger, run_id=a.parent_run, config=run.data.params.get("name"))
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0

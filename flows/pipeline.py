@@ -356,7 +356,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
     run_id = parent.run_id if parent is not None else ""
     claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws), ledger=ledger,
-                                  run_id=run_id)
+                                  run_id=run_id, config=cfg.name)
     experiment = parent if parent is not None else Tracker(ws.uri, "")
     if data is not None:
         experiment.set_experiment_tags(ws.experiment_id, ledger_tags(claims.new_ledger_entries(run_id)), only_new=True)

@@ -5,8 +5,8 @@ kind of ``Setting`` whose measurements go into the record beside the sweep's.
   mean for the prompt — each image's brightness against the real images with the same background.
   v-prediction has a finite exact limit; ε-prediction returns ∞·(ε − F): its non-finite fraction
   and magnitude are measured, never raised.
-* Practical infinity (C9, kind ``practical_infinity``): samples from 20000, 317, 136 and 56 on the
-  same unit noise; each image's RMS distance to its 20000 sample, and the scale: the distance
+* Practical infinity (C9, kind ``practical_infinity``): samples from 20000, ∞, 317, 136 and 56 on
+  the same unit noise; each image's RMS distance to its 20000 sample, and the scale: the distance
   between samples of the same prompt from independent noise.
 * Count on a larger canvas (C4, kind ``count``): objects counted off the pixels of samples on a
   1.5× or 2× canvas from 14.6 and 20000 — a wrong count is the incoherence the paper's σ_max fixes.
@@ -51,7 +51,7 @@ PROBE_OUTPUTS = (
     Output("height", "pixels"), Output("width", "pixels"))  # count
 """What the probes record, declared as the metrics declare theirs (the claims may read these names)."""
 
-PRACTICAL_STARTS = (20000.0, 317.0, 136.0, 56.0)
+PRACTICAL_STARTS = (20000.0, math.inf, 317.0, 136.0, 56.0)  # the reference first
 COUNT_STARTS = (14.6, 20000.0)
 LEAK_LEVELS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 

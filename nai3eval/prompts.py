@@ -5,6 +5,7 @@ difference between two points is paired, not luck of the draw.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +39,16 @@ def make_prompt_set(eval_tags: list[list[str]], n_prompts: int, seeds_per_prompt
     """Held-out prompts, round-robin over backgrounds so black and white prompts are always
     present (claims C2/C3), and unit noise of ``shape`` per image drawn once from ``seed``.
 
+    Which prompts is drawn from the pool with ``seed`` too: each training seed's evaluation seed
+    (shared by the arms of that seed) draws its own subset, so a recipe-level interval over seeds
+    covers the choice of prompts as well, not only these 16.
+
     ``rare_fraction`` of the prompts are taken first from those carrying a tag of ``rare_tags``
     (claim C6 needs rare concepts prompted often enough to measure their recall; an ordinary draw
     holds few), the rest as usual."""
     rare_tags = set(rare_tags)
+    eval_tags = list(eval_tags)
+    random.Random(seed).shuffle(eval_tags)
     n_rare = round(n_prompts * rare_fraction) if rare_tags else 0
     with_rare = [t for t in eval_tags if rare_tags.intersection(t)]
     prompts = _round_robin(with_rare, n_rare)

@@ -31,6 +31,8 @@ def _rule_text(c: ClaimResult, alpha: float) -> str:
     r = c.spec.rule
     if r.kind == "superiority":
         text = f"superiority ({'> 0' if r.direction == 'greater' else '< 0'}, one-sided α {alpha:g})"
+        if r.sesoi:
+            text += f"; equivalent inside ±{r.sesoi:g} (smallest effect of interest, TOST)"
     elif r.kind == "equivalence":
         text = f"equivalence within ±{r.margin:g} (TOST, 90 % interval)"
     elif r.kind == "noninferiority":
@@ -53,7 +55,9 @@ def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
     arms = ", ".join(f"{k} = {v}" for k, v in c.arms.items()) or "—"
     return {"id": c.id, "title": c.spec.title, "role": c.spec.role, "verdict": c.verdict,
             "K": str(e.n_seeds) if not c.parts else "—", "per_seed": per, "effect": eff, "s_w": _g(e.s_w, ".3g"),
-            "tau": _g(e.tau, ".3g"), "rule": _rule_text(c, alpha), "estimand": c.spec.estimand,
+            "tau": _g(e.tau, ".3g"), "ratio": _g(c.variance_ratio, ".2g"),
+            "power": str(n) if (n := c.seeds_for_power(c.final_alpha)) else "—",
+            "rule": _rule_text(c, alpha), "estimand": c.spec.estimand,
             "unit": c.spec.unit, "arms": arms + (f"; CFG {c.cfg:g}" if c.cfg is not None else ""),
             "why": c.decision.reason or c.detail}
 
@@ -68,7 +72,9 @@ def _intro(o: ClaimsOutcome, k: int) -> str:
     return (f"Decided by the pre-registered spec `{Path(o.spec.path).name}` (version {o.spec.version}, sha256 "
             f"`{o.spec.sha256}`). Training seeds: {k}; {level}. Per seed k the paired contrast D_k with a "
             f"delete-one-prompt jackknife SE; at recipe level D̄ ± t_(K−1)·sd(D_k)/√K; Holm across the open "
-            f"primary claims at the look's α.")
+            f"primary claims at the look's α. τ̂²/s_w²: how much more a retrained seed varies than a resampled "
+            f"one; seeds for 80 % power: the training seeds that detect the claim's smallest effect of interest "
+            f"(else its margin) at the last look's α, given the spread of D_k so far.")
 
 
 FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag leakage; scorer_* adherence",
@@ -93,7 +99,7 @@ def instrument_rows(record: Record) -> list[tuple[str, str, str, str]]:
 
 CLAIM_COLUMNS = (("claim", "id"), ("role", "role"), ("verdict", "verdict"), ("K", "K"),
                  ("D_k (SE) per seed", "per_seed"), ("D̄ [95 % CI]", "effect"), ("s_w", "s_w"), ("τ̂", "tau"),
-                 ("rule", "rule"))
+                 ("τ̂²/s_w²", "ratio"), ("seeds for 80 % power", "power"), ("rule", "rule"))
 DETAIL = (("Estimand", "estimand"), ("Unit", "unit"), ("Arms", "arms"), ("Per seed", "per_seed"),
           ("Effect", "effect"), ("Rule", "rule"), ("Verdict", "verdict"), ("Why", "why"))
 
@@ -182,7 +188,7 @@ def render_html(secs: list[Section]) -> str:
 
 def write_report(record: Record, out: str | Path, data: dict | None = None, grids: dict[str, Path] | None = None,
                  spec: ClaimsSpec | None = None, ledger: Ledger | None = None,
-                 run_id: str = "") -> tuple[ClaimsOutcome, Path]:
+                 run_id: str = "", config: str | None = None) -> tuple[ClaimsOutcome, Path]:
     """Decide every claim over every training seed in ``record`` and write report.md, report.html,
     report.json, points.csv and the plots under ``out``. ``data``: the training set's measurements
     (bucketing, normalisation) for the checks. Plots show the first training seed."""
@@ -190,7 +196,7 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    outcome = evaluate_claims(record, spec, data, ledger)
+    outcome = evaluate_claims(record, spec, data, ledger, config)
     grids = grids or {}
     plots = make_plots(record, out, grids) if record.runs else {}
     secs = sections(outcome, record, plots, grids)

@@ -43,7 +43,7 @@ def arm_truth(name: str, flip: bool = False) -> dict:
             "nonfinite_inf": 1.0 if ARMS[name]["prediction"] == "eps" and zt else 0.0,
             "cfg_star": 3.0 if zt else 6.0, "rare": 0.5 if ARMS[name].get("tag_weighting") else 0.3,
             "leak": 0.1 if ARMS[name].get("tag_weighting") else 0.2,
-            "ratios": {"317": 0.02, "136": 0.04, "56": 0.05 if flip else 0.6},
+            "ratios": {"inf": 0.01, "317": 0.02, "136": 0.04, "56": 0.05 if flip else 0.6},
             "count_err": 0.0 if flip else 0.6}
 
 
@@ -66,7 +66,10 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
                       + rng.normal(scale=noise, size=G * PER)).tolist()
             err_k = jitter(err)
             kid = 0.05 + 0.02 * (math.log(c) - math.log(t["cfg_star"])) ** 2 + rng.normal(scale=0.0005)
+            # ε from ∞ returns non-finite samples (every other image here); the rest are finite
+            finite = (PID % 2 == 1) | (not (math.isinf(s) and ARMS[name]["prediction"] == "eps"))
             rec.put_all(run, Setting("sweep", s, c), {
+                "finite": finite.tolist(),
                 "brightness": bright, "brightness_err": err_k, "brightness_err_unclamped": err_k,
                 "image_overshoot_frac": np.abs(jitter(t["bright_err"] / 2)).tolist(),
                 "recall_rare": jitter(t["rare"]), "leakage_common": jitter(t["leak"]), "kid_tagger": kid})
@@ -482,3 +485,84 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
                                                                                 "verdict": A.CONTRADICTED})]),
                                only_new=True)
     assert read_ledger(client, exp)["C2-package"].verdict == A.SUPPORTED
+
+
+def test_a_smallest_effect_of_interest_makes_a_null_result_read_equivalent():
+    """Issue 22: with a registered SESOI a superiority rule has three outcomes. A tight null effect
+    reads "equivalent" (TOST inside ±SESOI, p checked against scipy's t by hand); the same null
+    with a wide spread stays "inconclusive"; a real effect is "supported"."""
+    from scipy import stats
+
+    rule = A.Superiority("greater", 0.025, sesoi=0.05)
+
+    def effect(values):
+        return A.two_stage([A.SeedContrast(k, v, math.nan, 16) for k, v in enumerate(values)])
+
+    tight = effect([0.004, -0.003, 0.001, 0.002, -0.001])
+    d = rule.decide(tight)
+    m, se, df = tight.value, tight.se, tight.df
+    by_hand = max(stats.t.sf((m + 0.05) / se, df), stats.t.cdf((m - 0.05) / se, df))
+    assert d.verdict == A.EQUIVALENT and d.p_equivalence == pytest.approx(by_hand, rel=1e-9)
+    assert rule.decide(effect([0.2, -0.15, 0.05])).verdict == A.INCONCLUSIVE
+    assert rule.decide(effect([0.31, 0.29, 0.30])).verdict == A.SUPPORTED
+    assert A.Superiority("greater", 0.025).decide(tight).verdict == A.INCONCLUSIVE  # no SESOI: no such word
+
+
+def test_seeds_for_power_reach_the_power_by_simulation():
+    """The seeds the report asks for: at K the simulated t test detects the effect with ≥ 80 %
+    power, at K − 1 it does not (20 000 simulated experiments each, independent of the formula)."""
+    from scipy import stats
+
+    sd, effect, alpha = 0.04, 0.05, 0.0217
+    k = A.seeds_for_power(sd, effect, alpha)
+    rng = np.random.default_rng(0)
+
+    def power(n):
+        x = rng.normal(effect, sd, size=(20000, n))
+        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
+        return float((t > stats.t.ppf(1 - alpha, n - 1)).mean())
+    assert power(k) >= 0.79 and power(k - 1) < 0.8
+    assert A.seeds_for_power(math.nan, effect, alpha) is None
+
+
+def test_each_claim_is_decided_by_one_config_s_report():
+    """Issue 22: the weekly's report shows C1's value but decides nothing about it (no ledger
+    entry); the nightly's (config `paper`) decides it; a config the spec never names decides all."""
+    rec = fake_results()
+    weekly = by_id(evaluate_claims(rec, config="weekly"))
+    assert weekly["C1"].verdict == "decided in paper" and weekly["C1"].effect.value > 0
+    assert weekly["C9"].verdict == "decided in paper"
+    assert "C1" not in {e.claim for e in evaluate_claims(rec, config="weekly").new_ledger_entries()}
+    assert by_id(evaluate_claims(rec, config="paper"))["C1"].verdict == A.SUPPORTED
+    assert by_id(evaluate_claims(rec, config="smoke"))["C1"].verdict == A.SUPPORTED
+    assert by_id(evaluate_claims(rec, config="paper"))["C5"].verdict == "decided in weekly"
+
+
+def test_c1_sampled_counts_a_non_finite_sample_as_the_worst_error():
+    """A non-finite sample is an error of 1.0 in C1-sampled (stated in the spec), never the grey
+    the pixel map shows: D_k equals the by-hand prompt mean with 1.0 put in."""
+    from nai3eval.claims.estimands import ESTIMANDS, Arms
+
+    rec = fake_results(seeds=(0,), arms=("eps-ztsnr", "v-ztsnr"))
+    base, treat = (next(r for r in rec.runs.values() if r.name == n) for n in ("eps-ztsnr", "v-ztsnr"))
+    x = Arms(5.0, rec, base, treat, {}, "max", "max")
+    sb, st = rec.sweep_at(base, 5.0, "max"), rec.sweep_at(treat, 5.0, "max")
+    b, pid = rec.per_image(base, sb, "brightness_err")
+    finite = np.asarray(rec.per_image(base, sb, "finite")[0], dtype=bool)
+    assert (~finite).any()
+    d = np.where(finite, b, 1.0) - rec.per_image(treat, st, "brightness_err")[0]
+    by_hand = np.mean([d[pid == p].mean() for p in np.unique(pid)])
+    assert ESTIMANDS["brightness_error_failing_nonfinite"](x)[0] == pytest.approx(by_hand, rel=1e-12)
+    assert ESTIMANDS["brightness_error"](x)[0] != pytest.approx(by_hand, rel=1e-3)
+
+
+def test_the_null_twin_is_its_own_arm():
+    """The weekly's v-ztsnr-twin (seed_offset) is selected only by the A0 claims' treatment arm;
+    every v + ZTSNR claim still selects v-ztsnr alone."""
+    twin = VariantConfig(name="v-ztsnr-twin", prediction="v", ztsnr=True, seed_offset=1000)
+    plain = VariantConfig(name="v-ztsnr", prediction="v", ztsnr=True)
+    spec = load_claims_spec()
+    a0 = spec.by_id("A0-brightness").arms
+    assert matches(twin, a0["treatment"]) and not matches(plain, a0["treatment"])
+    assert matches(plain, a0["baseline"]) and not matches(twin, a0["baseline"])
+    assert twin.config_hash() != plain.config_hash()

@@ -80,7 +80,7 @@ def failed_instrument(metric: str, record: Record) -> str:
 def _rule(r: RuleSpec, alpha: float):
     """The decision rule of ``r`` at one-sided level ``alpha`` (TOST: 2α, its two one-sided tests)."""
     if r.kind == "superiority":
-        return A.Superiority(r.direction, alpha)
+        return A.Superiority(r.direction, alpha, sesoi=r.sesoi)
     if r.kind == "above":
         return A.Superiority("greater", alpha, threshold=r.margin)
     if r.kind in ("noninferiority", "below"):
@@ -110,6 +110,7 @@ class ClaimResult:
     check_passed: bool | None = None
     detail: str = ""
     ledger: Entry | None = None  # the verdict was taken at an earlier look and stands (``ledger``)
+    final_alpha: float = math.nan  # the nominal one-sided α of the spec's last look (power is planned at it)
 
     @property
     def id(self) -> str:
@@ -125,9 +126,25 @@ class ClaimResult:
     def verdict(self) -> str:
         """The rule's word; below the first look marked checkpoint-level (no recipe-level word)."""
         v = self.decision.verdict
-        if v in (A.NOT_MEASURED, A.CHECK_PASSED, A.CHECK_FAILED) or self.level == A.RECIPE:
+        if v in (A.NOT_MEASURED, A.CHECK_PASSED, A.CHECK_FAILED) or v.startswith("decided in ") or self.level == A.RECIPE:
             return v
         return f"checkpoint-level: {v}"
+
+    @property
+    def variance_ratio(self) -> float:
+        """τ̂²/s_w²: how much more a retrained seed varies than a resampled one (within-run noise).
+        Large: more seeds, not more images, narrow the interval."""
+        e = self.effect
+        return e.tau ** 2 / e.s_w ** 2 if e.s_w > 0 and math.isfinite(e.tau) else math.nan
+
+    def seeds_for_power(self, alpha: float, power: float = 0.8) -> int | None:
+        """Training seeds that detect the claim's smallest effect of interest (its ``sesoi``, else
+        its margin) with ``power`` at one-sided ``alpha``, given the spread of D_k seen so far."""
+        e, r = self.effect, self.spec.rule
+        interest = r.sesoi or r.margin
+        if e.n_seeds < 2 or interest is None:
+            return None
+        return A.seeds_for_power(e.se * math.sqrt(e.n_seeds), interest, alpha, power)
 
     def to_dict(self) -> dict:
         lo, hi = self.effect.interval(0.95)
@@ -142,7 +159,10 @@ class ClaimResult:
                 "rule": self.spec.rule.model_dump(), "margin": self.spec.rule.margin, "holm_alpha": self.holm_alpha,
                 "arms": self.arms, "cfg": self.cfg, "parts": [p.id for p in self.parts],
                 "reason": self.decision.reason or self.detail,
-                "decided": asdict(self.ledger) if self.ledger else None}
+                "decided": asdict(self.ledger) if self.ledger else None,
+                "tau2_over_sw2": finite(self.variance_ratio), "sesoi": self.spec.rule.sesoi,
+                "seeds_for_80pct_power": self.seeds_for_power(self.final_alpha),
+                "decided_in": self.spec.decided_in}
 
 
 @dataclass
@@ -234,12 +254,23 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     if look and look < len(per_seed):
         note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "
                                                 f"{[s.seed for s in used]}; {len(per_seed)} available")
-    return ClaimResult(c, effect, decision, len(per_seed), look, arms=arms_used, cfg=cfg, detail=note)
+    return ClaimResult(c, effect, decision, len(per_seed), look, arms=arms_used, cfg=cfg, detail=note,
+                       final_alpha=look_alpha(spec, spec.looks[-1]))
+
+
+def _elsewhere(result: ClaimResult, config: str) -> ClaimResult:
+    """A claim whose deciding report is another config's: its value is shown, no verdict is taken
+    (nor entered in the ledger, nor counted in Holm here)."""
+    result.decision = A.Decision(f"decided in {config}", math.nan, f"its deciding report is the {config} config's "
+                                                                    "(claims spec: decided_in); the value is shown only")
+    return result
 
 
 def _compound(c: ClaimSpec, parts: list[ClaimResult]) -> ClaimResult:
     words = [p.decision.verdict for p in parts]
-    if A.NOT_MEASURED in words:
+    if len(set(words)) == 1 and words[0].startswith("decided in "):
+        v = words[0]  # every part is decided in another config's report: so is the compound
+    elif A.NOT_MEASURED in words:
         v = A.NOT_MEASURED
     elif A.CONTRADICTED in words:
         v = A.CONTRADICTED
@@ -264,10 +295,15 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec, left: int = 0) ->
                          spec.boundary)
     for r, level in zip(tested, levels):
         r.holm_alpha = level
-        p = r.decision.p_value
-        if r.decision.verdict in (A.SUPPORTED, A.EQUIVALENT) and not p < level:
-            r.decision = A.Decision(A.INCONCLUSIVE, p, f"{r.decision.verdict} alone (p = {p:.3g}) but not at "
-                                                       f"its Holm level {level:.3g}")
+        p, d = r.decision.p_value, r.decision
+        if d.verdict == A.SUPPORTED and not p < level:
+            r.decision = A.Decision(A.INCONCLUSIVE, p, f"supported alone (p = {p:.3g}) but not at its Holm level "
+                                                       f"{level:.3g}", d.p_equivalence)
+        elif d.verdict == A.EQUIVALENT and not d.p_equivalence < (bonferroni := look_alpha(spec, r.look) / max(m, 1)):
+            # "no effect of interest" is a second family of hypotheses: Bonferroni over the primaries
+            r.decision = A.Decision(A.INCONCLUSIVE, p, f"equivalent alone (TOST p = {d.p_equivalence:.3g}) but not "
+                                                       f"at α/m = {bonferroni:.3g} across the {m} primaries",
+                                    d.p_equivalence)
 
 
 def _from_ledger(result: ClaimResult, entry: Entry) -> ClaimResult:
@@ -278,12 +314,14 @@ def _from_ledger(result: ClaimResult, entry: Entry) -> ClaimResult:
 
 
 def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict | None = None,
-                    ledger: Ledger | None = None) -> ClaimsOutcome:
+                    ledger: Ledger | None = None, config: str | None = None) -> ClaimsOutcome:
     """Every claim of ``spec`` (default: configs/claims.yaml) over every training seed in ``record``.
     ``data``: the training set's measurements (``bucketing``, ``normalisation``) for the checks;
     ``None`` when nai3 never saw the training data (a researcher's own model): the checks of the
     training data do not apply and are left out, rather than shown as not measured. ``ledger``:
-    the verdicts earlier looks took; those claims are not decided again (nor counted in Holm)."""
+    the verdicts earlier looks took; those claims are not decided again (nor counted in Holm).
+    ``config``: the name of the config whose report this is; where the spec names another config
+    as a claim's deciding report (``decided_in``), the claim's value is shown, not decided."""
     spec = spec or load_claims_spec()
     if data is None:
         spec = spec.model_copy(update={"claims": [c for c in spec.claims
@@ -292,9 +330,14 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
     done: dict[str, ClaimResult] = {}
     ledger = ledger or {}
     decided = set()
+    deciders = {c.decided_in for c in spec.claims if c.decided_in}
     for c in spec.claims:
         if not c.parts:
             done[c.id] = _measure(spec, c, record, data)
+            if config in deciders and c.decided_in and c.decided_in != config and c.role != "check":
+                _elsewhere(done[c.id], c.decided_in)
+                decided.add(c.id)
+                continue
             entry = ledger.get(c.id)
             if entry is not None and c.role != "check":
                 if done[c.id].seeds_available >= entry.look:
@@ -304,7 +347,7 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
                     done[c.id].detail = "; ".join(t for t in (done[c.id].detail, f"the ledger: {entry.verdict}, "
                                                               f"{entry.describe()}") if t)
     rejected = sum(1 for cid in decided if done[cid].spec.role == "primary"
-                   and ledger[cid].verdict in (A.SUPPORTED, A.EQUIVALENT))  # those tested here stay in the family
+                   and cid in ledger and ledger[cid].verdict == A.SUPPORTED)  # those tested here stay in the family
     apply_holm([done[c.id] for c in spec.claims if c.role == "primary" and c.id in done and c.id not in decided],
                spec, rejected)
     for c in spec.claims:

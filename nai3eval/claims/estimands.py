@@ -109,18 +109,43 @@ class PairedContrast:
     first: Which = "baseline"
     x0_sigma: float | None = None
     missing: str = "no image has a finite value on both arms"
+    nonfinite_value: float | None = None  # a non-finite sample counts as this (a failure), never as grey
 
     def _setting(self, x: Arms, which: Which) -> Setting:
         return Setting("x0", self.x0_sigma) if self.x0_sigma is not None else x.point(which)
 
+    def _values(self, x: Arms, which: Which, setting: Setting, metric: str) -> np.ndarray | None:
+        got = x.values(which, setting, metric)
+        if got is None or self.nonfinite_value is None:
+            return None if got is None else got[0]
+        finite = x.values(which, setting, "finite")
+        if finite is None:
+            raise NotMeasured(f"{x.run(which).name} did not record which samples were finite")
+        return np.where(np.asarray(finite[0], dtype=bool), got[0], self.nonfinite_value)
+
     def __call__(self, x: Arms) -> Estimate:
         sb, st = self._setting(x, "baseline"), self._setting(x, "treatment")
         for m in self.metrics:
-            b, t = x.values("baseline", sb, m), x.values("treatment", st, m)
+            b, t = self._values(x, "baseline", sb, m), self._values(x, "treatment", st, m)
             if b is not None and t is not None:
-                a, c = (b[0], t[0]) if self.first == "baseline" else (t[0], b[0])
+                a, c = (b, t) if self.first == "baseline" else (t, b)
                 return _contrast(a, c, x.base.prompt_index)
         raise NotMeasured(self.missing)
+
+
+@dataclass(frozen=True)
+class X0Level:
+    """A level of the treatment's x̂0 probe at ``sigma`` over every image, mean over prompts: "v's
+    x̂0 at σ 20000 is within a margin of the truth" stated on its own, not only against ε."""
+
+    sigma: float
+    metric: str = "brightness_err"
+
+    def __call__(self, x: Arms) -> Estimate:
+        got = x.values("treatment", Setting("x0", self.sigma), self.metric)
+        if got is None:
+            raise NotMeasured("the x̂0 probes did not run")
+        return _level(np.asarray(got[0], dtype=float), np.asarray(got[1]))
 
 
 @dataclass(frozen=True)
@@ -223,17 +248,22 @@ class RatioToScale:
 
 @dataclass(frozen=True)
 class SetContrast:
-    """A set-level metric, treatment minus baseline at their sweep points (no within-run SE)."""
+    """A set-level metric, treatment minus baseline at their sweep points (no within-run SE); with
+    ``weighted``, treatment − m·baseline (m the claim's ``weight``): "not worse than the baseline by
+    more than a fraction of its own level" (m = 1.25: 25 %) as a contrast, without dividing."""
 
     metric: str
     missing: str
+    weighted: bool = False
 
     def __call__(self, x: Arms) -> Estimate:
         kb = x.record.scalar(x.base, x.point("baseline"), self.metric)
         kt = x.record.scalar(x.treat, x.point("treatment"), self.metric)
         if kb is None or kt is None:
             raise NotMeasured(self.missing)
-        return kt - kb, math.nan, len(set(x.base.prompt_index))
+        if self.weighted and x.weight is None:
+            raise NotMeasured("the spec registers no weight m for the contrast treatment − m·baseline")
+        return kt - (x.weight if self.weighted else 1.0) * kb, math.nan, len(set(x.base.prompt_index))
 
 
 def cfg_optimum(record: Record, run: Run, metric: str, start: float | Literal["max"]) -> tuple[float, bool]:
@@ -274,7 +304,10 @@ class CfgOptimumShift:
 
 ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
     "x0_error_20000": PairedContrast(("brightness_err",), x0_sigma=20000.0, missing="the x̂0 probes did not run"),
+    "x0_level_20000": X0Level(20000.0),
     "brightness_error": PairedContrast(("brightness_err",)),
+    # a non-finite sample (ε from ∞) is the worst error on [0, 1], never the grey it would display as
+    "brightness_error_failing_nonfinite": PairedContrast(("brightness_err",), nonfinite_value=1.0),
     # obedience: the error of what is shown (clipped to the displayable range) …
     "shown_error_black": Level("brightness_err", ("black_background",)),
     "shown_error_white": Level("brightness_err", ("white_background",)),
@@ -292,12 +325,14 @@ ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
     "recall_rare_gain": PairedContrast(("scorer_image_recall_rare", "recall_rare"), first="treatment"),
     "leakage_common_drop": PairedContrast(("scorer_image_leakage_common", "leakage_common")),
     "kid_harm": SetContrast("kid_tagger", "KID was not computed (no tagger features)"),
+    "kid_relative_contrast": SetContrast("kid_tagger", "KID was not computed (no tagger features)", weighted=True),
     "distance_ratio_317": RatioToScale(317.0),
     "distance_ratio_136": RatioToScale(136.0),
     "distance_ratio_56": RatioToScale(56.0),
+    "distance_ratio_inf": RatioToScale(math.inf),
 }
 """Every estimand a spec may name, each a generic form with the metric and setting it reads."""
 
 # which instrument measured the metrics an estimand reads (the report names it beside the verdict)
 SCORER_METRICS = {"count_error_2x", "recall_rare_gain", "leakage_common_drop"}  # the exact scorer where present
-TAGGER_METRICS = {"log_cfg_optimum", "kid_harm"}  # KID in the domain tagger's feature space
+TAGGER_METRICS = {"log_cfg_optimum", "kid_harm", "kid_relative_contrast"}  # KID in the domain tagger's feature space

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nai3train.config import VariantConfig
 from nai3train.config.errors import ConfigError, config_error, reason
@@ -31,11 +31,17 @@ class RuleSpec(_Spec):
     kind: Literal["superiority", "equivalence", "noninferiority", "below", "above", "check"]
     direction: Literal["greater", "less"] = "greater"
     margin: float | None = None
+    # the smallest effect of interest, in the claim's unit: with it a superiority rule can also
+    # conclude "equivalent" (TOST inside ±sesoi: no effect worth having), and the report says how
+    # many seeds detect it with 80 % power
+    sesoi: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _margin_where_needed(self) -> "RuleSpec":
         if self.kind in ("equivalence", "noninferiority", "below", "above") and self.margin is None:
             raise reason(f"a {self.kind} rule needs a margin")
+        if self.sesoi is not None and self.kind != "superiority":
+            raise reason("sesoi belongs to a superiority rule (the others have their margin)")
         return self
 
 
@@ -57,6 +63,9 @@ class ClaimSpec(_Spec):
     rule: RuleSpec
     parts: tuple[str, ...] = ()
     weight: float | None = None  # m of a linear contrast s_treatment − m·s_baseline (leak_slope_contrast)
+    # the config (its `name`) whose report decides this claim, with its sweep and prompt set; the
+    # other configs' reports show the value and "decided in <name>". None: any report decides it
+    decided_in: str | None = None
 
     @field_validator("arms")
     @classmethod
@@ -67,6 +76,13 @@ class ClaimSpec(_Spec):
             if bad:
                 raise reason(f"arm {arm!r} selects by unknown variant field(s) {sorted(bad)}; known: {sorted(known)}")
         return arms
+
+    @model_validator(mode="after")
+    def _primary_has_sesoi(self) -> "ClaimSpec":
+        if self.role == "primary" and self.rule.kind == "superiority" and not self.parts and self.rule.sesoi is None:
+            raise reason(f"primary claim {self.id} needs rule.sesoi, its smallest effect of interest (registered "
+                         "before its next look, so a null result can be read as 'equivalent')")
+        return self
 
     @model_validator(mode="after")
     def _metric_or_parts(self) -> "ClaimSpec":

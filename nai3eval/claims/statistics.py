@@ -130,6 +130,7 @@ class Decision:
     verdict: str
     p_value: float  # what Holm adjusts; NaN for checks and unmeasured claims
     reason: str = ""
+    p_equivalence: float = math.nan  # TOST inside ±SESOI, where the rule registers one
 
 
 ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
@@ -138,11 +139,16 @@ ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2
 @dataclass(frozen=True)
 class Superiority:
     """The effect exceeds ``threshold`` (0: a difference; a margin: "a level above m") in the expected
-    direction: the one-sided lower bound > threshold (upper < threshold for 'contradicted')."""
+    direction: the one-sided lower bound > threshold (upper < threshold for 'contradicted').
+
+    With a smallest effect of interest (``sesoi``) the rule has three outcomes, so a null result
+    can be informative: supported; equivalent — the effect lies within ±sesoi of the threshold by
+    two one-sided tests at the same α (no effect worth having); else inconclusive (or contradicted)."""
 
     direction: Literal["greater", "less"] = "greater"
     alpha: float = 0.025  # one-sided: the lower bound of the two-sided 95 % interval
     threshold: float = 0.0
+    sesoi: float | None = None
     name: str = field(default="superiority", init=False)
 
     def decide(self, e: Effect, alpha: float | None = None) -> Decision:
@@ -152,11 +158,27 @@ class Superiority:
         t = self.threshold
         p_for = e.p_greater(t) if self.direction == "greater" else e.p_less(t)
         p_against = e.p_less(t) if self.direction == "greater" else e.p_greater(t)
+        p_eq = max(e.p_greater(t - self.sesoi), e.p_less(t + self.sesoi)) if self.sesoi else math.nan
         if p_for < a:
-            return Decision(SUPPORTED, p_for)
+            return Decision(SUPPORTED, p_for, p_equivalence=p_eq)
+        if p_eq < a:
+            return Decision(EQUIVALENT, p_for, f"within ±{self.sesoi:g} (the smallest effect of interest) of "
+                                               f"{t:g}: TOST p = {p_eq:.3g}", p_eq)
         if p_against < a:
-            return Decision(CONTRADICTED, p_for)
-        return Decision(INCONCLUSIVE, p_for)
+            return Decision(CONTRADICTED, p_for, p_equivalence=p_eq)
+        return Decision(INCONCLUSIVE, p_for, p_equivalence=p_eq)
+
+
+def seeds_for_power(sd: float, effect: float, alpha: float, power: float = 0.8, most: int = 200) -> int | None:
+    """The fewest training seeds K (≥ 2) whose one-sided t test at ``alpha`` detects ``effect``
+    with ``power``, when the per-seed contrasts D_k spread ``sd`` (√(τ² + s_w²)): the noncentral t.
+    None when even ``most`` seeds would not (or the spread is unknown)."""
+    if not (sd > 0 and math.isfinite(sd) and effect and math.isfinite(effect)):
+        return None
+    for k in range(2, most + 1):
+        if stats.nct.sf(stats.t.ppf(1 - alpha, k - 1), k - 1, abs(effect) / (sd / math.sqrt(k))) >= power:
+            return k
+    return None
 
 
 @dataclass(frozen=True)
