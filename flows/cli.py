@@ -304,6 +304,9 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
     print(f"A/A rate (one null contrast declared different, either way): {v.aa_rate:.4f} (nominal ≤ {2 * spec.alpha:g})")
     print(f"positive control at effect {v.effect:.4g}: supported in {v.detection:.3f} of experiments")
     print(f"coverage of the last look's 95 % interval: {v.coverage:.3f}")
+    if v.sesoi == v.sesoi:
+        print(f"false equivalence (true effect at the smallest effect of interest {v.sesoi:g}): "
+              f"{v.false_equivalence:.4f} (≤ α = {spec.alpha:g})")
     x, ok = v.familywise_error, v.familywise_error <= spec.alpha + 3 * se
     relation = "≤" if x <= spec.alpha else "≈" if ok else ">"
     print(f"family-wise error {x:.4f} {relation} α = {spec.alpha:g}"

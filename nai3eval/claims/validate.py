@@ -12,7 +12,9 @@ stands). It measures:
 * the family-wise error: all primaries null, P(any primary supported at any look) — must be ≤ α;
 * the A/A rate: one null contrast (two arms of one recipe), P(declared different either way);
 * the detection rate of a positive control at ``effect`` (default: the effect with 80 % power);
-* the coverage of the final look's 95 % interval.
+* the coverage of the final look's 95 % interval;
+* the false-equivalence rate: a primary whose true effect is exactly its smallest effect of
+  interest, P(declared equivalent at any look) — must be ≤ α (TOST at α/m per look, as a report).
 """
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ class Validation:
     detection: float
     coverage: float
     alpha: float = 0.025
+    sesoi: float = math.nan
+    false_equivalence: float = math.nan
 
     @property
     def mc_se(self) -> float:
@@ -55,14 +59,16 @@ def _draw(rng: np.random.Generator, theta: float, k: int, tau: float, s_w: float
     return [A.SeedContrast(i, float(d[i]), float(se[i]), prompts) for i in range(k)]
 
 
-def _decide(spec: ClaimsSpec, draws: list[list[A.SeedContrast]]) -> tuple[list[str], A.Effect]:
-    """Each claim's final verdict over the looks (superiority, 'greater'), and the last claim's
+def _decide(spec: ClaimsSpec, draws: list[list[A.SeedContrast]], sesoi: float | None = None,
+            m_family: int | None = None) -> tuple[list[str], A.Effect]:
+    """Each claim's final verdict over the looks (superiority, 'greater'; with ``sesoi`` also
+    'equivalent', its TOST at the look's α over the ``m_family`` primaries), and the last claim's
     effect at the last look."""
     verdicts: list[str | None] = [None] * len(draws)
     effect = A.two_stage([])
     for look in spec.looks:
         alpha = alpha_at(look, spec.looks, spec.alpha, spec.boundary)
-        rule = A.Superiority("greater", alpha)
+        rule = A.Superiority("greater", alpha, sesoi=sesoi)
         open_ = [i for i, v in enumerate(verdicts) if v is None]
         effects = {i: A.two_stage(draws[i][:look]) for i in open_}
         decisions = {i: rule.decide(effects[i]) for i in open_}
@@ -72,6 +78,8 @@ def _decide(spec: ClaimsSpec, draws: list[list[A.SeedContrast]]) -> tuple[list[s
         for i, level in zip(open_, levels):
             d = decisions[i]
             verdict = d.verdict if d.verdict != A.SUPPORTED or d.p_value < level else A.INCONCLUSIVE
+            if verdict == A.EQUIVALENT and not d.p_equivalence < alpha / (m_family or len(draws)):
+                verdict = A.INCONCLUSIVE
             if is_final(verdict, look, spec.looks):
                 verdicts[i] = verdict
         effect = A.two_stage(draws[-1][:look])
@@ -95,8 +103,13 @@ def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int
     k = spec.looks[-1]
     m = max(1, spec.primaries)
     effect = power_effect(spec, tau, s_w) if effect is None else effect
-    fwe = aa = detected = covered = 0
+    sesois = [c.rule.sesoi for c in spec.claims if c.role == "primary" and c.rule.sesoi]
+    sesoi = float(np.median(sesois)) if sesois else None
+    fwe = aa = detected = covered = false_eq = 0
     for _ in (progress(range(n)) if progress else range(n)):
+        if sesoi:
+            at_sesoi, _ = _decide(spec, [_draw(rng, sesoi, k, tau, s_w, prompts)], sesoi, m)
+            false_eq += at_sesoi[0] == A.EQUIVALENT
         null, _ = _decide(spec, [_draw(rng, 0.0, k, tau, s_w, prompts) for _ in range(m)])
         fwe += A.SUPPORTED in null
         twin, _ = _decide(spec, [_draw(rng, 0.0, k, tau, s_w, prompts)])
@@ -105,4 +118,5 @@ def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int
         detected += control[0] == A.SUPPORTED
         lo, hi = last.interval(0.95)
         covered += lo <= effect <= hi
-    return Validation(n, tau, s_w, prompts, m, effect, fwe / n, aa / n, detected / n, covered / n, spec.alpha)
+    return Validation(n, tau, s_w, prompts, m, effect, fwe / n, aa / n, detected / n, covered / n, spec.alpha,
+                      sesoi or math.nan, false_eq / n if sesoi else math.nan)
