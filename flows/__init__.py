@@ -8,3 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nai3 never downloads: a missing 
 # the ephemeral Prefect API (make demo, nai3 ablation without a server) on a busy 2-core box can take
 # longer than Prefect's default 20 s to start
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# a Prefect server restart (an upgrade, a moved database) takes tens of seconds: the default 5
+# retries with doubling back-off (≈ 1 min) would crash a parent waiting on its children or a flow
+# run reporting its state; 7 retries ride out ≈ 4 min. Set before Prefect reads its settings; the
+# deployments' flow-run processes get it from prefect.yaml, workers from docs/operations.md's command
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")

@@ -16,6 +16,7 @@ whichever worker is free runs it, on whichever machine; the parent waits for all
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -113,6 +114,23 @@ def submit(child: Child, deployment: str = VARIANT_DEPLOYMENT) -> None:
     child.state = "SCHEDULED"
 
 
+def server_away(err: BaseException) -> bool:
+    """The Prefect server did not answer (restarting, its database restarting): worth waiting for,
+    unlike an error it answered with."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(err, PrefectHTTPStatusError):
+        return err.response.status_code >= 500
+    return isinstance(err, (httpx.TransportError, OSError))
+
+
+def server_patience_s() -> float:
+    """How long a parent waits for an absent Prefect server (beyond the client's own retries):
+    $NAI3_PREFECT_PATIENCE_S, else 30 min. The children keep training meanwhile."""
+    return float(os.environ.get("NAI3_PREFECT_PATIENCE_S", "1800"))
+
+
 def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployment: str = VARIANT_DEPLOYMENT,
          echo=print, idle_hint_s: float = 300.0) -> None:
     """Until every child is final; crashed ones are resubmitted (``attempts`` runs in all). Raises
@@ -122,10 +140,25 @@ def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployme
     final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
     pending = list(children)
     last, changed, hinted = "", time.time(), False
+    away_since: float | None = None
     with get_client(sync_client=True) as client:
         while pending:
+            try:
+                states = {c.flow_run_id: client.read_flow_run(c.flow_run_id) for c in pending}
+            except Exception as e:  # noqa: BLE001 - only a server that does not answer is waited for
+                if not server_away(e) or time.time() - (away_since or time.time()) > server_patience_s():
+                    raise
+                if away_since is None:
+                    away_since = time.time()
+                    echo(f"the Prefect server does not answer ({type(e).__name__}); the children go on, waiting up "
+                         f"to {server_patience_s():.0f} s for it")
+                time.sleep(poll_s)
+                continue
+            if away_since is not None:
+                echo(f"the Prefect server answers again after {time.time() - away_since:.0f} s")
+                away_since = None
             for child in list(pending):
-                fr = client.read_flow_run(child.flow_run_id)
+                fr = states[child.flow_run_id]
                 child.state = fr.state.type.value if fr.state else "PENDING"
                 child.message = (fr.state.message or "") if fr.state else ""
                 if child.state == "CRASHED" and len(child.flow_run_ids) < attempts:

@@ -33,6 +33,10 @@ default_permission = READ
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$state/basic_auth.db}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# a verified password is trusted for 60 s: without it every request pays up to three scrypt checks
+# (≈ 0.45 s of CPU), which capped the server near 2 calls/s (bench/tracking_load.py); a changed
+# password or deleted user reaches the other server workers within the minute
+auth_cache_ttl_seconds = 60
 INI
 if [[ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]]; then  # CSRF key of the auth app: one per deployment
   [[ -s "$state/flask-secret-key" ]] || od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$state/flask-secret-key"

@@ -132,14 +132,29 @@ def start_postgres(databases: list[str]) -> tuple[subprocess.Popen, int, Path]:
         shutil.chown(root, drop[1].split("=", 1)[1])
     subprocess.run([*drop, pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
                    check=True, capture_output=True, timeout=120)
-    proc = _start([*drop, pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], dict(os.environ), root / "postgres.log")
+    proc = _run_postgres(root, port)
     psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
-    deadline = time.time() + 60
-    while subprocess.run([*psql, "select 1"], capture_output=True).returncode != 0:
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError(f"PostgreSQL did not start: {(root / 'postgres.log').read_text()[-2000:]}")
-        time.sleep(0.3)
     for db in databases:
         subprocess.run([*psql, f"create database {db}"], check=True, capture_output=True)
     return proc, port, root
+
+
+def _run_postgres(root: Path, port: int) -> subprocess.Popen:
+    """The cluster under ``root`` served on ``port``; returns once it accepts queries."""
+    proc = _start([*_unprivileged(), pg_bin("postgres"), "-D", str(root / "pgdata"), "-p", str(port), "-k", str(root),
+                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], dict(os.environ), root / "postgres.log")
+    psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "select 1"]
+    deadline = time.time() + 60
+    while subprocess.run(psql, capture_output=True).returncode != 0:
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"PostgreSQL did not start: {(root / 'postgres.log').read_text()[-2000:]}")
+        time.sleep(0.3)
+    return proc
+
+
+def restart_postgres(proc: subprocess.Popen, root: Path, port: int, down_s: float = 3.0) -> subprocess.Popen:
+    """Kill the cluster hard (SIGKILL, as a crashed database host) and serve it again on the same
+    port after ``down_s``: clients see dropped connections, then a server that recovered its log."""
+    _stop(proc)
+    time.sleep(down_s)
+    return _run_postgres(root, port)

@@ -1,9 +1,12 @@
 """The GPU benchmark script must run anywhere with --tiny (its numbers are not asserted)."""
 import json
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +47,24 @@ def test_same_numbers_reports_any_difference(capsys):
         other = json.loads(json.dumps(side))
         change(other)
         assert mod.compare(side, other) == 1
+
+
+@pytest.mark.slow
+def test_tracking_load_bench_loses_nothing():
+    """The load test of the team tracking server (PostgreSQL, basic auth, proxied artifacts) runs,
+    reads every write back and reports in its format; its latencies are not asserted."""
+    from .servers import pg_bin
+
+    try:
+        pg_bin("initdb")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # MLflow's job runner: a slow start, unused
+    p = subprocess.run([sys.executable, str(ROOT / "bench/tracking_load.py"), "--writers", "2", "--seconds", "3",
+                        "--artifact-every", "1", "--server-workers", "1"],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r"^writers 2: calls \d+, [\d.]+ calls/s, p50 [\d.]+ ms, p99 [\d.]+ ms, errors 0, lost 0$",
+                     p.stdout, re.M), p.stdout + p.stderr[-3000:]
+    assert re.fullmatch(r"p99 \d+\.\d\d s at N = 2 \(target < 1 s\), lost 0", p.stdout.strip().splitlines()[-1])
+    assert "log_batch metrics:" in p.stderr and "log_artifact:" in p.stderr  # every kind of write was read back

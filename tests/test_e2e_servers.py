@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .servers import _free_port, _start, _stop, _wait, kill_by_env, start_postgres
+from .servers import _free_port, _start, _stop, _wait, kill_by_env, restart_postgres, start_postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -58,7 +58,8 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
                       MLFLOW_PORT=str(mlflow_port), MLFLOW_BIN=str(BIN / "mlflow"), PREFECT_BIN=str(BIN / "prefect"),
                       PREFECT_PORT=str(prefect_port), **{"PREFECT_SERVER_API_AUTH_STRING": prefect_auth})
     env = dict(base, PREFECT_API_URL=prefect_api, PREFECT_API_AUTH_STRING=prefect_auth, MLFLOW_TRACKING_URI=mlflow_url,
-               MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1], PREFECT_WORKER_QUERY_SECONDS="2")
+               MLFLOW_TRACKING_USERNAME=ADMIN[0], MLFLOW_TRACKING_PASSWORD=ADMIN[1], PREFECT_WORKER_QUERY_SECONDS="2",
+               PREFECT_CLIENT_MAX_RETRIES="7")  # as docs/operations.md starts workers
     work = tmp_path / "work"
     procs: dict[str, subprocess.Popen | None] = {}
 
@@ -75,7 +76,18 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
                                 text=True)
 
     def finish(p: subprocess.Popen, timeout: float = 900) -> str:
+        """The nightly's output once its flow run is COMPLETED. `--watch` follows Prefect's event
+        stream, which a server restart closes ("Stopped watching …"): then the flow run's state is
+        polled from the API instead (the run itself goes on: that is what is being tested)."""
         out, _ = p.communicate(timeout=timeout)
+        if p.returncode != 0 and "Stopped watching flow run" in out:
+            flow_run_id = out.split("UUID: ", 1)[1].split()[0]
+            deadline = time.time() + timeout
+            while (state := _prefect_api(prefect_api, prefect_auth, f"/flow_runs/{flow_run_id}")["state_type"]) \
+                    not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and time.time() < deadline:
+                time.sleep(3)
+            assert state == "COMPLETED", out[-4000:]
+            return out
         assert p.returncode == 0, out[-4000:]
         return out
 
@@ -142,6 +154,16 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
         assert kill_by_env(f"NAI3_E2E_WORKER={killed_worker}") >= 2  # the worker and its flow run
         procs["w2"] = _start([str(BIN / "prefect"), "worker", "start", "--pool", "nai3-process", "--limit", "1",
                               "--name", "w2"], dict(env, NAI3_E2E_WORKER="w2"), tmp_path / "w2.log")  # its replacement
+
+        # the team's servers restart under the running nightlies: PostgreSQL under MLflow (killed hard,
+        # as a crashed database host), then the Prefect server, while children train and parents wait
+        training = [c["name"] for c in flow_runs("nai3-variant/train-eval") if c["state_type"] == "RUNNING"]
+        pg = restart_postgres(pg, pg_root, pg_port)
+        _stop(procs["prefect"])
+        time.sleep(3)
+        procs["prefect"] = _start(["bash", str(ROOT / "flows/serve-team.sh")], server_env, tmp_path / "prefect2.log")
+        _wait(prefect_api + "/health", procs["prefect"], any_status=True, timeout=240)
+        print(f"restarted PostgreSQL and the Prefect server while {training} trained")
         finish(first), finish(second)
 
         # each (variant, seed) trained once: one FINISHED run per unit; the dead one KILLED and resumed
@@ -155,6 +177,16 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
         assert len(resumed) == 1 and resumed[0]["tags"]["nai3.run_key"] == run_key
         assert int(resumed[0]["tags"]["nai3.resumed_from_step"]) >= 40
         assert len(runs("eval")) == 4 * 4  # 4 sweep points per (variant, seed), each evaluated once
+        # nothing lost to the restarts: every logged loss is there, no run is left RUNNING
+        for r in train:
+            if r["info"]["status"] != "FINISHED":
+                continue
+            history = _api(mlflow_url, f"/api/2.0/mlflow/metrics/get-history?run_id={r['info']['run_id']}"
+                                       "&metric_key=train/loss&max_results=10000", auth=ADMIN)["metrics"]
+            first_step = int(r["tags"].get("nai3.resumed_from_step", 0)) + 4
+            assert sorted(m["step"] for m in history) == list(range(first_step, 121, 4)), r["tags"]["nai3.run_key"]
+        everything = [*train, *runs("eval"), *runs("ablation")]
+        assert not [r["info"]["run_id"] for r in everything if r["info"]["status"] == "RUNNING"]
         parents = runs("ablation")
         assert len(parents) == 2 and all(p["info"]["status"] == "FINISHED" for p in parents)
         for p in parents:  # both reports complete: all four replicates
