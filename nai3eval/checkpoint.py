@@ -41,10 +41,12 @@ class LoadedCheckpoint:
     def sample_shape(self) -> tuple[int, ...]:
         return self.bundle.sample_shape(*self.image_size)
 
-    def at_size(self, size: tuple[int, int]) -> "LoadedCheckpoint":
+    def at_size(self, size: tuple[int, int], rescaled: bool = True) -> "LoadedCheckpoint":
         """The same model sampled at ``size`` with the σ table scaled for that canvas (its own
-        dimension scale, when the variant uses one), as the larger canvas would have been trained."""
-        denoiser = build_denoiser(self.bundle.network, self.variant, self.bundle.sample_dim(size))
+        dimension scale, when the variant uses one), as the larger canvas would have been trained;
+        ``rescaled=False``: the native canvas's table unchanged (the naive start on a larger canvas)."""
+        dim = self.bundle.sample_dim(size if rescaled else self.image_size)
+        denoiser = build_denoiser(self.bundle.network, self.variant, dim)
         return LoadedCheckpoint(self.bundle, denoiser, self.variant, size, self.source, self._conditioning)
 
     def conditioning(self, ps: PromptSet, rows: slice) -> tuple[dict, dict]:

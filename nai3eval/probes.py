@@ -9,7 +9,8 @@ kind of ``Setting`` whose measurements go into the record beside the sweep's.
   the same unit noise; each image's RMS distance to its 20000 sample, and the scale: the distance
   between samples of the same prompt from independent noise.
 * Count on a larger canvas (C4, kind ``count``): objects counted off the pixels of samples on a
-  1.5× or 2× canvas from 14.6 and 20000 — a wrong count is the incoherence the paper's σ_max fixes.
+  1.5× or 2× canvas from 14.6 and 20000 (the canvas's own σ table), and from 14.6 on the native
+  table (the naive start) — a wrong count is the incoherence the paper's σ_max fixes.
 * Mean leak (C3, kind ``mean_leak``): a designed probe — per prompt, noise whose mean is set to
   {−2, −1, 0, 1, 2}/√D — sampled from the highest start the variant was trained for.
 Every sampled probe goes through ``generate``, at the swept CFG nearest 5 (the paper's recommendation).
@@ -169,14 +170,19 @@ def canvas(ck: LoadedCheckpoint, scale: float) -> tuple[int, int]:
 def count_probe(c: ProbeContext, record: Record, scale: float = 2.0, starts: tuple[float, ...] = COUNT_STARTS) -> None:
     """Claim C4: one image per prompt sampled at ``scale``× the native side (its own dimension
     scale) from each start on the same fresh noise (drawn from the evaluation seed: shared by the
-    arms of a replicate), objects counted by the counter against the prompt's number."""
-    big = c.ck.at_size(canvas(c.ck, scale))
+    arms of a replicate), objects counted by the counter against the prompt's number. Also from
+    the lowest start with the native σ table unchanged (``rescaled=False``): the naive baseline,
+    SDXL's 14.6 on a larger canvas without the dimension rescale."""
+    size = canvas(c.ck, scale)
+    big = c.ck.at_size(size)
     gen = torch.Generator().manual_seed(c.seed + 7919)
     index = torch.arange(len(c.ps.prompts))  # one image per prompt: the canvas costs scale² of the sweep's
     wide = PromptSet(c.ps.prompts, index, torch.randn((len(index), *big.sample_shape), generator=gen))
-    for s in starts:
-        setting = c.template.at(kind="count", start=s, canvas=scale)
-        wrong = wrong_counts(c.counter, wide.per_image, generate(big, setting, wide).images)
+    runs = [(big, c.template.at(kind="count", start=s, canvas=scale)) for s in starts]
+    runs.append((c.ck.at_size(size, rescaled=False), c.template.at(kind="count", start=min(starts), canvas=scale,
+                                                                    rescaled=False)))
+    for ck, setting in runs:
+        wrong = wrong_counts(c.counter, wide.per_image, generate(ck, setting, wide).images)
         record.put(c.run, setting, "wrong_count", wrong, index.tolist())
         record.put_all(c.run, setting, {"height": big.image_size[0], "width": big.image_size[1]})
 

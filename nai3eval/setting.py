@@ -30,6 +30,9 @@ class Setting:
     start: float  # the first σ, SDXL units; +∞ allowed
     cfg_scale: float | None = None  # None: no guidance was involved (the x̂0 probe)
     canvas: float = 1.0  # the side, as a multiple of the model's native side
+    # on a larger canvas: the σ table scaled to its dimension (as if trained there), or — False —
+    # the native table as it is, the naive start a user gets without the dimension rescale (C4)
+    rescaled: bool = True
     sampler: str = "euler"
     steps: int = 28
     schedule: str = "native"
@@ -45,15 +48,15 @@ class Setting:
         body = f"sigma{sigma_text(self.start)}" if self.cfg_scale is None else \
             f"cfg{self.cfg_scale:g}-sigma{sigma_text(self.start)}-{self.sampler}{self.steps}"
         if self.canvas != 1.0:
-            body += f"-x{self.canvas:g}"
+            body += f"-x{self.canvas:g}" + ("" if self.rescaled else "-naive")
         return body if self.kind == "sweep" else f"{self.kind}-{body}"
 
     def at(self, **changes) -> "Setting":
         return replace(self, **changes)
 
     def sort_key(self) -> tuple:
-        return (KINDS.index(self.kind), self.canvas, -1.0 if self.cfg_scale is None else self.cfg_scale, self.start,
-                self.sampler, self.steps)
+        return (KINDS.index(self.kind), self.canvas, not self.rescaled,
+                -1.0 if self.cfg_scale is None else self.cfg_scale, self.start, self.sampler, self.steps)
 
     def to_dict(self) -> dict:
         return to_dict(self)

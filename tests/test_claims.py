@@ -88,8 +88,8 @@ def fake_variant(name: str, seed: int, rng, cfgs=(1.0, 5.0), flip: bool = False,
             at = Setting("practical_infinity", float(k), 5.0)
             rec.put(run, at, "distance", (r * ref + rng.normal(scale=noise / 5, size=G * PER)).tolist(), PID)
             rec.put(run, at, "reference_start", 20000.0)
-    for s, rate in ((14.6, t["count_err"]), (20000.0, 0.6 - t["count_err"])):
-        rec.put(run, Setting("count", s, 5.0, canvas=2.0), "wrong_count",
+    for s, rate, rescaled in ((14.6, 0.3, True), (14.6, t["count_err"], False), (20000.0, 0.6 - t["count_err"], True)):
+        rec.put(run, Setting("count", s, 5.0, canvas=2.0, rescaled=rescaled), "wrong_count",
                 (rng.uniform(size=G * PER) < rate).astype(float).tolist(), PID)
     nf = t["nonfinite_inf"]
     rec.put_all(run, Setting("x0", math.inf), {"nonfinite_frac": nf,
@@ -167,7 +167,8 @@ def test_arms_are_selected_by_fields_and_all_other_fields_at_defaults():
 
 
 def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path):
-    results = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0))
+    # K = 3 is tested at the O'Brien–Fleming look's α 0.00457: the truths must stand well clear of noise
+    results = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0), noise=0.01)
     o, folder = write_report(results, tmp_path, data={
         "bucketing": {"kept": [0.9, 1.0], "kept_square": [0.6, 1.0]},
         "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],

@@ -55,7 +55,7 @@ def instrument_note(metric: str, record: Record) -> str:
     """Which instrument measured ``metric`` and its accuracy on held-out real images."""
     acc = instrument_accuracy(record)
     counter = next((r.counter for r in record.runs.values() if r.counter), "")
-    name = (counter or None if metric == "count_error_2x" else
+    name = (counter or None if metric.startswith("count_error_2x") else
             "exact scorer" if metric in SCORER_METRICS and "exact scorer" in acc else
             "domain tagger" if metric in SCORER_METRICS | TAGGER_METRICS else None)
     if name is None:

@@ -150,21 +150,30 @@ class X0Level:
 
 @dataclass(frozen=True)
 class StartContrast:
-    """One arm (the treatment), per image, a probe from the baseline start minus from the treatment start."""
+    """One arm (the treatment), per image, a probe from the baseline start minus from the treatment
+    start. ``naive_baseline``: the baseline start on the native σ table (no dimension rescale for
+    the larger canvas), the treatment start on the canvas's own table."""
 
     kind: str
     metric: str
     canvas: float = 1.0
+    naive_baseline: bool = False
 
     def __call__(self, x: Arms) -> Estimate:
-        at = {s.start: s for s in x.record.settings(x.treat, self.kind) if s.canvas == self.canvas}
+        found = [s for s in x.record.settings(x.treat, self.kind) if s.canvas == self.canvas]
         lo, hi = float(x.start("baseline")), float(x.start("treatment"))
-        pick = {w: next((s for k, s in at.items() if math.isclose(k, w, rel_tol=1e-6)), None) for w in (lo, hi)}
-        if not at:
+
+        def at(start: float, rescaled: bool) -> Setting | None:
+            return next((s for s in found if math.isclose(s.start, start, rel_tol=1e-6) and s.rescaled == rescaled),
+                        None)
+        if not found:
             raise NotMeasured("no 2×-canvas count probe (it needs an exact counter: the embedded benchmark)")
+        pick = {"baseline": at(lo, not self.naive_baseline), "treatment": at(hi, True)}
         if None in pick.values():
-            raise NotMeasured(f"the count probe ran from {sorted(f'{k:g}' for k in at)}, not {lo:g} and {hi:g}")
-        (a, pid), (b, _) = x.values("treatment", pick[lo], self.metric), x.values("treatment", pick[hi], self.metric)
+            raise NotMeasured(f"the count probe ran from {sorted(s.name for s in found)}, not "
+                              f"{lo:g}{' (naive)' if self.naive_baseline else ''} and {hi:g}")
+        (a, pid), (b, _) = (x.values("treatment", pick["baseline"], self.metric),
+                            x.values("treatment", pick["treatment"], self.metric))
         return _contrast(a, b, pid)
 
 
@@ -321,6 +330,8 @@ ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
     "leak_slope_ratio": LeakSlope("ratio"),
     "leak_slope_contrast": LeakSlope("contrast"),
     "count_error_2x": StartContrast("count", "wrong_count", canvas=2.0),
+    # C4's baseline without the paper's fix: SDXL's 14.6 on the native table, as a user would start
+    "count_error_2x_naive": StartContrast("count", "wrong_count", canvas=2.0, naive_baseline=True),
     "log_cfg_optimum": CfgOptimumShift("kid_tagger"),
     "recall_rare_gain": PairedContrast(("scorer_image_recall_rare", "recall_rare"), first="treatment"),
     "leakage_common_drop": PairedContrast(("scorer_image_leakage_common", "leakage_common")),
@@ -334,5 +345,5 @@ ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {
 """Every estimand a spec may name, each a generic form with the metric and setting it reads."""
 
 # which instrument measured the metrics an estimand reads (the report names it beside the verdict)
-SCORER_METRICS = {"count_error_2x", "recall_rare_gain", "leakage_common_drop"}  # the exact scorer where present
+SCORER_METRICS = {"count_error_2x", "count_error_2x_naive", "recall_rare_gain", "leakage_common_drop"}  # the exact scorer where present
 TAGGER_METRICS = {"log_cfg_optimum", "kid_harm", "kid_relative_contrast"}  # KID in the domain tagger's feature space
