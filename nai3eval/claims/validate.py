@@ -99,7 +99,8 @@ def power_effect(spec: ClaimsSpec, tau: float, s_w: float, power: float = 0.8, s
 def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int = 4000, effect: float | None = None,
              seed: int = 0, progress=None) -> Validation:
     """Simulate ``n`` experiments of each kind under ``spec`` (see the module docstring)."""
-    rng = np.random.default_rng(seed)
+    # one independent stream per kind of experiment: a rate added later never moves the others
+    rng_null, rng_aa, rng_control, rng_sesoi = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
     k = spec.looks[-1]
     m = max(1, spec.primaries)
     effect = power_effect(spec, tau, s_w) if effect is None else effect
@@ -108,13 +109,13 @@ def validate(spec: ClaimsSpec, tau: float, s_w: float, prompts: int = 16, n: int
     fwe = aa = detected = covered = false_eq = 0
     for _ in (progress(range(n)) if progress else range(n)):
         if sesoi:
-            at_sesoi, _ = _decide(spec, [_draw(rng, sesoi, k, tau, s_w, prompts)], sesoi, m)
+            at_sesoi, _ = _decide(spec, [_draw(rng_sesoi, sesoi, k, tau, s_w, prompts)], sesoi, m)
             false_eq += at_sesoi[0] == A.EQUIVALENT
-        null, _ = _decide(spec, [_draw(rng, 0.0, k, tau, s_w, prompts) for _ in range(m)])
+        null, _ = _decide(spec, [_draw(rng_null, 0.0, k, tau, s_w, prompts) for _ in range(m)])
         fwe += A.SUPPORTED in null
-        twin, _ = _decide(spec, [_draw(rng, 0.0, k, tau, s_w, prompts)])
+        twin, _ = _decide(spec, [_draw(rng_aa, 0.0, k, tau, s_w, prompts)])
         aa += twin[0] in (A.SUPPORTED, A.CONTRADICTED)
-        control, last = _decide(spec, [_draw(rng, effect, k, tau, s_w, prompts)])
+        control, last = _decide(spec, [_draw(rng_control, effect, k, tau, s_w, prompts)])
         detected += control[0] == A.SUPPORTED
         lo, hi = last.interval(0.95)
         covered += lo <= effect <= hi
