@@ -46,6 +46,16 @@ def _rule_text(c: ClaimResult, alpha: float) -> str:
     return text
 
 
+def _power_text(c: ClaimResult) -> str:
+    """Seeds for 80 % power; "> 200" where the spread is too wide for the effect of interest, "—"
+    where there is no effect of interest (or fewer than 2 seeds) to plan for."""
+    n = c.seeds_for_power(c.final_alpha)
+    if n:
+        return str(n)
+    planned = (c.spec.rule.sesoi or c.spec.rule.margin) and c.effect.n_seeds >= 2 and c.effect.se == c.effect.se
+    return "> 200" if planned else "—"
+
+
 def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
     """One claim as the strings every rendering shows."""
     e = c.effect
@@ -56,7 +66,7 @@ def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
     return {"id": c.id, "title": c.spec.title, "role": c.spec.role, "verdict": c.verdict,
             "K": str(e.n_seeds) if not c.parts else "—", "per_seed": per, "effect": eff, "s_w": _g(e.s_w, ".3g"),
             "tau": _g(e.tau, ".3g"), "ratio": _g(c.variance_ratio, ".2g"),
-            "power": str(n) if (n := c.seeds_for_power(c.final_alpha)) else "—",
+            "power": _power_text(c),
             "rule": _rule_text(c, alpha), "estimand": c.spec.estimand,
             "unit": c.spec.unit, "arms": arms + (f"; CFG {c.cfg:g}" if c.cfg is not None else ""),
             "why": c.decision.reason or c.detail}

@@ -524,6 +524,7 @@ def test_seeds_for_power_reach_the_power_by_simulation():
         return float((t > stats.t.ppf(1 - alpha, n - 1)).mean())
     assert power(k) >= 0.79 and power(k - 1) < 0.8
     assert A.seeds_for_power(math.nan, effect, alpha) is None
+    assert A.seeds_for_power(10.0, effect, alpha) is None  # > 200 seeds: the report says "> 200"
 
 
 def test_each_claim_is_decided_by_one_config_s_report():
