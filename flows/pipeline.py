@@ -159,10 +159,30 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
                         variant.name)
         if force:
             shutil.rmtree(out, ignore_errors=True)
+        _forget_other_code(out, variant.name, version)
         # a forced retrain starts over: never from this run folder's, nor a dead run's remote, checkpoint
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume and not force, progress,
                              {"nai3.run_key": key, "nai3.code_version": version,
                               "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
+
+
+CODE_MARK = "training_code_version"
+
+
+def _forget_other_code(out: Path, name: str, version: str) -> None:
+    """Resume only checkpoints this training code wrote. The run folder is keyed by config and data,
+    not code: after a change to the training code its newest checkpoint (the old code's final one,
+    say) would be "resumed" with no step left, answering new code with old weights. Such
+    checkpoints are dropped here (the old runs keep theirs in MLflow) and the training starts over."""
+    mark = out / CODE_MARK
+    have = mark.read_text().strip() if mark.is_file() else None
+    if have != version and any((out / d).exists() for d in ("checkpoints", "checkpoint")):
+        log.warning("%s: the checkpoints in %s were written by other training code (%s, now %s): starting over",
+                    name, out, have or "unrecorded", version)
+        for d in ("checkpoints", "checkpoint"):
+            shutil.rmtree(out / d, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(mark, version)
 
 
 def finished_training(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: Workspace,

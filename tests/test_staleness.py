@@ -68,6 +68,8 @@ def test_edited_image_retrains_and_evaluation_code_edit_does_not(tmp_path, tiny_
         f.write("\n# a change to the training loop\n")
     retrained = _train(cfg, ws)
     assert not retrained.reused and retrained.run_id != after_edit.run_id
+    # trained again, not "resumed" from the old code's final checkpoint (zero steps, the old weights)
+    assert retrained.resumed_from == 0 and retrained.img_per_s > 0
 
 
 def test_an_edited_prompt_file_is_evaluated_again_and_a_moved_one_is_not(tmp_path):
