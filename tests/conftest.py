@@ -39,3 +39,16 @@ def tiny_data(tmp_path_factory):
     synthesize(root, 64, 8, 8, seed=0)
     d = BucketedDataset.from_scan(scan_folder(root / "train"), default_buckets(8))
     return d, Vocabulary.build(d.tags)
+
+
+def assert_same_weights(reference: Path, checkpoint: Path, after: str) -> None:
+    """Model and EMA weights of two nai3 checkpoint folders are bit-identical (``after``: what
+    happened in between, for the message)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors", "ema.safetensors"):
+        a, b = load_file(str(reference / name)), load_file(str(checkpoint / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after {after}"

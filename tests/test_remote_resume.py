@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
-from safetensors.torch import load_file
 
 from nai3train.config import ConfigError, load_config
 from nai3train.remote_checkpoint import COMPLETE_TAG, RESUMED_FROM_ARTIFACT, RESUMED_FROM_RUN
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, assert_same_weights
 from .servers import _free_port, _stop, start_mlflow
 
 
@@ -146,11 +144,7 @@ def test_a_dead_workers_training_resumes_on_another_machine_from_mlflow(tmp_path
         assert client.get_run(dead_run).info.status == "KILLED"  # closed as an orphan before B trained
 
         ref_ck = next((tmp_path / "ref" / "variants").glob("*")) / "checkpoint"
-        for name in ("model.safetensors", "ema.safetensors"):
-            a, b = load_file(str(ref_ck / name)), load_file(str(Path(out["checkpoint"]) / name))
-            assert a.keys() == b.keys()
-            for k in a:
-                assert torch.equal(a[k], b[k]), f"{name}:{k} differs after the remote resume"
+        assert_same_weights(ref_ck, Path(out["checkpoint"]), "the remote resume")
         # every staged copy was delivered and removed; the last step (the run finishes) is not shipped
         run_dir = Path(out["checkpoint"]).parent
         assert not any((run_dir / "resumable-outbox").rglob("meta.json"))

@@ -20,7 +20,7 @@ from nai3train.run import train_tracked
 from nai3train.tracking import open_experiment
 from nai3train.trainer import TrainingDiverged, train_variant
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TINY, assert_same_weights
 
 
 def test_eps_with_ztsnr_trains_finitely_and_warns(tiny_data, tmp_path, caplog, tiny_config):
@@ -102,11 +102,7 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     assert out["resumed_from"] >= killed_at > 0
 
     ref_ck = next((tmp_path / "ref" / "variants").glob("*")) / "checkpoint"
-    for name in ("model.safetensors", "ema.safetensors"):
-        a, b = load_file(str(ref_ck / name)), load_file(str(Path(out["checkpoint"]) / name))
-        assert a.keys() == b.keys()
-        for k in a:
-            assert torch.equal(a[k], b[k]), f"{name}:{k} differs after resume"
+    assert_same_weights(ref_ck, Path(out["checkpoint"]), "resume")
 
 
 @pytest.mark.parametrize("tag_weighting", [False, True])
