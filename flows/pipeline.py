@@ -62,11 +62,24 @@ class Workspace:
 _PINNED: set[tuple[str, str, str]] = set()  # (tracking URI, experiment, sha256) this process pinned or checked
 
 
+def claims_lock(ws: Workspace):
+    """The experiment's claims lock: registering a spec version and reading, deciding and writing
+    the ledger are read-then-write on experiment tags (MLflow has no compare-and-set), so two
+    reports (or two machines registering a version) take turns — cluster-wide with a Prefect
+    server, per machine without one (``run_lock``)."""
+    return run_lock(ws.work, f"claims-{ws.experiment_id}")
+
+
 def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
     """The claims spec, pinned in the experiment (``nai3eval.claims.registry``): refused, before any
     work, when its file differs from the one registered under its version. Checked again at the
     report; if MLflow is away by then, the check made when this process started stands (and the
     ledger copy it made, ``read_ledger_or_copy``)."""
+    with claims_lock(ws):
+        return _pin_claims_spec(ws)
+
+
+def _pin_claims_spec(ws: Workspace) -> ClaimsSpec:
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims.registry import pin
@@ -91,6 +104,18 @@ def parent_logger(ws: Workspace, run_id: str) -> BufferedTracker:
     evaluation points, stored evaluations and the report go through it, so an MLflow outage
     delays their logging, never the work. Its journal lies under ``<work>/journals``."""
     return shared(Tracker(ws.uri, run_id), ws.work / "journals")
+
+
+def _write_ledger(ws: Workspace, buffered: Tracker, tags: dict[str, str]) -> None:
+    """The report's new ledger entries, written while the claims lock is held; while MLflow does
+    not answer they go through the run's journal instead (first entry per claim wins on delivery)."""
+    try:
+        Tracker(ws.uri, "").set_experiment_tags(ws.experiment_id, tags, only_new=True)
+    except Exception as e:
+        if not transient(e):
+            raise
+        log.warning("MLflow does not answer (%s): the ledger entries wait in the journal", str(e)[:200])
+        buffered.set_experiment_tags(ws.experiment_id, tags, only_new=True)
 
 
 def read_ledger_or_copy(ws: Workspace) -> Ledger:
@@ -373,13 +398,15 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
     from nai3eval.claims.ledger import ledger_tags
 
-    ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
     run_id = parent.run_id if parent is not None else ""
-    claims, folder = write_report(record, out / "report", extra, grids, spec=pin_claims_spec(ws), ledger=ledger,
-                                  run_id=run_id, config=cfg.name)
     experiment = parent if parent is not None else Tracker(ws.uri, "")
-    if data is not None:
-        experiment.set_experiment_tags(ws.experiment_id, ledger_tags(claims.new_ledger_entries(run_id)), only_new=True)
+    with claims_lock(ws):  # no second report reads the ledger between this one's read and its write
+        spec = _pin_claims_spec(ws)
+        ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
+        claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger,
+                                      run_id=run_id, config=cfg.name)
+        if data is not None:
+            _write_ledger(ws, experiment, ledger_tags(claims.new_ledger_entries(run_id)))
     experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
     for g in grids.values():
         atomic_write(folder / g.name, g.read_bytes())

@@ -56,11 +56,20 @@ def _power_text(c: ClaimResult) -> str:
     return "> 200" if planned else "—"
 
 
+def _seed_value(d) -> str:
+    """D_k (SE), or the bound a censored D_k is known by."""
+    if not d.censored:
+        return f"{_g(d.value)} ({_g(d.se, '.2g')})"
+    lo, hi = d.bounds
+    return f"≥ {_g(lo)} (censored)" if math.isfinite(lo) else f"≤ {_g(hi)} (censored)" if math.isfinite(hi) else \
+        "unbounded (censored both ways)"
+
+
 def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
     """One claim as the strings every rendering shows."""
     e = c.effect
     lo, hi = e.interval(0.95)
-    per = "; ".join(f"s{d.seed}: {_g(d.value)} ({_g(d.se, '.2g')})" for d in e.per_seed) or "—"
+    per = "; ".join(f"s{d.seed}: {_seed_value(d)}" for d in e.per_seed) or "—"
     eff = f"{_g(e.value)} [{_g(lo)}, {_g(hi)}]" if e.per_seed else "—"
     arms = ", ".join(f"{k} = {v}" for k, v in c.arms.items()) or "—"
     return {"id": c.id, "title": c.spec.title, "role": c.spec.role, "verdict": c.verdict,

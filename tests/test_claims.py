@@ -4,6 +4,7 @@ compound claims, checks without intervals — on synthetic results whose truth i
 import hashlib
 import json
 import math
+import os
 import time
 
 import numpy as np
@@ -311,18 +312,80 @@ def test_c5_optimum_is_the_local_parabola_and_a_grid_edge_is_censored():
 
     set_kid(base, 4.0)
     set_kid(treat, 3.0)
-    assert cfg_optimum(rec, base, "kid_tagger", 14.6) == (pytest.approx(math.log(4.0), abs=1e-9), False)
+    assert cfg_optimum(rec, base, "kid_tagger", 14.6) == (pytest.approx(math.log(4.0), abs=1e-9), "")
     x, y = np.log(grid), np.array([kid(c, 4.0) for c in grid])
     a, b, _ = np.polyfit(x, y, 2)
     assert abs(-b / (2 * a) - math.log(4.0)) > 0.3  # the whole-grid quadratic misses it
     spec = next(c for c in load_claims_spec().claims if c.id == "C5")
     arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
     assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(3.0), abs=1e-9)
-    assert arms.notes == []
-    set_kid(treat, 1.0)  # the optimum lies below the grid
+    assert arms.notes == [] and arms.bounds is None
+    set_kid(treat, 1.0)  # the optimum lies below the grid: D = log CFG*_b − log CFG*_t is at least …
     arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
     assert ESTIMANDS["log_cfg_optimum"](arms)[0] == pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9)
-    assert arms.notes == ["v-ztsnr's KID minimum is at the grid edge CFG 1.5 (censored: its optimum may lie beyond)"]
+    assert arms.bounds == (pytest.approx(math.log(4.0) - math.log(1.5), abs=1e-9), math.inf)
+    assert arms.notes == ["v-ztsnr's KID minimum is at the grid edge CFG 1.5 (censored: its optimum lies below it)"]
+    for p in rec.settings(base, "sweep"):  # … and with the baseline's beyond the top edge too, still a lower bound
+        rec.put(base, p, "kid_tagger", 1e6 * (20.0 - p.cfg_scale))
+    arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
+    d = ESTIMANDS["log_cfg_optimum"](arms)[0]
+    assert d == pytest.approx(math.log(10.0) - math.log(1.5), abs=1e-9) and arms.bounds == (d, math.inf)
+    set_kid(base, 1.0)  # both below their grids: D could be anything
+    arms = Arms(5.0, rec, base, treat, {}, spec.point.baseline_start, spec.point.treatment_start)
+    ESTIMANDS["log_cfg_optimum"](arms)
+    assert arms.bounds == (-math.inf, math.inf)
+
+
+def test_censored_seeds_reduce_to_the_t_test_when_none_is_censored_and_are_never_the_edge_value():
+    """The censored analysis is the t test when nothing is censored (scipy's one-sample t: interval
+    and p-value); with censoring its 95 % interval covers the true mean about 95 % of the time where
+    the edge-value t interval falls far short; fewer than two observed seeds decide nothing."""
+    from scipy import stats
+
+    from nai3eval.claims.censored import censored_two_stage
+
+    d = np.array([0.3, 0.55, 0.12, 0.41])
+    e = censored_two_stage([A.SeedContrast(k, v, math.nan, 16) for k, v in enumerate(d)])
+    t = stats.ttest_1samp(d, 0.1, alternative="greater")
+    assert e.p_greater(0.1) == pytest.approx(t.pvalue, rel=1e-6)
+    ci = stats.t.interval(0.95, len(d) - 1, d.mean(), stats.sem(d))
+    assert e.interval(0.95) == (pytest.approx(ci[0], abs=1e-7), pytest.approx(ci[1], abs=1e-7))
+
+    rng = np.random.default_rng(7)
+    mu, cut, k, n = 0.3, 0.25, 8, 120  # ~60 % of the seeds lie above the edge
+    covered = covered_edge = measured = 0
+    for _ in range(n):
+        x = rng.normal(mu, 0.2, k)
+        seeds = [A.SeedContrast(i, min(v, cut), math.nan, 16, low=cut if v > cut else None,
+                                high=math.inf if v > cut else None) for i, v in enumerate(x)]
+        e = A.two_stage(seeds)
+        if e.zero_width:
+            assert "needs two seeds with observed, different values" in e.why
+            continue
+        measured += 1
+        lo, hi = e.interval(0.95)
+        covered += lo <= mu <= hi
+        lo, hi = A.two_stage([A.SeedContrast(i, min(v, cut), math.nan, 16) for i, v in enumerate(x)]).interval(0.95)
+        covered_edge += lo <= mu <= hi
+    assert measured >= 0.8 * n
+    assert 0.9 <= covered / measured and covered_edge / measured < 0.5
+
+
+def test_a_censored_seed_is_shown_as_a_bound_and_decides_by_the_censored_analysis():
+    """C5 with one seed's optimum below the grid: the report shows "≥ x (censored)", the effect is
+    the censored model's μ̂ (above the edge-value mean), and the note says how it was analysed."""
+    from nai3eval.claims import ClaimResult
+    from nai3eval.report import claim_row
+
+    seeds = [A.SeedContrast(0, 0.9, math.nan, 16), A.SeedContrast(1, 0.7, math.nan, 16),
+             A.SeedContrast(2, 0.5, math.nan, 16, low=0.5, high=math.inf)]
+    e = A.two_stage(seeds)
+    assert e.value > np.mean([0.9, 0.7, 0.5]) and "1 of 3 seeds censored" in e.why
+    spec = next(c for c in load_claims_spec().claims if c.id == "C5")
+    r = ClaimResult(spec, e, A.Superiority().decide(e, 0.025), 3, 3)
+    row = claim_row(r, 0.025)
+    assert "s2: ≥ 0.5 (censored)" in row["per_seed"] and "s0: 0.9" in row["per_seed"]
+    assert r.to_dict()["per_seed"][2]["bounds"] == [0.5, None]
 
 
 def test_every_estimand_reads_names_a_metric_or_probe_declares():
@@ -446,20 +509,31 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
 
     first = evaluate_claims(fake_results())
     entries = first.new_ledger_entries("run-k3")
-    taken = {e.claim: e for e in entries}
+    taken = {e.claim: e for e in entries if not e.open}
     assert taken["C2-package"].verdict == A.SUPPORTED and taken["C2-package"].look == 3
-    assert all(e.verdict != A.INCONCLUSIVE for e in entries)  # K = 3 is not the last look
+    assert all(e.verdict != A.INCONCLUSIVE for e in taken.values())  # K = 3 is not the last look …
+    left_open = {e.claim for e in entries if e.open}  # … so an inconclusive claim is only left open there
+    assert left_open and all(by_id(first)[cid].verdict == A.INCONCLUSIVE for cid in left_open)
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     exp = client.create_experiment("ledger")
     writer = Tracker(f"sqlite:///{tmp_path}/m.db", "")
     writer.set_experiment_tags(exp, ledger_tags(entries), only_new=True)
     ledger = read_ledger(client, exp)
-    assert ledger == taken
+    assert ledger == {e.key: e for e in entries}
+    # the K = 3 look run again on other numbers: what it left open stays open (no second look at K = 3)
+    again = evaluate_claims(fake_results(flip=True), ledger=ledger)
+    for cid in left_open:
+        c = by_id(again)[cid]
+        assert c.verdict == A.INCONCLUSIVE and c.ledger.open and "left open by the look K = 3" in c.decision.reason
+    assert not again.new_ledger_entries()
+    flipped_k3 = by_id(evaluate_claims(fake_results(flip=True)))
+    assert any(flipped_k3[cid].verdict != A.INCONCLUSIVE for cid in left_open)  # without the record it would decide
     flipped = fake_results(seeds=(0, 1, 2, 3, 4), flip=True)
     assert by_id(evaluate_claims(flipped))["C2-package"].verdict == A.CONTRADICTED
     later = evaluate_claims(flipped, ledger=ledger)
     c = by_id(later)["C2-package"]
     assert c.verdict == A.SUPPORTED and c.look == 3 and "decided at the look K = 3" in c.decision.reason
+    assert all(by_id(later)[cid].look == 5 for cid in left_open)  # the next look decides what K = 3 left open
     assert c.effect.value < 0  # today's estimate is still shown, for information
     assert not {e.claim for e in later.new_ledger_entries()} & set(ledger)
     outcome, folder = write_report(fake_results(seeds=(0, 1, 2, 3, 4)), tmp_path / "r", ledger=ledger,
@@ -472,7 +546,7 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     doc = json.loads((folder / "report.json").read_text())
     row = next(x for x in doc["claims"] if x["id"] == "C2-package")
     assert row["verdict"] == A.SUPPORTED and row["decided"]["look"] == 3 and row["decided"]["run_id"] == "run-k3"
-    assert {e["claim"] for e in doc["ledger"]} >= set(ledger)
+    assert {e["claim"] for e in doc["ledger"]} >= {e.claim for e in ledger.values()}
     # a report that never reached K = 3 (one seed) shows its own result, the ledger's beside it
     one = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2-package"]
     assert one.ledger is None and one.verdict.startswith("checkpoint-level") and "the ledger: supported" in one.detail
@@ -568,3 +642,64 @@ def test_the_null_twin_is_its_own_arm():
     assert matches(twin, a0["treatment"]) and not matches(plain, a0["treatment"])
     assert matches(plain, a0["baseline"]) and not matches(twin, a0["baseline"])
     assert twin.config_hash() != plain.config_hash()
+
+
+_PIN_RACER = """
+import sys, time
+from pathlib import Path
+import nai3eval.claims.spec as spec_module
+from flows import pipeline
+from nai3eval.claims import registry
+from nai3eval.claims.registry import SpecChanged
+uri, exp, work, spec_file, go = sys.argv[1:]
+spec_module.DEFAULT_SPEC = Path(spec_file)
+read = registry.registered
+def slow_read(client, experiment_id):  # a busy server: the answer arrives 0.5 s after the read
+    answer = read(client, experiment_id)
+    time.sleep(0.5)
+    return answer
+registry.registered = slow_read
+ws = pipeline.Workspace(Path(work), uri, exp)
+while not Path(go).exists():
+    time.sleep(0.005)
+try:
+    print("pinned", pipeline.pin_claims_spec(ws).sha256)
+except SpecChanged:
+    print("refused")
+"""
+
+
+def test_concurrent_registrations_of_one_version_leave_exactly_one_file_registered(tmp_path):
+    """Three processes register three different files under the same version in one experiment at
+    the same moment, on a slow server (each read answers 0.5 s late): registering is read-then-write
+    on experiment tags, so it runs under the experiment's claims lock. Exactly one is registered;
+    the others are refused, and the file registered is the winner's (without the lock and the
+    read-back, all three "register")."""
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.registry import registered
+
+    uri = f"sqlite:///{tmp_path}/m.db"
+    exp = MlflowClient(uri).create_experiment("race")
+    text = Path(load_claims_spec().path).read_text()
+    files = []
+    for i in range(3):
+        f = tmp_path / f"claims-{i}.yaml"
+        f.write_text(text + f"\n# variant {i}\n")
+        files.append(f)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _PIN_RACER, uri, exp, str(tmp_path / "w"), str(f), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "PREFECT_API_URL": ""}) for f in files]
+    time.sleep(12)  # every racer imported and waiting
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    lines = [o.strip().splitlines()[-1] for o, _ in outs]
+    winners = [line.split()[1] for line in lines if line.startswith("pinned")]
+    assert len(winners) == 1 and lines.count("refused") == 2, lines
+    assert registered(MlflowClient(uri), exp) == {load_claims_spec(files[0]).version: winners[0]}

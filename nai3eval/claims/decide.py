@@ -16,7 +16,7 @@ from nai3train.config import VariantConfig
 from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
-from .ledger import Entry, Ledger, entry_for, is_final, utc_iso
+from .ledger import Entry, Ledger, entry_for, is_final, open_key, utc_iso
 from .sequential import alpha_at, holm_levels
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
 from .spec import ClaimsSpec, ClaimSpec, RuleSpec, load_claims_spec
@@ -153,7 +153,8 @@ class ClaimResult:
                 "verdict": self.verdict, "level": self.level, "n_seeds": self.effect.n_seeds,
                 "seeds_available": self.seeds_available, "look": self.look,
                 "effect": {"value": finite(self.effect.value), "ci95": [finite(lo), finite(hi)]},
-                "per_seed": [{"seed": c.seed, "value": finite(c.value), "se": finite(c.se), "n_prompts": c.n_prompts}
+                "per_seed": [{"seed": c.seed, "value": finite(c.value), "se": finite(c.se), "n_prompts": c.n_prompts,
+                              **({"bounds": [finite(b) for b in c.bounds]} if c.censored else {})}
                              for c in self.effect.per_seed],
                 "s_w": finite(self.effect.s_w), "tau": finite(self.effect.tau), "unit": self.spec.unit,
                 "rule": self.spec.rule.model_dump(), "margin": self.spec.rule.margin, "holm_alpha": self.holm_alpha,
@@ -180,10 +181,13 @@ class ClaimsOutcome:
                 "claims_spec_path": self.spec.path, "looks": list(self.spec.looks)}
 
     def new_ledger_entries(self, run_id: str = "") -> list[Entry]:
-        """The verdicts this report took that end their claims (``ledger.is_final``) and that no
-        earlier look took: what goes into the ledger now."""
-        return [entry_for(c, self.spec, self.decided_at, run_id) for c in self.claims
-                if not c.parts and c.ledger is None and is_final(c.decision.verdict, c.look, self.spec.looks)]
+        """What goes into the ledger now: the verdicts this report took that end their claims
+        (``ledger.is_final``), and the claims its look left open (inconclusive before the last
+        look), for looks no earlier report took."""
+        return [entry_for(c, self.spec, self.decided_at, run_id, open=not is_final(c.decision.verdict, c.look,
+                                                                                   self.spec.looks))
+                for c in self.claims if not c.parts and c.ledger is None and c.look is not None
+                and (is_final(c.decision.verdict, c.look, self.spec.looks) or c.decision.verdict == A.INCONCLUSIVE)]
 
     def metrics_by_seeds(self) -> dict[int, dict[str, float]]:
         """Per claim its effect and 95 % interval bounds, keyed by K (MLflow's step: a claim's chart
@@ -219,7 +223,10 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
                 continue
             value, se, g = ESTIMANDS[c.metric](x)
             reasons += [(k, n) for n in x.notes]
-            if math.isfinite(value):
+            if x.bounds is not None:
+                lo, hi = x.bounds
+                per_seed.append(A.SeedContrast(k, value, se, g, low=lo, high=hi))
+            elif math.isfinite(value):
                 per_seed.append(A.SeedContrast(k, value, se, g))
             else:
                 reasons.append((k, "the estimate is not finite"))
@@ -247,10 +254,12 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
     decision = _rule(c.rule, look_alpha(spec, look)).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH
+    if decision is A.ZERO_WIDTH and effect.why:
+        decision = A.Decision(A.NOT_MEASURED, math.nan, effect.why)
     failed = failed_instrument(c.metric, record)
     if failed:
         decision = A.Decision(A.NOT_MEASURED, math.nan, failed)
-    note = "; ".join(t for t in dict.fromkeys([*reasons, instrument_note(c.metric, record)]) if t)
+    note = "; ".join(t for t in dict.fromkeys([*reasons, effect.why, instrument_note(c.metric, record)]) if t)
     if look and look < len(per_seed):
         note = (note + "; " if note else "") + (f"decided at the look K = {look} on seeds "
                                                 f"{[s.seed for s in used]}; {len(per_seed)} available")
@@ -339,6 +348,8 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
                 decided.add(c.id)
                 continue
             entry = ledger.get(c.id)
+            if entry is None and done[c.id].look is not None:
+                entry = ledger.get(open_key(c.id, done[c.id].look))  # this look was taken and left it open
             if entry is not None and c.role != "check":
                 if done[c.id].seeds_available >= entry.look:
                     _from_ledger(done[c.id], entry)

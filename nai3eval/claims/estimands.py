@@ -42,6 +42,7 @@ class Arms:
     treatment_start: float | Literal["max"] = "max"
     notes: list[str] = field(default_factory=list)  # what an estimate wants said beside it (a censored optimum)
     weight: float | None = None  # the claim's registered m, for a linear contrast s_t − m·s_b
+    bounds: tuple[float, float] | None = None  # set by an estimate known only as an interval (censored)
 
     def run(self, which: Which) -> Run:
         return self.base if which == "baseline" else self.treat
@@ -275,11 +276,14 @@ class SetContrast:
         return kt - (x.weight if self.weighted else 1.0) * kb, math.nan, len(set(x.base.prompt_index))
 
 
-def cfg_optimum(record: Record, run: Run, metric: str, start: float | Literal["max"]) -> tuple[float, bool]:
-    """(log CFG*, censored): the vertex of the parabola in log CFG through the grid minimum of
-    ``metric`` and its two neighbours. KID spans orders of magnitude over a CFG grid, so one quadratic
-    over the whole grid is pulled by its far tail; the local parabola is exact for a quadratic and
-    ignores the tail. A minimum at a grid edge is censored: the edge is reported, the optimum may lie beyond."""
+Side = Literal["", "below", "above"]
+
+
+def cfg_optimum(record: Record, run: Run, metric: str, start: float | Literal["max"]) -> tuple[float, Side]:
+    """(log CFG*, side): the vertex of the parabola in log CFG through the grid minimum of ``metric``
+    and its two neighbours. KID spans orders of magnitude over a CFG grid, so one quadratic over the
+    whole grid is pulled by its far tail; the local parabola is exact for a quadratic and ignores the
+    tail. A minimum at a grid edge is censored: the optimum lies at that edge or ``side`` of it."""
     pts = {}
     for c in sorted({s.cfg_scale for s in record.settings(run, "sweep")}):
         v = record.scalar(run, record.sweep_at(run, c, start), metric)
@@ -287,28 +291,39 @@ def cfg_optimum(record: Record, run: Run, metric: str, start: float | Literal["m
             pts[c] = v
     if len(pts) < 5:
         raise NotMeasured(f"a CFG optimum needs KID at ≥ 5 CFG scales; {run.name} has {len(pts)} "
-                          "(a weekly config with eval.cfg_scales: [1.5, 2.5, 3.5, 5, 7, 10])")
+                          "(a weekly config with eval.cfg_scales: [1, 1.25, 1.5, 2.5, 3.5, 5, 7, 10])")
     x = np.log(np.array(sorted(pts)))
     y = np.array([pts[c] for c in sorted(pts)])
     i = int(np.argmin(y))
     if i in (0, len(x) - 1):
-        return float(x[i]), True
+        return float(x[i]), "below" if i == 0 else "above"
     a, b, _ = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
-    return (float(np.clip(-b / (2 * a), x[i - 1], x[i + 1])) if a > 0 else float(x[i])), False
+    return (float(np.clip(-b / (2 * a), x[i - 1], x[i + 1])) if a > 0 else float(x[i])), ""
 
 
 @dataclass(frozen=True)
 class CfgOptimumShift:
-    """log CFG* of the baseline minus the treatment's (set-level: no within-run SE)."""
+    """log CFG* of the baseline minus the treatment's (set-level: no within-run SE). A censored
+    optimum makes D_k a bound (``Arms.bounds``), analysed as interval-censored, never as the edge value."""
 
     metric: str = "kid_tagger"
 
     def __call__(self, x: Arms) -> Estimate:
-        (ob, cb) = cfg_optimum(x.record, x.base, self.metric, x.start("baseline"))
-        (ot, ct) = cfg_optimum(x.record, x.treat, self.metric, x.start("treatment"))
-        x.notes += [f"{r.name}'s KID minimum is at the grid edge CFG {math.exp(o):g} (censored: its optimum may "
-                    "lie beyond)" for r, o, cens in ((x.base, ob, cb), (x.treat, ot, ct)) if cens]
-        return ob - ot, math.nan, len(set(x.base.prompt_index))
+        (ob, sb) = cfg_optimum(x.record, x.base, self.metric, x.start("baseline"))
+        (ot, st) = cfg_optimum(x.record, x.treat, self.metric, x.start("treatment"))
+        x.notes += [f"{r.name}'s KID minimum is at the grid edge CFG {math.exp(o):g} (censored: its optimum lies "
+                    f"{side} it)" for r, o, side in ((x.base, ob, sb), (x.treat, ot, st)) if side]
+        d = ob - ot
+        # D = ob − ot grows when ob lies above its edge or ot below its edge
+        up = (sb == "above") or (st == "below")
+        down = (sb == "below") or (st == "above")
+        if up and down:
+            x.bounds = (-math.inf, math.inf)
+        elif up:
+            x.bounds = (d, math.inf)
+        elif down:
+            x.bounds = (-math.inf, d)
+        return d, math.nan, len(set(x.base.prompt_index))
 
 
 ESTIMANDS: dict[str, Callable[[Arms], Estimate]] = {

@@ -9,6 +9,11 @@ current estimate beside it, for information) and decide only the claims still op
 version registered later governs only the looks taken after it; a claim whose estimand or rule
 changes is a new claim (a new id), decided at its own looks.
 
+A look that leaves a claim open (inconclusive before the last look) is recorded too, as an open
+entry for that claim and K (``<id>.look<K>``): a report run again at the same K — after new
+evaluations, or on other data — shows the recorded outcome instead of taking the look a second
+time; the claim is decided again only at the next look.
+
 The ledger lives in the MLflow experiment (one experiment tag per claim: ``nai3.ledger.<id>``, a
 JSON entry) and is copied into every ``report.json``.
 """
@@ -37,6 +42,12 @@ class Entry:
     ci95: tuple[float | None, float | None]
     decided_at: str  # UTC, ISO 8601
     run_id: str = ""  # the parent run whose report took it
+    open: bool = False  # the look left the claim open: it is decided again at the next look only
+
+    @property
+    def key(self) -> str:
+        """Its name in the ledger (and, after ``PREFIX``, its experiment tag)."""
+        return open_key(self.claim, self.look) if self.open else self.claim
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -47,8 +58,17 @@ class Entry:
         return cls(**{**d, "ci95": tuple(d["ci95"])})
 
     def describe(self) -> str:
-        return (f"decided at the look K = {self.look} under spec v{self.spec_version} on {self.decided_at[:10]}"
-                f"{f' (run {self.run_id[:8]})' if self.run_id else ''}; not decided again")
+        run = f" (run {self.run_id[:8]})" if self.run_id else ""
+        if self.open:
+            return (f"left open by the look K = {self.look} under spec v{self.spec_version} on {self.decided_at[:10]}"
+                    f"{run}; decided again at the next look only")
+        return f"decided at the look K = {self.look} under spec v{self.spec_version} on {self.decided_at[:10]}{run}; " \
+               "not decided again"
+
+
+def open_key(claim: str, look: int) -> str:
+    """The ledger's name for a look that left ``claim`` open (tag names allow no '@')."""
+    return f"{claim}.look{look}"
 
 
 Ledger = dict[str, Entry]
@@ -65,12 +85,12 @@ def is_final(verdict: str, look: int | None, looks: tuple[int, ...]) -> bool:
     return look is not None and (verdict in ENDS_A_CLAIM or (look == looks[-1] and verdict == A.INCONCLUSIVE))
 
 
-def entry_for(result, spec, decided_at: str, run_id: str = "") -> Entry:
-    """The ledger entry of a claim decided at ``decided_at`` (a ``ClaimResult``): its effect as
-    ``report.json`` has it."""
+def entry_for(result, spec, decided_at: str, run_id: str = "", open: bool = False) -> Entry:
+    """The ledger entry of a claim decided (or, ``open``, left open) at ``decided_at`` (a
+    ``ClaimResult``): its effect as ``report.json`` has it."""
     effect = result.to_dict()["effect"]
     return Entry(result.id, result.decision.verdict, result.look, spec.version, spec.sha256, effect["value"],
-                 tuple(effect["ci95"]), decided_at, run_id)
+                 tuple(effect["ci95"]), decided_at, run_id, open)
 
 
 def read_ledger(client, experiment_id: str) -> Ledger:
@@ -89,4 +109,4 @@ def read_ledger(client, experiment_id: str) -> Ledger:
 def ledger_tags(entries: list[Entry]) -> dict[str, str]:
     """Entries as experiment tags, to be written only where absent (``only_new``): a claim already
     in the ledger keeps its first entry (a concurrent report that decided it too never overwrites it)."""
-    return {PREFIX + e.claim: e.to_json() for e in entries}
+    return {PREFIX + e.key: e.to_json() for e in entries}

@@ -48,4 +48,8 @@ def pin(client, experiment_id: str, spec: ClaimsSpec) -> bool:
             "its header what changed and why; the first run under the new version registers it")
     client.set_experiment_tag(experiment_id, registry_tag(spec.version), spec.sha256)
     client.set_experiment_tag(experiment_id, f"{registry_tag(spec.version)}.registered_at", utc_iso())
+    # MLflow has no compare-and-set: callers hold the experiment's claims lock (flows.pipeline), and a
+    # registration that another writer overwrote anyway is not taken as this file's
+    if registered(client, experiment_id).get(spec.version) != spec.sha256:
+        return pin(client, experiment_id, spec)
     return True

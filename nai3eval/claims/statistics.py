@@ -30,12 +30,24 @@ MIN_SEEDS_FOR_RECIPE = 3
 
 @dataclass(frozen=True)
 class SeedContrast:
-    """D_k for one training seed, with its prompt-clustered (jackknife) standard error."""
+    """D_k for one training seed, with its prompt-clustered (jackknife) standard error. A censored
+    D_k is known only to lie in [low, high] (one end infinite: "≥ low" or "≤ high"); ``value`` is
+    then the finite bound, shown as such and never analysed as the value."""
 
     seed: int
     value: float
     se: float
     n_prompts: int
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def censored(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (self.value if self.low is None else self.low, self.value if self.high is None else self.high)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Effect:
     per_seed: tuple[SeedContrast, ...] = ()
     s_w: float = math.nan  # √(mean within-run SE²)
     tau: float = math.nan  # √τ̂², the between-seed spread beyond within-run noise
+    why: str = ""  # how the interval was formed, where a reader must know (censored seeds)
 
     @property
     def n_seeds(self) -> int:
@@ -113,6 +126,9 @@ def two_stage(contrasts: Sequence[SeedContrast]) -> Effect:
     k = len(cs)
     if k == 0:
         return Effect(math.nan, math.nan, 0, CHECKPOINT)
+    if any(c.censored for c in cs):
+        from .censored import censored_two_stage  # a bound is never analysed as a value
+        return censored_two_stage(cs)
     values = np.array([c.value for c in cs], dtype=float)
     ses = np.array([c.se for c in cs], dtype=float)
     s_w2 = float(np.nanmean(ses**2)) if np.any(np.isfinite(ses)) else math.nan
