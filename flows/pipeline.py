@@ -79,7 +79,7 @@ def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
         return _pin_claims_spec(ws)
 
 
-def _pin_claims_spec(ws: Workspace) -> ClaimsSpec:
+def _pin_claims_spec(ws: Workspace, copy_ledger: bool = True) -> ClaimsSpec:
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims.registry import pin
@@ -95,7 +95,8 @@ def _pin_claims_spec(ws: Workspace) -> ClaimsSpec:
         log.warning("MLflow does not answer (%s): the claims spec is the one checked at the start of this run",
                     str(e)[:200])
     _PINNED.add(mark)
-    read_ledger_or_copy(ws)  # a copy in the work folder, for a report taken while MLflow is away
+    if copy_ledger:
+        read_ledger_or_copy(ws)  # a copy in the work folder, for a report taken while MLflow is away
     return spec
 
 
@@ -401,7 +402,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     run_id = parent.run_id if parent is not None else ""
     experiment = parent if parent is not None else Tracker(ws.uri, "")
     with claims_lock(ws):  # no second report reads the ledger between this one's read and its write
-        spec = _pin_claims_spec(ws)
+        spec = _pin_claims_spec(ws, copy_ledger=False)
         ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
         claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger,
                                       run_id=run_id, config=cfg.name)
