@@ -342,7 +342,7 @@ def test_censored_seeds_reduce_to_the_t_test_when_none_is_censored_and_are_never
     the edge-value t interval falls far short; fewer than two observed seeds decide nothing."""
     from scipy import stats
 
-    from nai3eval.claims.censored import censored_two_stage
+    from nai3eval.claims.censored import censored_two_stage, recipe_effect
 
     d = np.array([0.3, 0.55, 0.12, 0.41])
     e = censored_two_stage([A.SeedContrast(k, v, math.nan, 16) for k, v in enumerate(d)])
@@ -358,7 +358,7 @@ def test_censored_seeds_reduce_to_the_t_test_when_none_is_censored_and_are_never
         x = rng.normal(mu, 0.2, k)
         seeds = [A.SeedContrast(i, min(v, cut), math.nan, 16, low=cut if v > cut else None,
                                 high=math.inf if v > cut else None) for i, v in enumerate(x)]
-        e = A.two_stage(seeds)
+        e = recipe_effect(seeds)
         if e.zero_width:
             assert "needs two seeds with observed, different values" in e.why
             continue
@@ -375,11 +375,14 @@ def test_a_censored_seed_is_shown_as_a_bound_and_decides_by_the_censored_analysi
     """C5 with one seed's optimum below the grid: the report shows "≥ x (censored)", the effect is
     the censored model's μ̂ (above the edge-value mean), and the note says how it was analysed."""
     from nai3eval.claims import ClaimResult
+    from nai3eval.claims.censored import recipe_effect
     from nai3eval.report import claim_row
 
     seeds = [A.SeedContrast(0, 0.9, math.nan, 16), A.SeedContrast(1, 0.7, math.nan, 16),
              A.SeedContrast(2, 0.5, math.nan, 16, low=0.5, high=math.inf)]
-    e = A.two_stage(seeds)
+    with pytest.raises(ValueError, match="is a bound, not a value"):
+        A.two_stage(seeds)  # the t test never takes a bound for a value
+    e = recipe_effect(seeds)
     assert e.value > np.mean([0.9, 0.7, 0.5]) and "1 of 3 seeds censored" in e.why
     spec = next(c for c in load_claims_spec().claims if c.id == "C5")
     r = ClaimResult(spec, e, A.Superiority().decide(e, 0.025), 3, 3)

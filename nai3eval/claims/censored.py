@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from .statistics import CHECKPOINT, MIN_SEEDS_FOR_RECIPE, RECIPE, Effect, SeedContrast
+from .statistics import CHECKPOINT, MIN_SEEDS_FOR_RECIPE, RECIPE, Effect, SeedContrast, two_stage
 
 
 def _loglik(mu: float, log_sigma: float, exact: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
@@ -119,3 +119,10 @@ def censored_two_stage(contrasts: Sequence[SeedContrast]) -> CensoredEffect:
                           math.sqrt(tau2) if tau2 == tau2 else math.nan,
                           f"{n_cens} of {k} seeds censored: interval-censored (profile likelihood) analysis",
                           log_sigma, -float(res.fun))
+
+
+def recipe_effect(contrasts: Sequence[SeedContrast]) -> Effect:
+    """The recipe-level effect over training seeds: the t test (``two_stage``), or the censored
+    analysis where some seed is known only as a bound."""
+    cs = tuple(contrasts)
+    return censored_two_stage(cs) if any(c.censored for c in cs) else two_stage(cs)

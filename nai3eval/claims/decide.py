@@ -16,6 +16,7 @@ from nai3train.config import VariantConfig
 from ..record import Record, Run
 from . import statistics as A
 from .checks import CHECKS
+from .censored import recipe_effect
 from .ledger import Entry, Ledger, entry_for, is_final, open_key, utc_iso
 from .sequential import alpha_at, holm_levels
 from .estimands import ESTIMANDS, SCORER_METRICS, TAGGER_METRICS, Arms, NotMeasured
@@ -250,7 +251,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
                            len(seeds), arms=arms_used, cfg=cfg)
     look = max((k for k in spec.looks if k <= len(per_seed)), default=None)
     used = per_seed[:look] if look else per_seed
-    effect = A.two_stage(used)
+    effect = recipe_effect(used)
     decision = _rule(c.rule, look_alpha(spec, look)).decide(effect)
     if decision.verdict == A.NOT_MEASURED and not decision.reason:
         decision = A.ZERO_WIDTH

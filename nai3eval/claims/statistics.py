@@ -127,8 +127,7 @@ def two_stage(contrasts: Sequence[SeedContrast]) -> Effect:
     if k == 0:
         return Effect(math.nan, math.nan, 0, CHECKPOINT)
     if any(c.censored for c in cs):
-        from .censored import censored_two_stage  # a bound is never analysed as a value
-        return censored_two_stage(cs)
+        raise ValueError("a censored D_k is a bound, not a value: use claims.censored.recipe_effect")
     values = np.array([c.value for c in cs], dtype=float)
     ses = np.array([c.se for c in cs], dtype=float)
     s_w2 = float(np.nanmean(ses**2)) if np.any(np.isfinite(ses)) else math.nan
