@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize, stats
 
-from .statistics import CHECKPOINT, MIN_SEEDS_FOR_RECIPE, RECIPE, Effect, SeedContrast, two_stage
+from .statistics import CHECKPOINT, MIN_SEEDS_FOR_RECIPE, RECIPE, Effect, SeedContrast, spread, two_stage
 
 
 def _loglik(mu: float, log_sigma: float, exact: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
@@ -48,11 +48,8 @@ class CensoredEffect(Effect):
     log_sigma_hat: float = math.nan
     loglik_hat: float = math.nan
 
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _split(self.per_seed)
-
     def _profile(self, mu: float) -> float:
-        exact, low, high = self._arrays()
+        exact, low, high = _split(self.per_seed)
         centre = self.log_sigma_hat
         res = optimize.minimize_scalar(lambda ls: -_loglik(mu, ls, exact, low, high),
                                        bounds=(centre - 12.0, centre + 12.0), method="bounded",
@@ -111,12 +108,8 @@ def censored_two_stage(contrasts: Sequence[SeedContrast]) -> CensoredEffect:
     res = optimize.minimize(lambda p: -_loglik(p[0], p[1], exact, low, high), start, method="Nelder-Mead",
                             options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
     mu, log_sigma = float(res.x[0]), float(res.x[1])
-    ses = np.array([c.se for c in cs], dtype=float)
-    s_w2 = float(np.nanmean(ses**2)) if np.any(np.isfinite(ses)) else math.nan
     sigma2 = math.exp(2 * log_sigma) * k / (k - 1)  # on the scale of var(D_k, ddof=1), as the t test's
-    tau2 = max(0.0, sigma2 - s_w2) if s_w2 == s_w2 else math.nan
-    return CensoredEffect(mu, math.sqrt(sigma2 / k), k - 1, level, cs, math.sqrt(s_w2) if s_w2 == s_w2 else math.nan,
-                          math.sqrt(tau2) if tau2 == tau2 else math.nan,
+    return CensoredEffect(mu, math.sqrt(sigma2 / k), k - 1, level, cs, *spread(cs, sigma2),
                           f"{n_cens} of {k} seeds censored: interval-censored (profile likelihood) analysis",
                           log_sigma, -float(res.fun))
 

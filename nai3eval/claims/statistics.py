@@ -129,15 +129,22 @@ def two_stage(contrasts: Sequence[SeedContrast]) -> Effect:
     if any(c.censored for c in cs):
         raise ValueError("a censored D_k is a bound, not a value: use claims.censored.recipe_effect")
     values = np.array([c.value for c in cs], dtype=float)
-    ses = np.array([c.se for c in cs], dtype=float)
-    s_w2 = float(np.nanmean(ses**2)) if np.any(np.isfinite(ses)) else math.nan
     if k == 1:
         c = cs[0]
-        return Effect(c.value, c.se, c.n_prompts - 1, CHECKPOINT, cs, math.sqrt(s_w2) if s_w2 == s_w2 else math.nan)
+        return Effect(c.value, c.se, c.n_prompts - 1, CHECKPOINT, cs, spread(cs, math.nan)[0])
     var = float(values.var(ddof=1))
-    tau2 = max(0.0, var - s_w2) if s_w2 == s_w2 else math.nan
     return Effect(float(values.mean()), math.sqrt(var / k), k - 1, RECIPE if k >= MIN_SEEDS_FOR_RECIPE else CHECKPOINT,
-                  cs, math.sqrt(s_w2) if s_w2 == s_w2 else math.nan, math.sqrt(tau2) if tau2 == tau2 else math.nan)
+                  cs, *spread(cs, var))
+
+
+def spread(cs: Sequence[SeedContrast], var: float) -> tuple[float, float]:
+    """(s_w, τ̂): √ of the mean within-run SE², and √max(0, var − s_w²) for the seeds' variance
+    ``var`` (ddof 1); NaN where no seed has a within-run SE."""
+    ses = np.array([c.se for c in cs], dtype=float)
+    if not np.any(np.isfinite(ses)):
+        return math.nan, math.nan
+    s_w2 = float(np.nanmean(ses**2))
+    return math.sqrt(s_w2), math.sqrt(max(0.0, var - s_w2)) if var == var else math.nan
 
 
 @dataclass(frozen=True)
