@@ -389,6 +389,12 @@ def test_a_censored_seed_is_shown_as_a_bound_and_decides_by_the_censored_analysi
     row = claim_row(r, 0.025)
     assert "s2: ≥ 0.5 (censored)" in row["per_seed"] and "s0: 0.9" in row["per_seed"]
     assert r.to_dict()["per_seed"][2]["bounds"] == [0.5, None]
+    # the rule on a censored effect comes out either way
+    bound = A.SeedContrast(9, 0.5, math.nan, 16, low=0.5, high=math.inf)
+    clear = recipe_effect([A.SeedContrast(k, v, math.nan, 16) for k, v in enumerate((0.9, 0.7, 0.8, 0.85))] + [bound])
+    mixed = recipe_effect([A.SeedContrast(k, v, math.nan, 16) for k, v in enumerate((0.9, -0.7, 0.3, 0.1))] + [bound])
+    assert A.Superiority().decide(clear, 0.025).verdict == A.SUPPORTED
+    assert A.Superiority().decide(mixed, 0.025).verdict == A.INCONCLUSIVE
 
 
 def test_every_estimand_reads_names_a_metric_or_probe_declares():
