@@ -193,11 +193,17 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
             res = results_of(p["info"]["run_id"])
             assert sorted((x["variant"]["name"], x["seed"]) for x in res["record"]["runs"]) == sorted(
                 (v, s) for v in ("sdxl-eps", "nai-v-ztsnr") for s in (0, 1))
-        # Prefect's view: 8 flow runs + 1 resubmission; the dead one Crashed (heartbeat automation),
-        # every other one Completed (none crashed later by the automation after it finished)
+        # Prefect's view: 8 flow runs + 1 resubmission per crash; the dead one Crashed (heartbeat
+        # automation), every other one Completed (none crashed later by the automation after it
+        # finished). A flow run whose process starts while the Prefect server restarts crashes
+        # before any work (Prefect's supervisor does not retry a refused connection); the parent
+        # submits it again, so that is a second crash with its own resubmission, never a lost unit.
         children = flow_runs("nai3-variant/train-eval")
         states = sorted(c["state_type"] for c in children)
-        assert states.count("CRASHED") == 1 and states.count("COMPLETED") == 8 and len(states) == 9, states
+        crashed = states.count("CRASHED")
+        resubmitted = (tmp_path / "control.log").read_text().count("submitting it again")
+        assert 1 <= crashed <= 2 and crashed == resubmitted, (states, resubmitted)
+        assert states.count("COMPLETED") == 8 and len(states) == 8 + crashed, states
         assert any(c["name"].endswith("-attempt2") and c["state_type"] == "COMPLETED" for c in children)
         events = _prefect_api(prefect_api, prefect_auth, "/events/filter", {
             "filter": {"event": {"name": ["prefect.worker.submitted-flow-run"]}}, "limit": 50})["events"]
