@@ -133,15 +133,9 @@ def resolve(config: str | None, overrides: list[str] | None, settings: AblationC
 
 
 def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, str]) -> Tracker:
-    try:
-        from prefect.runtime import flow_run
-
-        flow_run_id = str(flow_run.id or "")
-    except Exception:
-        flow_run_id = ""
     parent = Tracker.start(ws.uri, ws.experiment_id, name,
-                           tags={"prefect.flow_run_id": flow_run_id, "nai3.config_hash": stable_hash(to_dict(cfg))[:12],
-                                 **tags})
+                           tags={"prefect.flow_run_id": runs.current_flow_run_id(),
+                                 "nai3.config_hash": stable_hash(to_dict(cfg))[:12], **tags})
     parent.log_params(flatten({k: v for k, v in to_dict(cfg).items() if k != "variants"}))
     parent.log_json(to_dict(cfg), "config.resolved.json")
     return parent

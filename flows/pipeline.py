@@ -189,6 +189,7 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
         # a forced retrain starts over: never from this run folder's, nor a dead run's remote, checkpoint
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume and not force, progress,
                              {"nai3.run_key": key, "nai3.code_version": version,
+                              "prefect.flow_run_id": runs.current_flow_run_id(),
                               "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
 
 

@@ -26,6 +26,18 @@ from nai3train.tracking import Tracker
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def current_flow_run_id() -> str:
+    """The Prefect flow run this process works for, "" outside one: tagged on the MLflow runs it
+    starts (``prefect.flow_run_id``), so a run in the MLflow UI leads to its flow run's logs and
+    worker — and, of two flow runs that wanted one run key, to the one that actually trained it."""
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id or "")
+    except Exception:  # prefect's runtime context unavailable (plain `nai3` CLI, torchrun ranks)
+        return ""
+
+
 def source_version(*parts: str) -> str:
     """A hash of the Python sources under the given package paths (works without git)."""
     h = hashlib.sha256()

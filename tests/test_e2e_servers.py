@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY = ["data.train_size=96", "data.eval_size=16", "train.steps=12", "train.batch_size=8", "train.log_every=4",
         "eval.prompts=4", "eval.seeds_per_prompt=2", "eval.steps=4", "eval.tagger_steps=20"]
+STEPS = 120  # training steps per (variant, seed) in the team test
 ADMIN = ("admin", secrets.token_hex(12))  # generated per run: no literal secret in the repository
 
 
@@ -130,7 +131,8 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
 
         # two nightlies started together (2 variants × 2 seeds each) fan out over both workers; one
         # worker dies with its flow run mid-training (as when its machine dies)
-        two = TINY + ["train.seeds=[0,1]", "train.steps=120", "train.checkpoint_every=20"]
+        # the victim is taken at an early checkpoint (step 20–60 of 120), so the kill lands mid-training
+        two = TINY + ["train.seeds=[0,1]", f"train.steps={STEPS}", "train.checkpoint_every=20"]
         first, second = nightly(two), nightly(two)
         deadline, victim = time.time() + 600, None
         while time.time() < deadline and victim is None:
@@ -139,19 +141,23 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
                     step = json.loads(c.read_text())["step"]
                 except (OSError, ValueError):
                     continue  # being written
-                if 40 <= step < 120:
+                if 20 <= step <= 60:
                     victim = c.parents[2]
                     break
             time.sleep(0.2)
         assert victim is not None, "training never reached a checkpoint"
         run_key = victim.name[-12:]  # run directories are <variant>-<12-hex run key>
-        seed = next(r["tags"]["nai3.seed"] for r in runs("train") if r["tags"].get("nai3.run_key") == run_key)
-        child = next(c for c in flow_runs("nai3-variant/train-eval") if c["state_type"] == "RUNNING"
-                     and c["name"].startswith(f"{victim.name[:-13]}-seed{seed}"))
+        # the flow run that trains it, by the training run's tag: the other nightly's flow run for the
+        # same (variant, seed) is RUNNING too, waiting on the run key's lock
+        trainer = next(r for r in runs("train") if r["tags"].get("nai3.run_key") == run_key)
+        child = next(c for c in flow_runs("nai3-variant/train-eval") if c["id"] == trainer["tags"]["prefect.flow_run_id"])
+        assert child["state_type"] == "RUNNING", child["state_type"]
         pid = int(child["infrastructure_pid"].rsplit(":", 1)[-1])  # "pid" or "host:pid"
         killed_worker = next(w for w in ("w0", "w1")
                              if f"NAI3_E2E_WORKER={w}".encode() in Path(f"/proc/{pid}/environ").read_bytes())
         assert kill_by_env(f"NAI3_E2E_WORKER={killed_worker}") >= 2  # the worker and its flow run
+        assert [r["info"]["status"] for r in runs("train") if r["tags"].get("nai3.run_key") == run_key] == ["RUNNING"], \
+            "the kill came after the victim's training had finished: nothing to resume"
         procs["w2"] = _start([str(BIN / "prefect"), "worker", "start", "--pool", "nai3-process", "--limit", "1",
                               "--name", "w2"], dict(env, NAI3_E2E_WORKER="w2"), tmp_path / "w2.log")  # its replacement
 
@@ -175,7 +181,7 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
         resumed = [r for r in train if r["tags"].get("nai3.resumed_from_step")]
         assert len(killed) == 1 and killed[0]["tags"]["nai3.run_key"] == run_key and len(train) == 5
         assert len(resumed) == 1 and resumed[0]["tags"]["nai3.run_key"] == run_key
-        assert int(resumed[0]["tags"]["nai3.resumed_from_step"]) >= 40
+        assert int(resumed[0]["tags"]["nai3.resumed_from_step"]) >= 20
         assert len(runs("eval")) == 4 * 4  # 4 sweep points per (variant, seed), each evaluated once
         # nothing lost to the restarts: every logged loss is there, no run is left RUNNING
         for r in train:
@@ -184,7 +190,7 @@ def test_team_setup_fans_out_exactly_once_and_survives_a_dead_worker(tmp_path):
             history = _api(mlflow_url, f"/api/2.0/mlflow/metrics/get-history?run_id={r['info']['run_id']}"
                                        "&metric_key=train/loss&max_results=10000", auth=ADMIN)["metrics"]
             first_step = int(r["tags"].get("nai3.resumed_from_step", 0)) + 4
-            assert sorted(m["step"] for m in history) == list(range(first_step, 121, 4)), r["tags"]["nai3.run_key"]
+            assert sorted(m["step"] for m in history) == list(range(first_step, STEPS + 1, 4)), r["tags"]["nai3.run_key"]
         everything = [*train, *runs("eval"), *runs("ablation")]
         assert not [r["info"]["run_id"] for r in everything if r["info"]["status"] == "RUNNING"]
         parents = runs("ablation")
