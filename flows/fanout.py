@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .server import server_away, server_patience_s
+
 VARIANT_DEPLOYMENT = "nai3-variant/train-eval"
 UNIT_TAG = "nai3-unit"  # on every (variant, seed) flow run: the zombie automation watches these only
 HEARTBEAT_S = 30  # the runs' heartbeat period (Prefect's minimum); prefect.yaml sets it for train-eval
@@ -112,23 +114,6 @@ def submit(child: Child, deployment: str = VARIANT_DEPLOYMENT) -> None:
     child.flow_run_ids.append(str(run.id))
     child.name = run.name
     child.state = "SCHEDULED"
-
-
-def server_away(err: BaseException) -> bool:
-    """The Prefect server did not answer (restarting, its database restarting): worth waiting for,
-    unlike an error it answered with."""
-    import httpx
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    if isinstance(err, PrefectHTTPStatusError):
-        return err.response.status_code >= 500
-    return isinstance(err, (httpx.TransportError, OSError))
-
-
-def server_patience_s() -> float:
-    """How long a parent waits for an absent Prefect server (beyond the client's own retries):
-    $NAI3_PREFECT_PATIENCE_S, else 30 min. The children keep training meanwhile."""
-    return float(os.environ.get("NAI3_PREFECT_PATIENCE_S", "1800"))
 
 
 def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployment: str = VARIANT_DEPLOYMENT,

@@ -7,6 +7,9 @@
   refused, because Prefect lets inactive limits through. The lease is renewed while the holder
   lives; a holder killed with its machine loses it after ``LEASE_S`` and whoever retries the work
   takes over (and resumes from the checkpoint).
+* A server that does not answer for a while (restarted under running nightlies) is waited for,
+  up to ``NAI3_PREFECT_PATIENCE_S`` (:mod:`flows.server`), when a lock is taken: a restart never
+  fails a flow run that was about to take one.
 * Without one (``make demo``, the CLI, Prefect's ephemeral API, whose server lives and dies with
   one process) it is a file lock per key under the work folder: enough for one machine.
 """
@@ -17,6 +20,8 @@ import fcntl
 import logging
 from pathlib import Path
 from typing import Iterator
+
+from .server import patiently
 
 log = logging.getLogger("nai3.locks")
 
@@ -67,9 +72,12 @@ def global_lock(key: str) -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
     name = limit_name(key)
-    ensure_limit(name)
+    patiently(lambda: ensure_limit(name), f"checking the lock {name}")
     log.info("waiting for the cluster-wide lock %s", name)
-    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S, raise_on_lease_renewal_failure=False):
+    with contextlib.ExitStack() as held:
+        patiently(lambda: held.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S,
+                                                         raise_on_lease_renewal_failure=False)),
+                  f"taking the lock {name}")
         yield
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,21 @@ def test_run_key_lock_and_fan_out_wait_against_a_real_prefect_server(tmp_path):
         assert not _overlap(*same), same  # one waited for the other
         different = race(["k2", "k3"])
         assert _overlap(*different), different  # the control: unrelated keys run together
+
+        # the server restarts while a flow run asks for a lock: it waits the restart out and takes it
+        _stop(server)
+        asked = subprocess.Popen([sys.executable, "-c", HOLD, "k4"], env=dict(env, NAI3_PREFECT_PATIENCE_S="240"),
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(8)
+        assert asked.poll() is None, asked.communicate()  # still waiting for the server, not failed
+        server = _start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
+                        tmp_path / "prefect-restarted.log")
+        _wait(api + "/health", server)
+        out, err = asked.communicate(timeout=300)
+        assert asked.returncode == 0, err[-3000:]
+        assert "does not answer while checking the lock nai3-lock-k4" in err and "answers again" in err, err[-3000:]
+        start, end = json.loads(out.strip().splitlines()[-1])
+        assert end - start >= 6  # it held the lock for its whole body
     finally:
         _stop(server)
 
