@@ -33,7 +33,6 @@ import io
 import json
 import multiprocessing as mp
 import os
-import pwd
 import queue
 import secrets
 import shutil
@@ -60,6 +59,9 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import pg_bin, start_postgres  # noqa: E402  (the tests' throw-away cluster)
 BIN = Path(sys.executable).parent
 TARGET_S, TARGET_N = 1.0, 16
 USER = "worker"  # the team member every writer logs in as (docs/operations.md, "Team setup")
@@ -128,57 +130,6 @@ def settle(sid: int, timeout: float = 120) -> None:
         time.sleep(2)
         if session_cpu_s(sid) - used < 0.2:
             return
-
-
-def pg_bin(name: str) -> str:
-    """A PostgreSQL program: on PATH or in Debian's versioned folder."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (folder / name).is_file():
-            return str(folder / name)
-    raise FileNotFoundError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
-
-
-def unprivileged() -> list[str]:
-    """A command prefix that drops root: PostgreSQL refuses to run as root."""
-    if os.geteuid() != 0:
-        return []
-    for user in ("postgres", "nobody"):
-        try:
-            gid = pwd.getpwnam(user).pw_gid
-        except KeyError:
-            continue
-        return ["setpriv", f"--reuid={user}", f"--regid={gid}", "--clear-groups"]
-    raise RuntimeError("running as root with neither a 'postgres' nor a 'nobody' user to run PostgreSQL as")
-
-
-def start_postgres(root: Path, databases: list[str]) -> tuple[subprocess.Popen, int]:
-    """A throw-away cluster in ``root`` on a free loopback port (trust auth: nothing else can reach
-    it), ``databases`` created."""
-    drop, data, port = unprivileged(), root / "pgdata", free_port()
-    if drop:
-        shutil.chown(root, drop[1].split("=", 1)[1])
-    subprocess.run([*drop, pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
-                   check=True, capture_output=True, timeout=120)
-    log = root / "postgres.log"
-    # fsync stays on, as on a real database server; connections for every server worker's pools
-    proc = start([*drop, pg_bin("postgres"), "-D", str(data), "-p", str(port), "-k", str(root),
-                  "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"], dict(os.environ), log)
-    psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
-    deadline = time.time() + 60
-    try:
-        while subprocess.run([*psql, "select 1"], check=False, capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        for db in databases:
-            subprocess.run([*psql, f"create database {db}"], check=True, capture_output=True)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, port
 
 
 def start_mlflow(root: Path, pg_port: int | None, admin_password: str,
@@ -488,7 +439,8 @@ def main() -> int:
     try:
         pg_port = None
         if not args.sqlite:
-            pg, pg_port = start_postgres(root, ["mlflow", "mlflow_auth"])
+            # fsync on, as on a real database server; connections for every server worker's pools
+            pg, pg_port, _ = start_postgres(["mlflow", "mlflow_auth"], root, {"max_connections": "300"})
             servers.append(pg)
         print(f"starting the tracking server ({'SQLite' if args.sqlite else 'PostgreSQL'}) …", file=sys.stderr)
         t0 = time.time()

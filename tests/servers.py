@@ -117,36 +117,47 @@ def pg_bin(name: str) -> str:
     raise FileNotFoundError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
 
 
-def start_postgres(databases: list[str]) -> tuple[subprocess.Popen, int, Path]:
-    """A throw-away PostgreSQL cluster on a free loopback port (trust auth: the test's own cluster)
-    with ``databases`` created. Its folder is a fresh one under the system temp dir (pytest's
-    tmp_path sits in a root-only folder the unprivileged server could not reach); the caller
-    stops the process and removes the folder."""
+TEST_SETTINGS = {"fsync": "off"}  # a test's cluster holds throw-away data
+
+
+def start_postgres(databases: list[str], root: Path | None = None,
+                   settings: dict[str, str] | None = None) -> tuple[subprocess.Popen, int, Path]:
+    """A throw-away PostgreSQL cluster on a free loopback port (trust auth: nothing else can reach
+    it) with ``databases`` created, in ``root`` or a fresh folder under the system temp dir
+    (pytest's tmp_path sits in a root-only folder the unprivileged server could not reach); the
+    caller stops the process and removes the folder. ``settings`` go to the server as ``-c k=v``
+    (a benchmark keeps fsync on, as on a real database server)."""
     import shutil
     import tempfile
 
-    root = Path(tempfile.mkdtemp(prefix="nai3-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="nai3-pg-")) if root is None else root
     data, port = root / "pgdata", _free_port()
     drop = _unprivileged()
     if drop:
         shutil.chown(root, drop[1].split("=", 1)[1])
     subprocess.run([*drop, pg_bin("initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8"],
                    check=True, capture_output=True, timeout=120)
-    proc = _run_postgres(root, port)
+    proc = _run_postgres(root, port, TEST_SETTINGS if settings is None else settings)
     psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c"]
-    for db in databases:
-        subprocess.run([*psql, f"create database {db}"], check=True, capture_output=True)
+    try:
+        for db in databases:
+            subprocess.run([*psql, f"create database {db}"], check=True, capture_output=True)
+    except BaseException:
+        _stop(proc)
+        raise
     return proc, port, root
 
 
-def _run_postgres(root: Path, port: int) -> subprocess.Popen:
+def _run_postgres(root: Path, port: int, settings: dict[str, str]) -> subprocess.Popen:
     """The cluster under ``root`` served on ``port``; returns once it accepts queries."""
+    options = [arg for k, v in settings.items() for arg in ("-c", f"{k}={v}")]
     proc = _start([*_unprivileged(), pg_bin("postgres"), "-D", str(root / "pgdata"), "-p", str(port), "-k", str(root),
-                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"], dict(os.environ), root / "postgres.log")
+                   "-c", "listen_addresses=127.0.0.1", *options], dict(os.environ), root / "postgres.log")
     psql = [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "select 1"]
     deadline = time.time() + 60
     while subprocess.run(psql, capture_output=True).returncode != 0:
         if proc.poll() is not None or time.time() > deadline:
+            _stop(proc)
             raise RuntimeError(f"PostgreSQL did not start: {(root / 'postgres.log').read_text()[-2000:]}")
         time.sleep(0.3)
     return proc
@@ -157,4 +168,4 @@ def restart_postgres(proc: subprocess.Popen, root: Path, port: int, down_s: floa
     port after ``down_s``: clients see dropped connections, then a server that recovered its log."""
     _stop(proc)
     time.sleep(down_s)
-    return _run_postgres(root, port)
+    return _run_postgres(root, port, TEST_SETTINGS)
