@@ -16,13 +16,12 @@ whichever worker is free runs it, on whichever machine; the parent waits for all
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from .server import server_away, server_patience_s
+from .server import patiently
 
 VARIANT_DEPLOYMENT = "nai3-variant/train-eval"
 UNIT_TAG = "nai3-unit"  # on every (variant, seed) flow run: the zombie automation watches these only
@@ -125,23 +124,10 @@ def wait(children: list[Child], attempts: int = 2, poll_s: float = 5.0, deployme
     final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
     pending = list(children)
     last, changed, hinted = "", time.time(), False
-    away_since: float | None = None
     with get_client(sync_client=True) as client:
         while pending:
-            try:
-                states = {c.flow_run_id: client.read_flow_run(c.flow_run_id) for c in pending}
-            except Exception as e:  # noqa: BLE001 - only a server that does not answer is waited for
-                if not server_away(e) or time.time() - (away_since or time.time()) > server_patience_s():
-                    raise
-                if away_since is None:
-                    away_since = time.time()
-                    echo(f"the Prefect server does not answer ({type(e).__name__}); the children go on, waiting up "
-                         f"to {server_patience_s():.0f} s for it")
-                time.sleep(poll_s)
-                continue
-            if away_since is not None:
-                echo(f"the Prefect server answers again after {time.time() - away_since:.0f} s")
-                away_since = None
+            states = patiently(lambda: {c.flow_run_id: client.read_flow_run(c.flow_run_id) for c in pending},
+                               "reading the (variant, seed) flow runs (they go on meanwhile)", say=echo)
             for child in list(pending):
                 fr = states[child.flow_run_id]
                 child.state = fr.state.type.value if fr.state else "PENDING"

@@ -45,12 +45,14 @@ def server_patience_s() -> float:
 
 
 def patiently(call: Callable[[], T], what: str, patience_s: float | None = None,
-              first_delay_s: float = 1.0, max_delay_s: float = 15.0) -> T:
+              first_delay_s: float = 1.0, max_delay_s: float = 15.0, say: Callable[[str], None] | None = None) -> T:
     """``call()``, called again (backing off) while the Prefect server does not answer, for up to
     ``patience_s``; an error the server answered with, or one past the patience, is raised. Only
     for calls that are safe to repeat: taking a lock whose request was lost is (an acquired slot
-    whose answer never came back expires with its lease)."""
+    whose answer never came back expires with its lease). ``say`` gets the two lines that tell
+    the server went away and came back (default: a warning on this module's logger)."""
     patience = server_patience_s() if patience_s is None else patience_s
+    say = say or log.warning
     start, delay, warned = time.monotonic(), first_delay_s, False
     while True:
         try:
@@ -59,12 +61,12 @@ def patiently(call: Callable[[], T], what: str, patience_s: float | None = None,
             if not server_away(e) or time.monotonic() - start > patience:
                 raise
             if not warned:
-                log.warning("the Prefect server does not answer while %s (%s); retrying for up to %.0f s", what,
-                            type(e).__name__, patience)
+                say(f"the Prefect server does not answer while {what} ({type(e).__name__}); retrying for up to "
+                    f"{patience:.0f} s")
                 warned = True
             time.sleep(delay)
             delay = min(delay * 2, max_delay_s)
             continue
         if warned:
-            log.warning("the Prefect server answers again: %s after %.0f s", what, time.monotonic() - start)
+            say(f"the Prefect server answers again: {what} after {time.monotonic() - start:.0f} s")
         return result
