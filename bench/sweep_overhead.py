@@ -25,14 +25,14 @@ from nai3eval.prompts import make_prompt_set
 from nai3eval.record import Run
 from nai3eval.sampling import generate
 from nai3eval.setting import Setting
-from nai3eval.sinks import GridSink, MLflowPointSink
+from nai3eval.reporting.sinks import GridSink, MLflowPointSink
 from nai3eval.checkpoint import LoadedCheckpoint
 from nai3eval.sweep import run_sweep
 from nai3eval.tagger import Tagger
 from nai3train.config import VariantConfig, load_config
 from nai3train.data import load_folder, synthesize
 from nai3train.models import TinyBundle
-from nai3train.tracking import Tracker, open_experiment
+from nai3train.ops.tracking import Tracker, open_experiment
 from nai3train.variant import build_denoiser
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -235,7 +235,7 @@ def log_sample(client: MlflowClient, w: Written, step: int, folder: Path) -> Non
 
 
 def start_run(client: MlflowClient, w: Written, i: int, experiment_id: str) -> None:
-    """The run, its params in one batch and its tags one call each, as ``nai3train.tracking.Tracker`` logs them."""
+    """The run, its params in one batch and its tags one call each, as ``nai3train.ops.tracking.Tracker`` logs them."""
     tags = {"nai3.kind": "train", "nai3.variant": f"variant-{i % 2}", "nai3.seed": str(i)}
     ok, run = timed(w, "create_run", client.create_run, experiment_id, run_name=f"writer-{i}", tags=tags)
     if not ok:
@@ -410,7 +410,7 @@ def parse() -> argparse.Namespace:
 
 def client_env() -> str:
     """Writers' environment, set before the first writer process exists: one thread each, nai3's HTTP
-    retry settings (nai3train/tracking.py), a team member's login. Returns that member's password."""
+    retry settings (nai3train/ops/tracking.py), a team member's login. Returns that member's password."""
     password = secrets.token_urlsafe(16)
     os.environ.update(OMP_NUM_THREADS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="1",
                       MLFLOW_HTTP_REQUEST_MAX_RETRIES="3", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",

@@ -18,10 +18,11 @@ from prefect.cache_policies import NO_CACHE
 from nai3eval.record import Record
 from nai3train.config import AblationConfig, load_config, stable_hash, to_dict
 from nai3train.data import PreparedData
-from nai3train.run import TrainedVariant
-from nai3train.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
+from nai3train.ops.run import TrainedVariant
+from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
 
 from . import fanout, pipeline, runs
+from .identity import version_tags
 from .locks import prefect_server_configured
 from .pipeline import ReportOutput, TaggerRef, Workspace
 from .summary import ui_command
@@ -118,7 +119,7 @@ def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRe
             if got is None or result is None:
                 failure = failure or fanout.FanOutFailed(
                     f"{child.unit.label}: flow run '{child.name}' completed but MLflow holds no finished training "
-                    f"run and evaluation for it with this code version ({runs.training_code_version()}): does that "
+                    f"run and evaluation for it under this training identity ({runs.training_identity().digest}): does that "
                     "worker run the same code?")
                 continue
             trained.append(got)
@@ -135,7 +136,9 @@ def resolve(config: str | None, overrides: list[str] | None, settings: AblationC
 def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, str]) -> Tracker:
     parent = Tracker.start(ws.uri, ws.experiment_id, name,
                            tags={"prefect.flow_run_id": runs.current_flow_run_id(),
-                                 "nai3.config_hash": stable_hash(to_dict(cfg))[:12], **tags})
+                                 "nai3.config_hash": stable_hash(to_dict(cfg))[:12],
+                                 "nai3.train_identity": runs.training_identity().digest,
+                                 "nai3.eval_identity": runs.evaluation_identity().digest, **version_tags(), **tags})
     parent.log_params(flatten({k: v for k, v in to_dict(cfg).items() if k != "variants"}))
     parent.log_json(to_dict(cfg), "config.resolved.json")
     return parent
@@ -168,7 +171,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             "seeds": runs.next_seeds(cfg, data.content_hash, ws.uri, ws.experiment_id)})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
-    # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/buffered.py)
+    # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/ops/buffered.py)
     with pipeline.parent_logger(ws, parent.run_id).running() as logger:
         logger.log_params({"variants": ",".join(v.name for v in cfg.variants)})
         tagger = prepare_tagger_task(cfg, data, ws, parent.run_id)

@@ -135,8 +135,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     from nai3eval.prompts import read_prompt_file
     from nai3train.checkpoint import load_meta
-    from nai3train.run import TrainedVariant
-    from nai3train.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, resolve_tracking, runs_page
+    from nai3train.ops.run import TrainedVariant
+    from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, resolve_tracking, runs_page
 
     from . import pipeline
     from .summary import ui_command
@@ -179,7 +179,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
               "(nothing is downloaded)")
     trained = TrainedVariant(name, str(ckpt), None)
     parent = Tracker.start(ws.uri, ws.experiment_id, f"eval/{name}",
-                           tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt)})
+                           tags={"nai3.kind": "eval-only", "nai3.checkpoint": str(ckpt), **pipeline.evaluation_tags()})
     with pipeline.parent_logger(ws, parent.run_id).running() as logged:
         result = pipeline.evaluate(cfg, trained, data, tagger, ws, logged, progress=not a.no_progress,
                                    options=options)
@@ -203,8 +203,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     from nai3eval.claims import load_claims_spec
     from nai3eval.claims.ledger import read_ledger, utc_iso
-    from nai3eval.report import summary_lines, write_report
-    from nai3train.tracking import resolve_tracking
+    from nai3eval.reporting.report import summary_lines, write_report
+    from nai3train.ops.tracking import resolve_tracking
 
     from .pipeline import read_results
 
@@ -277,7 +277,7 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
     from nai3eval.claims import load_claims_spec
     from nai3eval.claims.sequential import nominal_alphas
     from nai3eval.claims.validate import validate
-    from nai3train.progress import progress
+    from nai3train.ops.progress import progress
 
     spec = load_claims_spec(a.spec)
     tau, s_w = 0.02, 0.01
@@ -315,7 +315,7 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
 
 
 def cmd_relog(a: argparse.Namespace) -> int:
-    from nai3train.buffered import relog
+    from nai3train.ops.buffered import relog
 
     for journal in a.journal:
         n = relog(journal)
@@ -494,11 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nai3train.atomic import DiskFull
-    from nai3train.buffered import TrackingOutage
+    from nai3train.ops.atomic import DiskFull
+    from nai3train.ops.buffered import TrackingOutage
     from nai3train.config import ConfigError
     from nai3train.data import DatasetError
-    from nai3train.secrets import redact
+    from nai3train.ops.secrets import redact
 
     args = build_parser().parse_args(argv)
     try:

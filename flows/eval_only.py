@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig
-from nai3train.run import TrainedVariant
-from nai3train.tracking import resolve_checkpoint
+from nai3train.ops.run import TrainedVariant
+from nai3train.ops.tracking import resolve_checkpoint
 
 from .ablation import evaluate_and_report, prepare_data_task, prepare_tagger_task, resolve, start_parent
 from .pipeline import Workspace, parent_logger

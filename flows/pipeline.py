@@ -19,24 +19,26 @@ from pathlib import Path
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.claims import ClaimsOutcome, ClaimsSpec, load_claims_spec
 from nai3eval.claims.ledger import Entry, Ledger, read_ledger
-from nai3eval.report import claim_row, summary_lines, write_report
+from nai3eval.reporting.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
-from nai3eval.sinks import GridSink, MLflowPointSink, PointCache, grid_name
+from nai3eval.reporting.sinks import GridSink, MLflowPointSink, PointCache, grid_name
 from nai3eval.checkpoint import load_model
 from nai3eval.tagger import TaggerReport, ensure_tagger, load_tag_frequency, load_tagger
 from nai3train.checkpoint import load_meta
 from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.config.locate import locate
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
-from nai3train.run import TrainedVariant, train_tracked, train_untracked
-from nai3train.threads import apply_threads
-from nai3train.atomic import atomic_write
-from nai3train.buffered import BufferedTracker, shared, transient
-from nai3train.secrets import redact
-from nai3train.tracking import Tracker, comparison_view_tags, open_experiment
+from nai3train.ops.run import TrainedVariant, train_tracked, train_untracked
+from nai3train.ops.threads import apply_threads
+from nai3train.ops.atomic import atomic_write
+from nai3train.ops.buffered import BufferedTracker, shared, transient
+from nai3train.ops.secrets import redact
+from nai3train.ops.tracking import Tracker, comparison_view_tags, open_experiment
 
 from . import runs
+from .fingerprint import Fingerprint, fingerprint
+from .identity import instrument_identity, version_tags
 from .locks import run_lock
 from .summary import format_table
 
@@ -101,7 +103,7 @@ def _pin_claims_spec(ws: Workspace, copy_ledger: bool = True) -> ClaimsSpec:
 
 
 def parent_logger(ws: Workspace, run_id: str) -> BufferedTracker:
-    """The flow's parent run as this process's buffered logger (``nai3train.buffered.shared``):
+    """The flow's parent run as this process's buffered logger (``nai3train.ops.buffered.shared``):
     evaluation points, stored evaluations and the report go through it, so an MLflow outage
     delays their logging, never the work. Its journal lies under ``<work>/journals``."""
     return shared(Tracker(ws.uri, run_id), ws.work / "journals")
@@ -155,7 +157,7 @@ def prepare_data(cfg: AblationConfig, ws: Workspace) -> PreparedData:
 def prepare_tagger(cfg: AblationConfig, data: PreparedData, ws: Workspace) -> TaggerRef:
     """The domain tagger, trained once per dataset (cached by content hash). Its seed is the data
     seed, never the training seed: the instrument must not change with what it measures."""
-    folder = ws.work / f"tagger-{data.content_hash[:12]}-{cfg.eval.tagger_steps}"
+    folder = ws.work / f"tagger-{data.content_hash[:12]}-{cfg.eval.tagger_steps}-{instrument_identity().digest}"
     with run_lock(ws.work, folder.name):
         path, report = ensure_tagger(data.train, data.eval, cfg.data.resolution, cfg.eval.tagger_steps,
                                      cfg.data.seed, folder, data.scan_cache)
@@ -172,9 +174,10 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
     out = ws.work / "variants" / f"{variant.name}-{key}"
     if int(os.environ.get("RANK", "0")) != 0:
         return train_untracked(cfg, variant, data, out, resume)
-    version = runs.training_code_version()
+    ident = runs.training_identity()
+    fp = fingerprint(cfg, variant, ws.work / "cache" / "fingerprints")
     with run_lock(ws.work, key):
-        done = None if force else finished_training(cfg, variant, data, ws, out)
+        done = None if force else finished_training(cfg, variant, data, ws, out, fp)
         if done is not None:
             log.info("reusing %s from FINISHED run %s", variant.name, done.run_id)
             if parent is not None:
@@ -185,22 +188,24 @@ def train(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: W
                         variant.name)
         if force:
             shutil.rmtree(out, ignore_errors=True)
-        _forget_other_code(out, variant.name, version)
+        _forget_other_code(out, variant.name, f"{ident.digest} {fp.text}")
         # a forced retrain starts over: never from this run folder's, nor a dead run's remote, checkpoint
         return train_tracked(cfg, variant, data, out, ws.uri, ws.experiment_id, parent, resume and not force, progress,
-                             {"nai3.run_key": key, "nai3.code_version": version,
+                             {"nai3.run_key": key, "nai3.train_identity": ident.digest, "nai3.fingerprint": fp.text,
                               "prefect.flow_run_id": runs.current_flow_run_id(),
-                              "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash)})
+                              "nai3.recipe_key": runs.recipe_key(cfg, variant, data.content_hash), **version_tags()},
+                             {"identity-training.json": ident.to_dict()})
 
 
-CODE_MARK = "training_code_version"
+CODE_MARK = "training_identity"
 
 
 def _forget_other_code(out: Path, name: str, version: str) -> None:
-    """Resume only checkpoints this training code wrote. The run folder is keyed by config and data,
-    not code: after a change to the training code its newest checkpoint (the old code's final one,
-    say) would be "resumed" with no step left, answering new code with old weights. Such
-    checkpoints are dropped here (the old runs keep theirs in MLflow) and the training starts over."""
+    """Resume only checkpoints written under this training identity and fingerprint (``version``).
+    The run folder is keyed by config and data, not code: after a change to the training code its
+    newest checkpoint (the old code's final one, say) would be "resumed" with no step left,
+    answering new code with old weights. Such checkpoints are dropped here (the old runs keep
+    theirs in MLflow) and the training starts over."""
     mark = out / CODE_MARK
     have = mark.read_text().strip() if mark.is_file() else None
     if have != version and any((out / d).exists() for d in ("checkpoints", "checkpoint")):
@@ -213,11 +218,12 @@ def _forget_other_code(out: Path, name: str, version: str) -> None:
 
 
 def finished_training(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, ws: Workspace,
-                      out: Path | None = None) -> TrainedVariant | None:
-    """The FINISHED training run of this (variant, seed) with today's training code, if any; its
-    checkpoint is made local under ``out`` (without ``out`` it is named by its MLflow URI)."""
+                      out: Path | None = None, fp: Fingerprint | None = None) -> TrainedVariant | None:
+    """The FINISHED training run of this (variant, seed) under today's training identity (and, when
+    given, a fingerprint that matches ``fp``), if any; its checkpoint is made local under ``out``
+    (without ``out`` it is named by its MLflow URI)."""
     done = runs.find_finished_training(ws.uri, ws.experiment_id, runs.run_key(cfg, variant, data.content_hash),
-                                       runs.training_code_version())
+                                       runs.training_identity().digest, fp)
     if done is None:
         return None
     run_id = done.info.run_id
@@ -332,7 +338,7 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
         sinks.append(MLflowPointSink(parent, ws.experiment_id, v.config_hash(), inst.vocab,
                                      ws.work / "results" / "points" / parent.run_id[:12],
                                      {"prediction": v.prediction, "ztsnr": v.ztsnr, "sigma_max": v.top_sigma,
-                                      "seed": cfg.train.seed}))
+                                      "seed": cfg.train.seed}, evaluation_tags()))
     if parent is not None:
         parent.set_tags({f"nai3.parameterization.{trained.variant}": parameterization_text(ck.variant, ck.source)})
     apply_threads(cfg.train.threads)
@@ -345,6 +351,11 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
         runs.store_evaluation(parent.routed(trained.run_id) if parent is not None else Tracker(ws.uri, trained.run_id),
                               key, result)
     return result
+
+
+def evaluation_tags() -> dict[str, str]:
+    """What every evaluation run records about the code and libraries that measured it."""
+    return {"nai3.eval_identity": runs.evaluation_identity().digest, **version_tags()}
 
 
 def stored_result(cfg: AblationConfig, trained: TrainedVariant, tagger: TaggerRef | None, ws: Workspace,
@@ -402,11 +413,12 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
 
     run_id = parent.run_id if parent is not None else ""
     experiment = parent if parent is not None else Tracker(ws.uri, "")
+    seeds = _provenance(cfg, data, ws)
     with claims_lock(ws):  # no second report reads the ledger between this one's read and its write
         spec = _pin_claims_spec(ws, copy_ledger=False)
         ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
         claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger,
-                                      run_id=run_id, config=cfg.name)
+                                      run_id=run_id, config=cfg.name, provenance=seeds)
         if data is not None:
             _write_ledger(ws, experiment, ledger_tags(claims.new_ledger_entries(run_id)))
     experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
@@ -416,6 +428,9 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         parent.log_artifact(out / "results.json", "results")
         parent.log_artifact(out / "results.md", "results")
         parent.log_artifact(folder, "report")
+        if seeds is not None:
+            parent.set_tags(seeds.tags())
+            parent.log_json(seeds.to_dict(), "identities.json")
         parent.set_tags({"nai3.claims_spec_sha256": claims.spec.sha256, "nai3.claims_spec_version": claims.spec.version,
                          **{f"nai3.claim.{c.id}": c.verdict for c in [*claims.claims, *claims.checks]}})
         for k, metrics in claims.metrics_by_seeds().items():
@@ -423,6 +438,21 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         parent.log_table([claim_row(c, claims.spec.alpha) for c in [*claims.claims, *claims.checks]],
                          "report/claims_table.json")
     return ReportOutput(table, claims, folder)
+
+
+def _provenance(cfg: AblationConfig, data: PreparedData | None, ws: Workspace):
+    """The seeds of each arm under each training identity (``runs.provenance``); ``None`` for a model
+    nai3 did not train, or while MLflow does not answer (the report then goes without the section)."""
+    if data is None:
+        return None
+    try:
+        return runs.provenance(ws.uri, ws.experiment_id, cfg, data.content_hash, runs.training_identity(),
+                               ws.work / "downloaded" / "identities")
+    except Exception as e:
+        if not transient(e):
+            raise
+        log.warning("MLflow does not answer (%s): the report goes without the seeds by identity", str(e)[:200])
+        return None
 
 
 def read_results(path: str | Path) -> tuple[Record, dict]:

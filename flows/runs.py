@@ -1,11 +1,13 @@
 """Run identity and reuse, in one place: run keys, code versions, locks, and finding finished work.
 
 * A training run is reused when a FINISHED run has the same run key (variant, training and model
-  config, data content) and the same *training* code version (``nai3train``): editing the report or
-  a metric never throws away a trained variant.
+  config, data content), the same *training identity* (the code and libraries that can change
+  trained weights, :mod:`flows.identity`) and a numerics fingerprint that matches today's
+  (:mod:`flows.fingerprint`): editing a progress bar, the report or a metric never throws away a
+  trained variant, and the nightly's seeds keep accumulating.
 * An evaluation is reused when the training run already stores an evaluation with the same key
-  (sweep settings, instrument, evaluation code version: ``nai3eval`` plus the diffusion math and
-  model bundles it samples through).
+  (sweep settings, instrument, *evaluation identity*: sampling, probes, metrics and the math and
+  models they run — not claims, report or plots, which re-decide from the stored record).
 * Two flow runs that want the same run key take its lock (:mod:`flows.locks`: cluster-wide with a
   Prefect server, per machine without one): the second waits, then finds the finished run and
   reuses it.
@@ -15,15 +17,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 from pathlib import Path
 
 from nai3eval.record import Record
+from . import identity
+from .fingerprint import Fingerprint
+from .identity import Identity
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
 from nai3train.config.locate import locate
-from nai3train.buffered import BufferedTracker
-from nai3train.tracking import Tracker
+from nai3train.ops.buffered import BufferedTracker
+from nai3train.ops.tracking import Tracker
 
-ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
 def current_flow_run_id() -> str:
@@ -38,22 +44,12 @@ def current_flow_run_id() -> str:
         return ""
 
 
-def source_version(*parts: str) -> str:
-    """A hash of the Python sources under the given package paths (works without git)."""
-    h = hashlib.sha256()
-    for part in parts:
-        for f in sorted((ROOT / part).rglob("*.py")):
-            h.update(str(f.relative_to(ROOT)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:12]
+def training_identity() -> Identity:
+    return identity.training_identity()
 
 
-def training_code_version() -> str:
-    return source_version("nai3train")
-
-
-def evaluation_code_version() -> str:
-    return source_version("nai3eval", "nai3train/diffusion", "nai3train/models")
+def evaluation_identity() -> Identity:
+    return identity.evaluation_identity()
 
 
 # train options that say where things are kept, not what is trained: a run key never depends on
@@ -78,21 +74,36 @@ def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> s
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
 
-def finished_seeds(uri: str, experiment_id: str, recipe: str, version: str) -> set[int]:
-    """Training seeds with a FINISHED run of this recipe and training code version."""
+def finished_runs(uri: str, experiment_id: str, recipe: str) -> list:
+    """Every FINISHED training run of this recipe, under any identity (newest first)."""
     from mlflow.tracking import MlflowClient
 
-    runs = MlflowClient(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`nai3.recipe_key` = '{recipe}' and tags.`nai3.code_version` = "
-                                       f"'{version}' and attributes.status = 'FINISHED'", max_results=5000)
-    return {int(r.data.tags["nai3.seed"]) for r in runs if r.data.tags.get("nai3.seed", "").isdigit()}
+    return MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`nai3.recipe_key` = '{recipe}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=5000)
+
+
+def finished_seeds(uri: str, experiment_id: str, recipe: str, train_identity: str,
+                   fingerprint: Fingerprint | None = None) -> set[int]:
+    """Training seeds with a FINISHED run of this recipe under this training identity (and, when
+    given, a fingerprint that matches it): seeds of other identities are never pooled."""
+    return {int(r.data.tags["nai3.seed"]) for r in finished_runs(uri, experiment_id, recipe)
+            if same_numerics(r, train_identity, fingerprint) and r.data.tags.get("nai3.seed", "").isdigit()}
+
+
+def same_numerics(run, train_identity: str, fingerprint: Fingerprint | None) -> bool:
+    """Whether a stored training run was made by code and libraries that give today's numbers."""
+    if run.data.tags.get("nai3.train_identity") != train_identity:
+        return False
+    stored = Fingerprint.parse(run.data.tags.get("nai3.fingerprint"))
+    return fingerprint is None or stored is None or stored.matches(fingerprint)
 
 
 def next_seeds(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str) -> tuple[int, ...]:
     """The nightly's seeds: every seed any arm has finished (so gaps are filled and nothing is
     dropped from the report) plus the smallest seed not yet finished by every arm."""
-    version = training_code_version()
-    have = [finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), version) for v in cfg.variants]
+    train_identity = training_identity().digest
+    have = [finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), train_identity) for v in cfg.variants]
     every = set.intersection(*have) if have else set()
     new = next(k for k in itertools.count() if k not in every)
     return tuple(sorted(set().union(*have) | {new}))
@@ -105,19 +116,29 @@ def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, optio
     sweep = to_dict(ec)
     if ec.prompt_file:
         sweep["prompt_file"] = hashlib.sha256(locate(ec.prompt_file, "eval.prompt_file").read_bytes()).hexdigest()
-    return stable_hash({"eval": sweep, "tagger": instrument, "code": evaluation_code_version(),
+    return stable_hash({"eval": sweep, "tagger": instrument, "code": evaluation_identity().digest,
                         "run": training_run_id, "options": options or {}})[:12]
 
 
-def find_finished_training(uri: str, experiment_id: str, key: str, version: str):
-    """The newest FINISHED training run with this run key and training code version, if any."""
+def find_finished_training(uri: str, experiment_id: str, key: str, train_identity: str,
+                           fingerprint: Fingerprint | None = None):
+    """The newest FINISHED training run with this run key and training identity whose fingerprint
+    matches ``fingerprint``, if any. One whose identity matches but whose fingerprint does not is
+    the identity's boundary being wrong: said loudly (and the run is not reused)."""
     from mlflow.tracking import MlflowClient
 
-    runs = MlflowClient(uri).search_runs(
-        [experiment_id], filter_string=f"tags.`nai3.run_key` = '{key}' and tags.`nai3.code_version` = '{version}' "
-                                       "and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
+    found = MlflowClient(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`nai3.run_key` = '{key}' and tags.`nai3.train_identity` = "
+                                       f"'{train_identity}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=20)
+    for r in found:
+        if same_numerics(r, train_identity, fingerprint):
+            return r
+        log.error("training run %s has today's training identity %s but another numerics fingerprint (%s, now %s): "
+                  "an edit outside the identity changed numbers; it is not reused (see "
+                  'docs/operations.md, "What invalidates what")', r.info.run_id, train_identity, r.data.tags.get("nai3.fingerprint"),
+                  fingerprint.text if fingerprint else "—")
+    return None
 
 
 def close_orphaned_runs(uri: str, experiment_id: str, key: str) -> list[str]:
@@ -155,3 +176,37 @@ def store_evaluation(run: Tracker | BufferedTracker, key: str, result: Record) -
     first, then the tag that points at it: a reader never finds a tag without its record."""
     run.log_json(result.to_dict(), f"eval-{key}.json")
     run.set_tags({f"nai3.eval.{key}": f"eval-{key}.json"})
+
+
+def provenance(uri: str, experiment_id: str, cfg: AblationConfig, data_hash: str, current: Identity,
+               download_to: Path):
+    """Per arm, the FINISHED training seeds under each training identity with their library versions,
+    and for every older identity what differs today (from the manifest its runs logged)."""
+    from mlflow.tracking import MlflowClient
+
+    from nai3eval.reporting.provenance import IdentitySeeds, Provenance
+
+    rows, witness = [], {}
+    for v in cfg.variants:
+        groups: dict[str, dict] = {}
+        for r in finished_runs(uri, experiment_id, recipe_key(cfg, v, data_hash)):
+            tags = r.data.tags
+            ident = tags.get("nai3.train_identity", "unrecorded")
+            g = groups.setdefault(ident, {"seeds": set(), "versions": set()})
+            if tags.get("nai3.seed", "").isdigit():
+                g["seeds"].add(int(tags["nai3.seed"]))
+            g["versions"].add(", ".join(f"{k} {tags[f'nai3.version.{k}']}" for k in ("torch", "diffusers")
+                                        if f"nai3.version.{k}" in tags) or "unrecorded")
+            witness.setdefault(ident, r.info.run_id)
+        rows += [IdentitySeeds(v.name, ident, tuple(sorted(g["seeds"])), "; ".join(sorted(g["versions"])),
+                               ident == current.digest) for ident, g in groups.items()]
+    changes = {}
+    for ident, run_id in witness.items():
+        if ident in (current.digest, "unrecorded"):
+            continue
+        try:
+            local = MlflowClient(uri).download_artifacts(run_id, "identity-training.json", str(download_to / ident))
+            changes[ident] = tuple(current.changes_from(Identity.from_dict(json.loads(Path(local).read_text()))))
+        except Exception as e:  # a run without its manifest still counts its seeds; the change goes unnamed
+            log.warning("the identity manifest of run %s could not be read (%s)", run_id, str(e)[:200])
+    return Provenance(tuple(rows), current.digest, changes)

@@ -1,9 +1,9 @@
 """Console summary of an ablation: the points table as fixed-width text, and where to look next."""
 from __future__ import annotations
 
-from nai3eval.columns import points_table
+from nai3eval.reporting.columns import points_table
 from nai3eval.record import Record
-from nai3train.secrets import redact
+from nai3train.ops.secrets import redact
 
 
 def format_table(record: Record) -> str:

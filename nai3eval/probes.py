@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from nai3train.diffusion.samplers import initial_state
-from nai3train.progress import progress as progress_bar
+from nai3train.ops.progress import progress as progress_bar
 
 from .checkpoint import LoadedCheckpoint
 from .counting import Counter, wrong_counts

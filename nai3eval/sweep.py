@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable, Sequence
 
-from nai3train.progress import progress as progress_bar
+from nai3train.ops.progress import progress as progress_bar
 
 from nai3train.config import EvalConfig
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from .progress import progress as progress_bar
-from .threads import apply_threads
+from .ops.progress import progress as progress_bar
+from .ops.threads import apply_threads
 
 from .checkpoint import latest_step_checkpoint, save_checkpoint
 from .config import AblationConfig, VariantConfig, to_dict
@@ -20,7 +20,7 @@ from .data import BucketBatches, BucketedDataset, TagWeighting, Vocabulary
 from .data.normalize import ChannelStats, channel_stats
 from .diffusion import DiffusionLoss, MinSNRWeighting
 from .models import TinyBundle
-from .tracking import Tracker
+from .ops.tracking import Tracker
 from .training import EMA, SigmaBinLoss, TrainingState, linear_warmup
 from .variant import build_denoiser, expected_failure
 

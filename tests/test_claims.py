@@ -15,7 +15,7 @@ from pathlib import Path
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
 from nai3eval.claims import statistics as A
 from nai3eval.record import Record, Run
-from nai3eval.report import write_report
+from nai3eval.reporting.report import write_report
 from nai3eval.setting import Setting
 from nai3train.config import ConfigError, VariantConfig
 
@@ -376,7 +376,7 @@ def test_a_censored_seed_is_shown_as_a_bound_and_decides_by_the_censored_analysi
     the censored model's μ̂ (above the edge-value mean), and the note says how it was analysed."""
     from nai3eval.claims import ClaimResult
     from nai3eval.claims.censored import recipe_effect
-    from nai3eval.report import claim_row
+    from nai3eval.reporting.report import claim_row
 
     seeds = [A.SeedContrast(0, 0.9, math.nan, 16), A.SeedContrast(1, 0.7, math.nan, 16),
              A.SeedContrast(2, 0.5, math.nan, 16, low=0.5, high=math.inf)]
@@ -514,7 +514,7 @@ def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decid
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims.ledger import ledger_tags, read_ledger
-    from nai3train.tracking import Tracker
+    from nai3train.ops.tracking import Tracker
 
     first = evaluate_claims(fake_results())
     entries = first.new_ledger_entries("run-k3")

@@ -39,3 +39,22 @@ def test_every_cited_document_and_section_exists():
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 220
+
+
+def test_what_invalidates_what_is_the_boundary_the_code_draws():
+    """docs/operations.md's table of identities restates flows/identity.py: tested against it."""
+    from flows import identity
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]]
+            for line in text[text.index("## What invalidates what"):].splitlines()
+            if line.startswith("| ") and not line.startswith("| identity")}
+    code = {"training": (identity.TRAINING_CODE, identity.TRAINING_LIBRARIES),
+            "evaluation": (identity.EVALUATION_CODE, identity.EVALUATION_LIBRARIES),
+            "instrument": (identity.INSTRUMENT_CODE, identity.INSTRUMENT_LIBRARIES)}
+    assert set(rows) == set(code)
+    for kind, ((include, exclude), libraries) in code.items():
+        covers, leaves_out, libs = rows[kind]
+        assert re.findall(r"`([^`]+)`", covers) == list(include), kind
+        assert re.findall(r"`([^`]+)`", leaves_out) == list(exclude), kind
+        assert [x.strip() for x in libs.split(",")] == list(libraries), kind

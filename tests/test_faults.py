@@ -159,7 +159,7 @@ def test_disk_full_during_evaluation_names_the_file_and_loses_no_finished_point(
 
 
     from flows import pipeline
-    from nai3train.atomic import DiskFull
+    from nai3train.ops.atomic import DiskFull
     cfg = tiny_config(["train.steps=4", "eval.tagger_steps=20", "eval.cfg_scales=[1,2,3,4]", "eval.first_sigmas=[14.6]",
                        "eval.steps=20", "train.threads=1"])
     ws = pipeline.Workspace.open(cfg, tmp_path / "w", f"sqlite:///{tmp_path}/mlflow.db")

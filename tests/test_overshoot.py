@@ -39,7 +39,7 @@ def test_overshoot_grows_with_the_guidance_push():
 
 
 def test_a_declared_metric_reaches_the_table_the_csv_and_mlflow_names():
-    from nai3eval.columns import points_table
+    from nai3eval.reporting.columns import points_table
     from nai3eval.record import Record, Run
     from nai3eval.setting import Setting
     from nai3train.config import VariantConfig

@@ -6,9 +6,9 @@ import time
 import pytest
 import torch
 
-from nai3train import progress as progress_module
-from nai3train.progress import progress
-from nai3train.threads import apply_threads, torch_threads
+from nai3train.ops import progress as progress_module
+from nai3train.ops.progress import progress
+from nai3train.ops.threads import apply_threads, torch_threads
 
 
 def test_without_a_terminal_progress_is_whole_lines(monkeypatch):

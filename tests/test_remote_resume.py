@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nai3train.config import ConfigError, load_config
-from nai3train.remote_checkpoint import COMPLETE_TAG, RESUMED_FROM_ARTIFACT, RESUMED_FROM_RUN
+from nai3train.ops.remote_checkpoint import COMPLETE_TAG, RESUMED_FROM_ARTIFACT, RESUMED_FROM_RUN
 
 from .conftest import ROOT, TINY, assert_same_weights
 from .servers import _free_port, _stop, start_mlflow
@@ -46,8 +46,8 @@ def _step_folder(run_dir: Path, step: int) -> Path:
 def test_what_is_uploaded_is_a_whole_staged_copy_kept_until_delivered(tmp_path, monkeypatch, caplog):
     """Rotation removes a step folder before the buffer delivers it: the staged copy is still whole;
     it goes only after its upload, which is then tagged complete; at most two wait in an outage."""
-    from nai3train import remote_checkpoint as R
-    from nai3train.tracking import Tracker
+    from nai3train.ops import remote_checkpoint as R
+    from nai3train.ops.tracking import Tracker
 
     uploaded, tags, queued = [], {}, []
     monkeypatch.setattr(Tracker, "log_artifact", lambda self, p, a=None: uploaded.append(

@@ -5,9 +5,9 @@ import re
 import numpy as np
 import torch
 
-from nai3eval.grid import save_grid
-from nai3eval.report import write_report
-from nai3eval.sinks import grid_name
+from nai3eval.reporting.grid import save_grid
+from nai3eval.reporting.report import write_report
+from nai3eval.reporting.sinks import grid_name
 
 from .test_claims import fake_results
 

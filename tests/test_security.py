@@ -33,7 +33,7 @@ def _clean_env(**extra: str) -> dict:
 
 
 def test_redact_masks_env_secrets_url_passwords_and_auth_strings(monkeypatch):
-    from nai3train.secrets import redact
+    from nai3train.ops.secrets import redact
 
     pw, auth_pw = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", pw)
@@ -50,7 +50,7 @@ def test_secrets_never_reach_mlflow_params_tags_or_cli_errors(tmp_path, monkeypa
     from mlflow.tracking import MlflowClient
 
     from flows.cli import main as nai3
-    from nai3train.tracking import Tracker, ensure_experiment
+    from nai3train.ops.tracking import Tracker, ensure_experiment
 
     pw = secrets.token_urlsafe(12)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", pw)
@@ -103,7 +103,7 @@ def test_team_servers_refuse_to_start_without_their_secret(script, var, tmp_path
 def test_team_mlflow_server_refuses_unauthenticated_requests(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from nai3train.tracking import Tracker, ensure_experiment
+    from nai3train.ops.tracking import Tracker, ensure_experiment
 
     pw, port = secrets.token_urlsafe(16), _free_port()
     env = _clean_env(MLFLOW_AUTH_ADMIN_PASSWORD=pw, MLFLOW_STATE_DIR=str(tmp_path / "state"), MLFLOW_PORT=str(port))

@@ -38,10 +38,10 @@ def _kill_when(path_glob: Path, proc_box: dict, key: str, timeout: float = 120) 
 @pytest.mark.slow
 def test_training_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_path, tiny_config, monkeypatch, caplog):
     from flows.cli import main as nai3
-    from nai3train.buffered import TrackingOutage
+    from nai3train.ops.buffered import TrackingOutage
     from nai3train.data import prepare_dataset
-    from nai3train.run import train_tracked
-    from nai3train.tracking import ensure_experiment
+    from nai3train.ops.run import train_tracked
+    from nai3train.ops.tracking import ensure_experiment
 
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -51,7 +51,7 @@ def test_training_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_path
         variant = cfg.variants[0]
         data = prepare_dataset(cfg.data, tmp_path / "work")
         exp = ensure_experiment(MlflowClient(uri), "outage", None)
-        caplog.set_level(logging.WARNING, logger="nai3train.buffered")
+        caplog.set_level(logging.WARNING, logger="nai3train.ops.buffered")
 
         # 1. down after the first checkpoint, back while training goes on (or just after it ends)
         out1 = tmp_path / "run1"
@@ -103,7 +103,7 @@ def test_only_the_server_not_answering_counts_as_an_outage():
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
-    from nai3train.buffered import transient
+    from nai3train.ops.buffered import transient
 
     assert transient(MlflowException("connection refused", error_code=INTERNAL_ERROR))
     assert transient(requests.exceptions.ConnectionError("refused"))
@@ -128,8 +128,8 @@ def test_evaluation_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_pa
     ``nai3 relog`` delivers the same runs once the server is back."""
     from flows import pipeline
     from flows.cli import main as nai3
-    from nai3train.buffered import TrackingOutage
-    from nai3train.tracking import Tracker, ensure_experiment
+    from nai3train.ops.buffered import TrackingOutage
+    from nai3train.ops.tracking import Tracker, ensure_experiment
 
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -142,7 +142,7 @@ def test_evaluation_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_pa
         data = pipeline.prepare_data(cfg, ws)
         tagger = pipeline.prepare_tagger(cfg, data, ws)
         trained = pipeline.train(cfg, cfg.variants[0], data, ws, progress=False)
-        caplog.set_level(logging.WARNING, logger="nai3train.buffered")
+        caplog.set_level(logging.WARNING, logger="nai3train.ops.buffered")
 
         def evaluate_and_report(seed_cfg, restart_after: float | None):
             first_point = ws.work / "evals" / "*" / "*.json"

@@ -16,8 +16,8 @@ from nai3train.checkpoint import latest_step_checkpoint, load_meta
 from nai3train.config import VariantConfig
 from nai3train.data import BucketedDataset
 from nai3train.data import PreparedData
-from nai3train.run import train_tracked
-from nai3train.tracking import open_experiment
+from nai3train.ops.run import train_tracked
+from nai3train.ops.tracking import open_experiment
 from nai3train.trainer import TrainingDiverged, train_variant
 
 from .conftest import ROOT, TINY, assert_same_weights
@@ -51,7 +51,7 @@ def test_nan_stops_training_keeps_checkpoint_and_fails_the_run(tiny_data, tmp_pa
     uri, exp = open_experiment(cfg.experiment, f"sqlite:///{tmp_path}/db/mlflow.db")
     data = PreparedData(train=str(tmp_path / "poisoned"), eval="", content_hash="poisoned")
     (tmp_path / "poisoned").mkdir()
-    monkeypatch.setattr("nai3train.run.scan_folder", lambda *a, **k: None)
+    monkeypatch.setattr("nai3train.ops.run.scan_folder", lambda *a, **k: None)
     monkeypatch.setattr(BucketedDataset, "from_scan", classmethod(lambda cls, *a: d))
     with pytest.raises(TrainingDiverged, match=r"nai-v-ztsnr: non-finite loss at step \d+") as err:
         train_tracked(cfg, v, data, tmp_path / "work" / "run", uri, exp, progress=False)

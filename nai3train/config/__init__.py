@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
     """``flatten`` lives with the MLflow plumbing; imported on first use so that reading a config
     does not import MLflow."""
     if name == "flatten":
-        from ..tracking import flatten
+        from ..ops.tracking import flatten
 
         return flatten
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -151,7 +151,7 @@ class TrainConfig(_Frozen):
     # where resumable checkpoints are kept: 'local' (the run folder only, so a resume on another
     # machine needs a shared work folder) or 'tracking' (each is also logged to the training run's
     # MLflow artifacts as resumable/step-N, and a worker whose run folder has none resumes from
-    # there: nai3train/remote_checkpoint.py). Where checkpoints go is not part of the run key
+    # there: nai3train/ops/remote_checkpoint.py). Where checkpoints go is not part of the run key
     checkpoint_store: Literal["local", "tracking"] = "local"
     threads: Int = 0  # torch threads; 0 = torch's default
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..atomic import atomic_write
+from ..ops.atomic import atomic_write
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_PIXELS = 64 * 2**20  # 64 MP: far above any training image; larger is refused as a decompression bomb

@@ -13,7 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..atomic import atomic_write
+from ..ops.atomic import atomic_write
 from .folder import IMAGE_SUFFIXES, SIDE_FILES, _walk
 
 _CHUNK = 1 << 20

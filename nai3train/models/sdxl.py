@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_target
+from ..ops.atomic import atomic_target
 from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")

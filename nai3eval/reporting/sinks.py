@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nai3train.atomic import atomic_write
+from nai3train.ops.atomic import atomic_write
 
 from .grid import save_grid
-from .metrics import Samples, declared_outputs
-from .record import PerImage, Record, Run
-from .setting import Setting
+from ..metrics import Samples, declared_outputs
+from ..record import PerImage, Record, Run
+from ..setting import Setting
 
 
 def grid_label(run: Run) -> str:
@@ -65,9 +65,10 @@ def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: S
 class MLflowPointSink:
     """One MLflow child run per point under ``parent``: the settings as params and as metrics (so the
     UI can plot metrics against them), every scalar measured, a sample grid and the per-image table.
-    ``variant_params`` (prediction, ztsnr, sigma_max, seed, …) let the UI group and colour by them.
+    ``variant_params`` (prediction, ztsnr, sigma_max, seed, …) let the UI group and colour by them;
+    ``tags`` say what made the numbers (evaluation identity, library versions).
 
-    ``parent`` is the flow's buffered logger (``nai3train.buffered``): the child run is created
+    ``parent`` is the flow's buffered logger (``nai3train.ops.buffered``): the child run is created
     when the server answers, so an outage delays the logging, never the sweep. The grid and the
     table are written under ``folder`` first and stay there (the journal names them)."""
 
@@ -77,6 +78,7 @@ class MLflowPointSink:
     vocab: list[str]
     folder: Path
     variant_params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # what made the numbers: identities, library versions
 
     def __call__(self, record: Record, p: Setting, samples: Samples) -> None:
         run = _only(record)
@@ -90,7 +92,7 @@ class MLflowPointSink:
         self.parent.log_child(
             self.experiment_id, key=f"{self.parent.run_id}/{self.variant_hash}/{run.seed}/{p.name}",
             name=f"eval/{run.name}/{p.name}", start_time_ms=began,
-            tags={"nai3.kind": "eval", "nai3.variant": run.name, "nai3.variant_hash": self.variant_hash},
+            tags={**self.tags, "nai3.kind": "eval", "nai3.variant": run.name, "nai3.variant_hash": self.variant_hash},
             params={"variant.name": run.name, **{f"variant.{k}": v for k, v in self.variant_params.items()},
                     "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.start,
                     "eval.sampler": p.sampler, "eval.schedule": p.schedule, "eval.steps": p.steps,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nai3train.atomic import atomic_write, rendered
+from nai3train.ops.atomic import atomic_write, rendered
 from typing import Callable
 
-from .metrics import declared_outputs
-from .record import Record, Run
-from .setting import Setting, sigma_text
+from ..metrics import declared_outputs
+from ..record import Record, Run
+from ..setting import Setting, sigma_text
 from .sinks import grid_name
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nai3train.atomic import atomic_write, rendered
+from nai3train.ops.atomic import atomic_write, rendered
 
-from .pixels import to_unit
+from ..pixels import to_unit
 
 
 def save_grid(images: torch.Tensor, path: str | Path, ncol: int = 8, upscale: int = 4, pad: int = 2) -> Path:

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .metrics import Output, declared_outputs
-from .record import Record, Run
-from .setting import Setting, sigma_text
+from ..metrics import Output, declared_outputs
+from ..record import Record, Run
+from ..setting import Setting, sigma_text
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import STEP_DIR, latest_step_checkpoint
+from ..checkpoint import STEP_DIR, latest_step_checkpoint
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)

@@ -13,14 +13,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nai3train.atomic import atomic_write
+from nai3train.ops.atomic import atomic_write
 
-from .claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
-from .claims.decide import instrument_disturbance, look_alpha
-from .claims.ledger import Ledger
-from .claims import statistics as A
+from ..claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
+from ..claims.decide import instrument_disturbance, look_alpha
+from ..claims.ledger import Ledger
+from ..claims import statistics as A
 from .columns import Table, inline_html, points_table
-from .record import Record
+from .provenance import Provenance
+from ..record import Record
 
 
 def _g(v: float | None, fmt: str = ".4g") -> str:
@@ -134,7 +135,8 @@ class Section:
     level: int = 2
 
 
-def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: dict[str, Path]) -> list[Section]:
+def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: dict[str, Path],
+             provenance: Provenance | None = None) -> list[Section]:
     rows = [claim_row(c, o.spec.alpha) for c in o.claims]
     claims = Table([h for h, _ in CLAIM_COLUMNS], [[f"**{r['id']}** {r['title']}" if f == "id" else r[f]
                                                     for _, f in CLAIM_COLUMNS] for r in rows])
@@ -151,6 +153,10 @@ def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: di
                                    "set-level instrument (FD/KID) must pass its disturbance test on the reference "
                                    "set — a second split ≈ 0, noise and blur monotone, pure noise the most — or "
                                    "what it feeds reads \"not measured\"."], inst),
+           *([Section("Seeds by training identity", [
+               "Seeds trained under different training identities (the code and libraries that can change "
+               "trained weights) are never pooled: only today's identity counts towards K.",
+               *provenance.restarts()], provenance.table())] if provenance is not None else []),
            Section("Claims in detail")]
     out += [Section(f"{r['id']}: {r['title']} ({r['role']})", [f"*{label}:* {r[key]}" for label, key in DETAIL],
                     level=3) for r in rows]
@@ -207,10 +213,12 @@ def render_html(secs: list[Section]) -> str:
 
 def write_report(record: Record, out: str | Path, data: dict | None = None, grids: dict[str, Path] | None = None,
                  spec: ClaimsSpec | None = None, ledger: Ledger | None = None,
-                 run_id: str = "", config: str | None = None) -> tuple[ClaimsOutcome, Path]:
+                 run_id: str = "", config: str | None = None,
+                 provenance: Provenance | None = None) -> tuple[ClaimsOutcome, Path]:
     """Decide every claim over every training seed in ``record`` and write report.md, report.html,
     report.json, points.csv and the plots under ``out``. ``data``: the training set's measurements
-    (bucketing, normalisation) for the checks. Plots show the first training seed."""
+    (bucketing, normalisation) for the checks. Plots show the first training seed. ``provenance``:
+    the seeds of each arm under each training identity (the section "Seeds by training identity")."""
     from .plots import make_plots
 
     out = Path(out)
@@ -218,14 +226,15 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
     outcome = evaluate_claims(record, spec, data, ledger, config)
     grids = grids or {}
     plots = make_plots(record, out, grids) if record.runs else {}
-    secs = sections(outcome, record, plots, grids)
+    secs = sections(outcome, record, plots, grids, provenance)
     atomic_write(out / "report.md", render_markdown(secs))
     atomic_write(out / "report.html", render_html(secs))
     atomic_write(out / "points.csv", points_table(record).csv())
     taken = [*(ledger or {}).values(), *outcome.new_ledger_entries(run_id)]
     doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
                                                 "disturbance": instrument_disturbance(record)},
-           "ledger": [asdict(e) for e in sorted(taken, key=lambda e: e.claim)]}
+           "ledger": [asdict(e) for e in sorted(taken, key=lambda e: e.claim)],
+           "provenance": provenance.to_dict() if provenance is not None else None}
     atomic_write(out / "report.json", json.dumps(doc, indent=2))
     return outcome, out
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# nai3 buffers and retries on its own (nai3train/buffered.py): a request to an absent server
+# nai3 buffers and retries on its own (nai3train/ops/buffered.py): a request to an absent server
 # should fail in seconds, not after MLflow's default 7 retries with doubling back-off (minutes)
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")

@@ -12,13 +12,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import AblationConfig, VariantConfig, to_dict
-from .data import BucketedDataset, PreparedData, TagWeighting, Vocabulary, default_buckets, scan_folder
-from .data.tag_weights import weight_histogram
+from ..config import AblationConfig, VariantConfig, to_dict
+from ..data import BucketedDataset, PreparedData, TagWeighting, Vocabulary, default_buckets, scan_folder
+from ..data.tag_weights import weight_histogram
 from .buffered import BufferedTracker
 from .remote_checkpoint import CheckpointUploads, fetch_for_resume
 from .tracking import Tracker, flatten
-from .trainer import TrainingDiverged, train_variant
+from ..trainer import TrainingDiverged, train_variant
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,14 @@ def train_untracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedD
 
 def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedData, out: Path, uri: str,
                   experiment_id: str, parent: Tracker | None = None, resume: bool = True, progress: bool = True,
-                  tags: dict[str, str] | None = None) -> TrainedVariant:
+                  tags: dict[str, str] | None = None, documents: dict[str, dict] | None = None) -> TrainedVariant:
     """Train ``variant`` under ``out`` as a new MLflow run (child of ``parent`` when given).
 
     On a non-finite loss the run is marked FAILED, the last good checkpoint is logged, and the
     error is raised again. With ``train.checkpoint_store: tracking`` each resumable checkpoint is
     also logged to the run, and a resume starts from the newest one an unfinished run with the same
-    ``nai3.run_key`` tag logged when the run folder has none as new (``remote_checkpoint.py``)."""
+    ``nai3.run_key`` tag logged when the run folder has none as new (``remote_checkpoint.py``).
+    ``documents`` (artifact path → JSON-able) are logged with the run: the identity it was made by."""
     train = load_training_set(cfg, data)
     vocab = Vocabulary.build(train.tags)
     started = Tracker.start(uri, experiment_id, f"train/{variant.name}", parent=parent,
@@ -68,7 +69,7 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
     started.log_dataset(f"{cfg.data.kind}:{Path(data.train).name}", data.content_hash, data.train, "training",
                         {"images": len(train), "skipped": len(train.skipped)})
     uploads = CheckpointUploads(started, out, cfg.train.steps) if cfg.train.checkpoint_store == "tracking" else None
-    # from here on MLflow may come and go: training never waits on it (nai3train/buffered.py)
+    # from here on MLflow may come and go: training never waits on it (nai3train/ops/buffered.py)
     run = BufferedTracker(uploads.tracker if uploads else started, out / f"mlflow-journal-{started.run_id}.jsonl")
     try:
         run.log_params(flatten({"variant": to_dict(variant), "train": to_dict(cfg.train), "model": to_dict(cfg.model),
@@ -76,6 +77,8 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
         run.log_json({"variant": to_dict(variant), **{k: v for k, v in to_dict(cfg).items() if k != "variants"}},
                      "config.resolved.json")
         run.log_json(train.skipped, "skipped_files.json")
+        for name, doc in (documents or {}).items():
+            run.log_json(doc, name)
         report = train.report()
         run.log_json(report, "bucketing_report.json")
         weights = TagWeighting().weights(train.tags)
