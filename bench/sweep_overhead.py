@@ -21,6 +21,7 @@ import torch
 from timing import side_by_side  # bench/timing.py
 
 from nai3eval.evaluate import build_instruments
+from nai3eval.metrics import InstrumentSettings
 from nai3eval.prompts import make_prompt_set
 from nai3eval.record import Run
 from nai3eval.sampling import generate
@@ -56,7 +57,7 @@ def main() -> None:
         variant = VariantConfig(name="v", prediction="v", ztsnr=True)
         ck = LoadedCheckpoint(bundle, build_denoiser(bundle.network, variant, 3 * r * r), variant)
         tagger = Tagger(len(vocab), r).eval()
-        inst = build_instruments(cfg.eval, ev.images, ev.tags, tagger, vocab, {t: 0.1 for t in vocab})
+        inst = build_instruments(InstrumentSettings.of(cfg.eval), ev.images, ev.tags, tagger, vocab, {t: 0.1 for t in vocab})
         ps = make_prompt_set(ev.tags, a.images // 4, 4, ck.sample_shape, seed=0)
         point = Setting("sweep", 20000.0, 5.0, steps=cfg.eval.steps)
         run = Run(variant, 0, ps.prompts, ps.prompt_index.tolist())

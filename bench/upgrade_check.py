@@ -53,10 +53,12 @@ def copy_checkout(dest: Path) -> None:
     names = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], check=True,
                            capture_output=True, text=True).stdout.splitlines()
     for name in names:
-        src = ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name, follow_symlinks=False)
+        src, to = ROOT / name, dest / name
+        to.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():  # nai3train/config/bundled -> ../../configs, as a clone has it
+            os.symlink(os.readlink(src), to)
+        elif src.is_file():
+            shutil.copy2(src, to)
 
 
 def edit(clone: Path, path: str, replace: tuple[str, str] | None) -> None:

@@ -120,10 +120,10 @@ def _slug(name: str) -> str:
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
+    from .model_ref import refuse_missing, resolve_model
+
     cfg = load_config(a.config, a.set)
-    path = Path(a.model)  # everything the user named is checked before Prefect or MLflow start
-    if not path.exists() and (a.model.endswith((".ckpt", ".pt", ".pth", ".bin", ".safetensors")) or "/" in a.model):
-        raise FileNotFoundError(f"model {path} does not exist")
+    refuse_missing(a.model)  # everything the user named is checked before Prefect or MLflow start
     for given, what, ok in ((a.reference, "reference folder", Path.is_dir),
                             (a.model_config, "--model-config folder", Path.is_dir)):
         if given and not ok(Path(given)):
@@ -134,23 +134,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from nai3eval.prompts import read_prompt_file
-    from nai3train.checkpoint import load_meta
     from nai3train.ops.run import TrainedVariant
-    from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, resolve_checkpoint, resolve_tracking, runs_page
+    from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, runs_page
 
     from . import pipeline
     from .summary import ui_command
 
-    if not path.exists():  # an MLflow run id: its checkpoint, before deciding what kind of model it is
-        path = Path(resolve_checkpoint(a.model, resolve_tracking(a.tracking_uri)[0], Path(a.work_dir) / "downloaded"))
-    ours = (path / "meta.json").is_file()
-    if ours:
-        name = load_meta(path)["variant"]["name"]
-    else:
-        from nai3train.models import pretrained_format
-
-        pretrained_format(str(path), a.model_config)  # refuse a pickle or an unknown format before any work
-        name = path.stem if path.is_file() else path.resolve().name
+    ref = resolve_model(a.model, a.tracking_uri, Path(a.work_dir) / "downloaded", a.model_config)
+    path, ours, name = ref.path, ref.ours, ref.name
     # the benchmark's tagger and exact scorer read the benchmark's prompts and images only
     benchmark_prompts = ours and not a.prompts and not a.reference and cfg.data.kind == "benchmark"
     experiment = a.experiment or (cfg.experiment if benchmark_prompts else f"nai3-eval-{_slug(name)}")
@@ -201,12 +192,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from nai3eval.claims import load_claims_spec
-    from nai3eval.claims.ledger import read_ledger, utc_iso
     from nai3eval.reporting.report import summary_lines, write_report
     from nai3train.ops.tracking import resolve_tracking
 
-    from .pipeline import read_results
+    from .pipeline import Workspace, claims_state, read_results
 
     uri, _ = resolve_tracking(a.tracking_uri)
     out = Path(a.out or f"runs/report-{a.parent_run[:8]}").resolve()
@@ -216,18 +205,16 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"run {a.parent_run} in {uri} has no results/results.json artifact "
                                 f"(is it an ablation parent run?): {e}") from None
     results, res = read_results(local)
-    client = MlflowClient(uri)
-    run = client.get_run(a.parent_run)
-    spec = load_claims_spec()
-    if run.data.tags.get("nai3.claims_spec_sha256", spec.sha256) != spec.sha256:
-        print(f"nai3: warning: the run was decided under claims spec sha256 "
-              f"{run.data.tags['nai3.claims_spec_sha256'][:16]}…, this file is {spec.sha256[:16]}…: the verdicts "
-              "below follow this file", file=sys.stderr)
+    run = MlflowClient(uri).get_run(a.parent_run)
+    state = claims_state(Workspace(out, uri, run.info.experiment_id))
+    warning = state.spec_warning(run.data.tags)
+    if warning:
+        print(f"nai3: warning: {warning}", file=sys.stderr)
     # the ledger as it stood when the run ended: what it decided and what earlier looks had
-    ended = utc_iso((run.info.end_time or run.info.start_time) / 1000 + 1)
-    ledger = {k: e for k, e in read_ledger(client, run.info.experiment_id).items() if e.decided_at <= ended}
-    claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")}, spec=spec,
-                                  ledger=ledger, run_id=a.parent_run, config=run.data.params.get("name"))
+    ledger = state.ledger_as_of((run.info.end_time or run.info.start_time) / 1000)
+    claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")},
+                                  spec=state.spec(), ledger=ledger, run_id=a.parent_run,
+                                  config=run.data.params.get("name"))
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0
@@ -316,9 +303,11 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
 
 def cmd_relog(a: argparse.Namespace) -> int:
     from nai3train.ops.buffered import relog
+    from nai3train.ops.tracking import resolve_tracking
 
+    uri, _ = resolve_tracking(a.tracking_uri)
     for journal in a.journal:
-        n = relog(journal)
+        n = relog(journal, uri)
         print(f"delivered {n} buffered MLflow call(s) from {journal}")
     return 0
 
@@ -464,14 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--seed", type=int, default=0)
     cv.set_defaults(fn=cmd_claims_validate)
 
-    rl = sub.add_parser("relog", help="deliver MLflow calls buffered during a tracking-server outage",
+    rl = sub.add_parser("relog", parents=[tracking], help="deliver MLflow calls buffered during a tracking-server outage",
                         description="A training or evaluation whose MLflow server stayed away leaves its unsent log "
                                     "calls in a journal (training: RUN_DIR/mlflow-journal-<run id>.jsonl; evaluation "
                                     "and report: WORK/journals/mlflow-journal-<parent run id>-<pid>.jsonl) and names "
                                     "it (exit code 4). Once the server is back, this sends them in order (metrics "
                                     "keep their original timestamps; evaluation points become their child runs), "
                                     "logs the checkpoint, the report and the runs' final status, and removes the "
-                                    "journal.")
+                                    "journal. The journal holds the store's URI without credentials: give the same "
+                                    "store (--tracking-uri or $MLFLOW_TRACKING_URI; a password through "
+                                    "MLFLOW_TRACKING_PASSWORD). A journal for another store, with calls nai3 never "
+                                    "writes, or with files outside its work folder is refused whole.")
     rl.add_argument("journal", nargs="+", help="the journal file(s) the error named")
     rl.set_defaults(fn=cmd_relog)
 
@@ -494,6 +486,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``nai3``: every line it and its libraries print goes through one redaction (a password given
+    in a tracking URI, or held in the environment, is never shown)."""
+    from nai3train.ops.secrets import redacted_output, remember
+
+    remember(os.environ.get("MLFLOW_TRACKING_URI"), *(argv if argv is not None else sys.argv[1:]))
+    with redacted_output():
+        try:
+            return _main(argv)
+        except Exception:  # an unexpected error's traceback, printed while the redaction still stands
+            import traceback
+
+            traceback.print_exc()
+            return 1
+
+
+def _main(argv: list[str] | None) -> int:
     from nai3train.ops.atomic import DiskFull
     from nai3train.ops.buffered import TrackingOutage
     from nai3train.config import ConfigError

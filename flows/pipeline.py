@@ -12,13 +12,13 @@ import json
 import logging
 import os
 import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
-from nai3eval.claims import ClaimsOutcome, ClaimsSpec, load_claims_spec
-from nai3eval.claims.ledger import Entry, Ledger, read_ledger
+from nai3eval.metrics import InstrumentSettings
+from nai3eval.claims import ClaimsOutcome, ClaimsSpec
+from nai3eval.claims.state import ClaimsState
 from nai3eval.reporting.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
@@ -61,45 +61,23 @@ class Workspace:
         return cls(work, uri, experiment_id)
 
 
-_PINNED: set[tuple[str, str, str]] = set()  # (tracking URI, experiment, sha256) this process pinned or checked
+def claims_state(ws: Workspace, journal: Tracker | BufferedTracker | None = None) -> ClaimsState:
+    """The experiment's claims state (``nai3eval.claims.state``) with this workspace's parts: the
+    claims lock (cluster-wide with a Prefect server, per machine without one), the ledger copy under
+    ``<work>/journals``, and ``journal`` (the run's buffered logger) for ledger entries written while
+    MLflow is away."""
+    from mlflow.tracking import MlflowClient
 
-
-def claims_lock(ws: Workspace):
-    """The experiment's claims lock: registering a spec version and reading, deciding and writing
-    the ledger are read-then-write on experiment tags (MLflow has no compare-and-set), so two
-    reports (or two machines registering a version) take turns — cluster-wide with a Prefect
-    server, per machine without one (``run_lock``)."""
-    return run_lock(ws.work, f"claims-{ws.experiment_id}")
+    return ClaimsState(MlflowClient(ws.uri), ws.uri, ws.experiment_id,
+                       ws.work / "journals" / f"ledger-{ws.experiment_id}.json",
+                       lambda: run_lock(ws.work, f"claims-{ws.experiment_id}"), transient,
+                       (lambda tags: journal.set_experiment_tags(ws.experiment_id, tags, only_new=True))
+                       if journal is not None else None)
 
 
 def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
-    """The claims spec, pinned in the experiment (``nai3eval.claims.registry``): refused, before any
-    work, when its file differs from the one registered under its version. Checked again at the
-    report; if MLflow is away by then, the check made when this process started stands (and the
-    ledger copy it made, ``read_ledger_or_copy``)."""
-    with claims_lock(ws):
-        return _pin_claims_spec(ws)
-
-
-def _pin_claims_spec(ws: Workspace, copy_ledger: bool = True) -> ClaimsSpec:
-    from mlflow.tracking import MlflowClient
-
-    from nai3eval.claims.registry import pin
-
-    spec = load_claims_spec()
-    mark = (ws.uri, ws.experiment_id, spec.sha256)
-    try:
-        if pin(MlflowClient(ws.uri), ws.experiment_id, spec):
-            log.info("claims spec version %d registered in the experiment (sha256 %s)", spec.version, spec.sha256)
-    except Exception as e:
-        if not (transient(e) and mark in _PINNED):
-            raise
-        log.warning("MLflow does not answer (%s): the claims spec is the one checked at the start of this run",
-                    str(e)[:200])
-    _PINNED.add(mark)
-    if copy_ledger:
-        read_ledger_or_copy(ws)  # a copy in the work folder, for a report taken while MLflow is away
-    return spec
+    """The claims spec, pinned in the experiment before any work (``ClaimsState.pin``)."""
+    return claims_state(ws).pin()
 
 
 def parent_logger(ws: Workspace, run_id: str) -> BufferedTracker:
@@ -107,38 +85,6 @@ def parent_logger(ws: Workspace, run_id: str) -> BufferedTracker:
     evaluation points, stored evaluations and the report go through it, so an MLflow outage
     delays their logging, never the work. Its journal lies under ``<work>/journals``."""
     return shared(Tracker(ws.uri, run_id), ws.work / "journals")
-
-
-def _write_ledger(ws: Workspace, buffered: Tracker, tags: dict[str, str]) -> None:
-    """The report's new ledger entries, written while the claims lock is held; while MLflow does
-    not answer they go through the run's journal instead (first entry per claim wins on delivery)."""
-    try:
-        Tracker(ws.uri, "").set_experiment_tags(ws.experiment_id, tags, only_new=True)
-    except Exception as e:
-        if not transient(e):
-            raise
-        log.warning("MLflow does not answer (%s): the ledger entries wait in the journal", str(e)[:200])
-        buffered.set_experiment_tags(ws.experiment_id, tags, only_new=True)
-
-
-def read_ledger_or_copy(ws: Workspace) -> Ledger:
-    """The experiment's claims ledger, and a copy of it in the work folder; while MLflow does not
-    answer, the copy of the last read (a report must not wait for the server, and must not forget
-    a verdict it once read). Without a copy an outage is an error: a report without the ledger
-    could re-decide a claim."""
-    from mlflow.tracking import MlflowClient
-
-    copy = ws.work / "journals" / f"ledger-{ws.experiment_id}.json"
-    try:
-        ledger = read_ledger(MlflowClient(ws.uri), ws.experiment_id)
-    except Exception as e:
-        if not (transient(e) and copy.is_file()):
-            raise
-        log.warning("MLflow does not answer (%s): the claims ledger is the copy read at %s", str(e)[:200],
-                    time.strftime("%H:%M:%S", time.localtime(copy.stat().st_mtime)))
-        return {k: Entry.from_json(v) for k, v in json.loads(copy.read_text()).items()}
-    atomic_write(copy, json.dumps({k: e.to_json() for k, e in ledger.items()}))
-    return ledger
 
 
 @dataclass(frozen=True)
@@ -243,15 +189,12 @@ def _reuse_checkpoint(uri: str, run_id: str, out: Path) -> Path:
         return Path(MlflowClient(uri).download_artifacts(run_id, "checkpoint", str(out / "downloaded")))
 
 
-REAL_DATA_WEIGHTS = ("inception_weights", "clip_path", "wd14_model", "wd14_tags")
 
 
 @functools.lru_cache(maxsize=4)
 def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagger_dir: str,
                  benchmark: bool, scan_cache: str | None) -> Instruments:
-    from nai3train.config import EvalConfig
-
-    ec = EvalConfig(**dict(zip(REAL_DATA_WEIGHTS, weights)))
+    ec = InstrumentSettings(*weights)
     # streamed by each instrument, never held; a reference folder of a researcher's needs no tags
     ev = load_folder(eval_dir, resolution, cache_file=scan_cache, untagged=not benchmark)
     if not tagger_dir:
@@ -267,7 +210,7 @@ def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef | Non
     tagger and real-data weights — shared by every variant and every training seed (the evaluation
     seed and sweep settings do not enter an instrument). ``tagger``: ``None`` where the domain
     tagger was not trained on the data the prompts come from (a researcher's own model)."""
-    weights = tuple(getattr(cfg.eval, k) for k in REAL_DATA_WEIGHTS)
+    weights = astuple(InstrumentSettings.of(cfg.eval))
     return _instruments(weights, data.eval, cfg.data.resolution, tagger.folder if tagger else "", data.benchmark,
                         data.scan_cache)
 
@@ -382,10 +325,11 @@ class ReportOutput:
     table: str
     claims: ClaimsOutcome
     folder: Path
+    restarts: tuple[str, ...] = ()  # "K restarts for <arm>: …" after a change of training identity
 
     @property
     def summary(self) -> list[str]:
-        return summary_lines(self.claims)
+        return summary_lines(self.claims) + list(self.restarts)
 
 
 def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData | None,
@@ -409,18 +353,18 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     atomic_write(out / "results.md", "# nai3 ablation results\n\n```\n" + table + "\n```\n")
     names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
-    from nai3eval.claims.ledger import ledger_tags
 
     run_id = parent.run_id if parent is not None else ""
     experiment = parent if parent is not None else Tracker(ws.uri, "")
     seeds = _provenance(cfg, data, ws)
-    with claims_lock(ws):  # no second report reads the ledger between this one's read and its write
-        spec = _pin_claims_spec(ws, copy_ledger=False)
-        ledger = read_ledger_or_copy(ws) if data is not None else {}  # a researcher's model: no ledger
-        claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger,
-                                      run_id=run_id, config=cfg.name, provenance=seeds)
-        if data is not None:
-            _write_ledger(ws, experiment, ledger_tags(claims.new_ledger_entries(run_id)))
+    state = claims_state(ws, experiment)
+
+    def decide(spec, ledger):
+        claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger, run_id=run_id,
+                                      config=cfg.name, provenance=seeds)
+        return (claims, folder), claims.new_ledger_entries(run_id)
+
+    claims, folder = state.decide(decide, record=data is not None)  # a researcher's model: no ledger
     experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
     for g in grids.values():
         atomic_write(folder / g.name, g.read_bytes())
@@ -437,7 +381,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
             parent.log_metrics(metrics, step=k)
         parent.log_table([claim_row(c, claims.spec.alpha) for c in [*claims.claims, *claims.checks]],
                          "report/claims_table.json")
-    return ReportOutput(table, claims, folder)
+    return ReportOutput(table, claims, folder, tuple(seeds.restarts()) if seeds is not None else ())
 
 
 def _provenance(cfg: AblationConfig, data: PreparedData | None, ws: Workspace):

@@ -14,7 +14,7 @@ from nai3train.config import EvalConfig
 
 from .checkpoint import LoadedCheckpoint
 from .counting import BenchmarkCounter, Counter, WD14Counter
-from .metrics import InstrumentContext, PointMetric, metric_classes
+from .metrics import InstrumentContext, InstrumentSettings, PointMetric, metric_classes
 from .metrics.adherence import RARE_BELOW
 from .metrics.pretrained import RealDataMetrics
 from .pixels import RealImages, image_brightness
@@ -42,15 +42,16 @@ class Instruments:
     count_scales: tuple[float, ...] = (2.0,)  # canvas scales of the count probe
 
 
-def build_instruments(ec: EvalConfig, real_images: RealImages, real_tags: list[list[str]], tagger,
+def build_instruments(settings: InstrumentSettings, real_images: RealImages, real_tags: list[list[str]], tagger,
                       tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
                       exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None) -> Instruments:
-    """Every registered metric that has something to measure with. ``real_images``: the reference
+    """Every registered metric that has something to measure with. ``settings``: the real-data
+    metrics' local weights (``InstrumentSettings.of(cfg.eval)``). ``real_images``: the reference
     set, a tensor or a batch stream (each instrument reads it once, a batch at a time).
     ``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels
     (the primary adherence and counting instrument there). Each instrument's accuracy on the
     held-out real images travels with every result it measures."""
-    ctx = InstrumentContext(ec, real_images, real_tags, image_brightness(real_images), tagger, list(tagger_vocab),
+    ctx = InstrumentContext(settings, real_images, real_tags, image_brightness(real_images), tagger, list(tagger_vocab),
                             tag_frequency, exact_scorer, tagger_accuracy)
     metrics = [m for cls in metric_classes() if (m := cls.build(ctx)) is not None]
     real = next((m for m in metrics if isinstance(m, RealDataMetrics)), None)

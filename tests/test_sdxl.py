@@ -196,6 +196,7 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
 
 def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl, tmp_path, tiny_config):
     from nai3eval.evaluate import build_instruments, evaluate_variant
+    from nai3eval.metrics import InstrumentSettings
     from nai3eval.checkpoint import load_checkpoint
 
     synthesize(tmp_path / "bench", 24, 4, 16, seed=0)
@@ -214,7 +215,7 @@ def test_a_trained_sdxl_checkpoint_is_evaluated_through_the_same_sweep(tiny_sdxl
     ev = load_folder(tmp_path / "bench" / "eval", 16)
     model, tags = toy_wd14(tmp_path / "wd14", ["1girl", "2girls", "1boy"])
     ec = cfg.eval.model_copy(update={"wd14_model": str(model), "wd14_tags": str(tags)})
-    inst = build_instruments(ec, ev.images, ev.tags, None, [])
+    inst = build_instruments(InstrumentSettings.of(ec), ev.images, ev.tags, None, [])
     res = evaluate_variant(ck, ec, inst, progress=False)
     run = next(iter(res.runs.values()))
     points = res.settings(run, "sweep")

@@ -10,6 +10,7 @@ import torch
 
 from nai3eval.checkpoint import LoadedCheckpoint, load_checkpoint
 from nai3eval.evaluate import build_instruments, evaluate_variant
+from nai3eval.metrics import InstrumentSettings
 from nai3eval.metrics.brightness import Brightness
 from nai3eval.metrics.mean_leak import MeanLeak
 from nai3eval.pixels import image_brightness
@@ -118,7 +119,7 @@ def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, 
     assert ck.at_size((16, 16), rescaled=False).denoiser.schedule.scale == pytest.approx(native)
     ev = load_folder(tmp_path / "b" / "eval", 8)
     tagger = train_tagger(ev.images, vocab.multi_hot(ev.tags), steps=2)
-    inst = build_instruments(cfg.eval, ev.images, ev.tags, tagger, list(vocab.tags))
+    inst = build_instruments(InstrumentSettings.of(cfg.eval), ev.images, ev.tags, tagger, list(vocab.tags))
     res = evaluate_variant(ck, cfg.eval, inst, progress=False)
     run = res.runs[("v", 0)]
     points = res.settings(run, "sweep")

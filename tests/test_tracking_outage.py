@@ -85,7 +85,7 @@ def test_training_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_path
         assert (out2 / "checkpoint" / "meta.json").is_file()
 
         box["mlflow"] = start_mlflow(tmp_path, port, log_name="mlflow3.log")
-        assert nai3(["relog", str(journal)]) == 0
+        assert nai3(["relog", str(journal), "--tracking-uri", uri]) == 0
         run_id = journal.stem.removeprefix("mlflow-journal-")
         run = MlflowClient(uri).get_run(run_id)
         assert run.info.status == "FINISHED"
@@ -195,7 +195,7 @@ def test_evaluation_survives_an_mlflow_outage_and_relogs_after_a_long_one(tmp_pa
         assert len(list(ws.work.glob("evals/*/*.json"))) >= 4  # every point measured and kept
 
         box["mlflow"] = start_mlflow(tmp_path, port, log_name="mlflow-back.log")
-        assert nai3(["relog", str(journal)]) == 0
+        assert nai3(["relog", str(journal), "--tracking-uri", uri]) == 0
         from nai3eval.record import Record
         import json
 

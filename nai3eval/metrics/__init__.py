@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import InstrumentContext, Output, PointMetric, Samples
+from .base import InstrumentContext, InstrumentSettings, Output, PointMetric, Samples
 
 for _m in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_m.name}")
@@ -26,4 +26,4 @@ def declared_outputs() -> list[Output]:
     return [o for c in metric_classes() for o in c.outputs]
 
 
-__all__ = ["InstrumentContext", "Output", "PointMetric", "Samples", "declared_outputs", "metric_classes"]
+__all__ = ["InstrumentContext", "InstrumentSettings", "Output", "PointMetric", "Samples", "declared_outputs", "metric_classes"]

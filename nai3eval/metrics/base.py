@@ -14,8 +14,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from nai3train.config import EvalConfig
-
 from ..pixels import RealImages
 from ..prompts import PromptSet
 
@@ -52,12 +50,33 @@ class Samples:
                    PromptSet(ps.prompts, index, noise))
 
 
+# The instruments' own random draws (KID subsets, the disturbance test's noise): one fixed seed, so
+# that no instrument depends on a training seed, an evaluation seed or the sweep settings.
+INSTRUMENT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class InstrumentSettings:
+    """What building the instruments reads from a configuration: the local weights of the
+    real-data metrics, and nothing else (a sweep's settings never enter an instrument)."""
+
+    inception_weights: str | None = None
+    clip_path: str | None = None
+    wd14_model: str | None = None
+    wd14_tags: str | None = None
+
+    @classmethod
+    def of(cls, ec: Any) -> "InstrumentSettings":
+        """The instrument settings of an ``EvalConfig``."""
+        return cls(ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
+
+
 @dataclass
 class InstrumentContext:
     """What building the instruments may read (the reference set, the trained tagger, the
-    configuration) and what it reports back (problems, each instrument's held-out accuracy)."""
+    real-data weights) and what it reports back (problems, each instrument's held-out accuracy)."""
 
-    ec: EvalConfig
+    settings: InstrumentSettings
     real_images: RealImages
     real_tags: list[list[str]]
     real_brightness: torch.Tensor

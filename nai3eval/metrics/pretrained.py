@@ -46,8 +46,8 @@ class RealDataMetrics(PointMetric):
 
     @classmethod
     def build(cls, ctx: InstrumentContext) -> "RealDataMetrics | None":
-        ec = ctx.ec
-        real = cls(ctx.real_images, ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
+        w = ctx.settings
+        real = cls(ctx.real_images, w.inception_weights, w.clip_path, w.wd14_model, w.wd14_tags)
         ctx.problems += real.problems
         return real if real.active else None
 

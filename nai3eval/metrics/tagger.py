@@ -15,7 +15,7 @@ from nai3train.data import Vocabulary
 from ..disturbance import disturbance
 from ..pixels import RealImages, first_images, real_batches, to_unit
 from .adherence import adherence, tag_groups
-from .base import InstrumentContext, Output, PointMetric, Samples
+from .base import INSTRUMENT_SEED, InstrumentContext, Output, PointMetric, Samples
 
 
 class _Features(nn.Module):
@@ -161,11 +161,11 @@ class TaggerMetrics(PointMetric):
             return None
         if ctx.tagger_accuracy:
             ctx.accuracy["domain tagger"] = dict(ctx.tagger_accuracy)
-        metric = cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency, seed=ctx.ec.seed)
+        metric = cls(ctx.tagger, ctx.tagger_vocab, ctx.real_images, ctx.tag_frequency, seed=INSTRUMENT_SEED)
         images = first_images(ctx.real_images, DISTURBANCE_IMAGES)
         if len(images) >= 8:  # FD and KID decide nothing they were not validated for
             ctx.disturbance["domain tagger"] = disturbance("domain tagger", images, metric.distance_to,
-                                                           ctx.ec.seed).summary()
+                                                           INSTRUMENT_SEED).summary()
         return metric
 
     def distance_to(self, reference: torch.Tensor) -> Callable[[torch.Tensor], tuple[float, float, float]]:

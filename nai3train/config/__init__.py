@@ -4,8 +4,6 @@ A config is a tree of frozen pydantic models (``schema``). Unknown keys, wrong t
 values are refused with a ``ConfigError`` naming the dotted key (``errors``). Every run logs the fully
 resolved config (``hashing.to_dict``); ``overrides`` loads files, ``factorial`` expands matrices.
 """
-from typing import Any
-
 from .errors import ConfigError
 from .factorial import FACTORIAL_AXES, expand_factorial
 from .hashing import stable_hash, to_dict
@@ -13,15 +11,5 @@ from .overrides import apply_override, load_config
 from .schema import AblationConfig, DataConfig, EvalConfig, ModelConfig, TrainConfig, VariantConfig, from_dict
 
 __all__ = ["ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "VariantConfig", "EvalConfig", "AblationConfig",
-           "load_config", "apply_override", "expand_factorial", "FACTORIAL_AXES", "stable_hash", "to_dict", "flatten",
-           "from_dict"]
+           "load_config", "apply_override", "expand_factorial", "FACTORIAL_AXES", "stable_hash", "to_dict", "from_dict"]
 
-
-def __getattr__(name: str) -> Any:
-    """``flatten`` lives with the MLflow plumbing; imported on first use so that reading a config
-    does not import MLflow."""
-    if name == "flatten":
-        from ..ops.tracking import flatten
-
-        return flatten
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .secrets import redact
+from .secrets import redact, strip_userinfo
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,10 @@ class BufferedTracker:
         self._closing = False
         self._abandoned = False
         self.journal.parent.mkdir(parents=True, exist_ok=True)
-        with self.journal.open("a") as f:
-            f.write(json.dumps({"uri": tracker.uri, "run_id": tracker.run_id}) + "\n")
+        # owner-only, and no credentials in it: relog takes them from the environment
+        fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(json.dumps({"uri": strip_userinfo(tracker.uri), "run_id": tracker.run_id}) + "\n")
         self._thread = threading.Thread(target=self._send_loop, name=f"mlflow-sender-{self.run_id[:8]}",
                                         daemon=True)
         self._thread.start()
@@ -198,7 +200,8 @@ class BufferedTracker:
             raise TrackingOutage(
                 f"MLflow at {redact(self.uri)} has not answered since {since}; waited {self.patience_s:g} s after the work "
                 f"finished. The work is done and on disk; {left} log call(s) of run {self.run_id} are kept in "
-                f"{self.journal}. When the server is back, deliver them with: nai3 relog {self.journal}")
+                f"{self.journal}. When the server is back, deliver them with: nai3 relog {self.journal} "
+                f"--tracking-uri {strip_userinfo(self.uri)}")
         self._thread.join(timeout=5)
         if self.rejected:
             log.error("MLflow refused %d call(s) of run %s: %s", len(self.rejected), self.run_id,
@@ -279,9 +282,17 @@ def shared(tracker: Tracker, folder: str | Path) -> BufferedTracker:
         return got
 
 
-def relog(journal: str | Path) -> int:
-    """Deliver what a ``TrackingOutage`` left in ``journal`` (in order, original timestamps) and
-    remove the journal. Returns the number of calls delivered."""
+class RefusedJournal(ValueError):
+    """A journal that asks for what nai3 never writes: it is data, not commands."""
+
+
+def relog(journal: str | Path, uri: str) -> int:
+    """Deliver what a ``TrackingOutage`` left in ``journal`` (in order, original timestamps) to the
+    tracking store ``uri`` and remove the journal. Returns the number of calls delivered.
+
+    A journal is data, not commands: it is refused whole, before anything is sent, when its store
+    is not ``uri``, when a call is not one nai3 writes, when a call names a run or an experiment
+    other than the journal's own, or when an artifact lies outside the journal's work folder."""
     path = Path(journal)
     if not path.is_file():
         raise FileNotFoundError(f"journal {path} does not exist (already delivered, or a different run folder?)")
@@ -292,17 +303,44 @@ def relog(journal: str | Path) -> int:
         except json.JSONDecodeError:  # a line cut short by a kill mid-write: the calls before it stand
             log.warning("%s:%d is not JSON (cut short?); ignored", path, n)
             continue
+        if not isinstance(entry, dict):
+            raise RefusedJournal(f"{path}:{n} is not a journal entry")
         if "uri" in entry and header is None:
             header = entry
         elif "ack" in entry:
             acked.add(entry["ack"])
         elif "seq" in entry:
             ops[entry["seq"]] = entry
-    if header is None:
+    if header is None or not isinstance(header.get("run_id"), str):
         raise ValueError(f"{path} is not a nai3 logging journal (no header line with uri and run_id)")
-    tracker = Tracker(header["uri"], header["run_id"])
+    if strip_userinfo(str(header["uri"])) != strip_userinfo(uri):
+        raise RefusedJournal(f"{path} was written for the tracking store {redact(str(header['uri']))}, not "
+                             f"{redact(uri)}: pass that one with --tracking-uri (credentials from the environment)")
+    tracker = Tracker(uri, header["run_id"])
     todo = [ops[s] for s in sorted(ops) if s not in acked]
+    _check(todo, tracker, path)
     for op in todo:
         deliver(tracker, op)
     path.unlink()
     return len(todo)
+
+
+OPS = ("metrics", "params", "tags", "artifact", "json", "table", "experiment_tags", "child", "finish")
+
+
+def _check(todo: list[dict], tracker: Tracker, path: Path) -> None:
+    """Every call is one nai3 writes, for the journal's own run, experiment and work folder."""
+    experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
+    root = path.resolve().parent.parent  # the work folder (WORK/journals/…) or the run folder's parent
+    for op in todo:
+        kind = op.get("op")
+        if kind not in OPS:
+            raise RefusedJournal(f"{path}: {kind!r} is not a call nai3 journals")
+        if "run_id" in op and tracker.client.get_run(str(op["run_id"])).info.experiment_id != experiment:
+            raise RefusedJournal(f"{path}: run {op['run_id']} is not in the journal's experiment {experiment}")
+        named = op.get("experiment_id", (op.get("run") or {}).get("experiment_id") if kind == "child" else None)
+        if named is not None and str(named) != experiment:
+            raise RefusedJournal(f"{path}: experiment {named} is not the journal's ({experiment})")
+        for f in [op.get("path")] if kind == "artifact" else [(op.get("run") or {}).get("artifact_dir")]:
+            if f and not Path(f).resolve().is_relative_to(root):
+                raise RefusedJournal(f"{path}: artifact {f} lies outside the journal's work folder {root}")
