@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,25 @@ FEATURE_SPACES = ("tagger", "inception", "clip", "exact")  # nai3eval.folders.SP
 
 def _float(s: str) -> float:
     return math.inf if s.strip().lower() in ("inf", "infinity", "∞") else float(s)
+
+
+def number(lo: float | None = None, hi: float | None = None, integer: bool = False, positive: bool = False,
+           infinite: bool = False):
+    """An argparse type that checks a number as a config value is checked: NaN always refused, ∞
+    only where ``infinite``, and the range [lo, hi] (``positive``: > 0)."""
+    def parse(text: str) -> float | int:
+        try:
+            value = int(text) if integer else _float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if integer else 'a number'}") from None
+        if math.isnan(value) or (math.isinf(value) and not infinite):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (positive and value <= 0):
+            bounds = "> 0" if positive else f"in [{lo if lo is not None else '-∞'}, {hi if hi is not None else '∞'}]"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {bounds}")
+        return value
+    parse.__name__ = "integer" if integer else "number"
+    return parse
 
 
 def cmd_schedule(a: argparse.Namespace) -> int:
@@ -55,6 +75,25 @@ def _barrier() -> None:
         import torch
 
         PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
+def refuse_unsafe_weights(ec=None, inception: str | None = None, clip: str | None = None,
+                          tagger: str | None = None, allow_pickle: bool = False) -> None:
+    """Every weights path the user gave (config or flags), checked before any work: a pickle or a
+    damaged safetensors is refused (``nai3train.models.files``); ``allow_pickle`` is the one
+    documented exception. A missing path is left to its instrument (skipped, with the reason)."""
+    from nai3train.models.files import ALLOW_PICKLE, check_weights_file, check_weights_folder
+
+    if allow_pickle:
+        os.environ[ALLOW_PICKLE] = "1"
+    files = ((inception or (ec.inception_weights if ec else None), "Inception weights"),
+             (ec.wd14_model if ec else None, "WD14 model"))
+    for given, what in files:
+        if given and Path(given).is_file():
+            check_weights_file(given, what)
+    for given, what in ((clip or (ec.clip_path if ec else None), "CLIP folder"), (tagger, "tagger folder")):
+        if given and Path(given).is_dir():
+            check_weights_folder(given, what)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -120,10 +159,14 @@ def _slug(name: str) -> str:
 def cmd_eval(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
+    from nai3train.config import ConfigError
+    from nai3train.config.schema import name_problem
+
     from .model_ref import refuse_missing, resolve_model
 
     cfg = load_config(a.config, a.set)
     refuse_missing(a.model)  # everything the user named is checked before Prefect or MLflow start
+    refuse_unsafe_weights(cfg.eval, allow_pickle=a.allow_pickle)
     for given, what, ok in ((a.reference, "reference folder", Path.is_dir),
                             (a.model_config, "--model-config folder", Path.is_dir)):
         if given and not ok(Path(given)):
@@ -145,6 +188,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     # the benchmark's tagger and exact scorer read the benchmark's prompts and images only
     benchmark_prompts = ours and not a.prompts and not a.reference and cfg.data.kind == "benchmark"
     experiment = a.experiment or (cfg.experiment if benchmark_prompts else f"nai3-eval-{_slug(name)}")
+    if name_problem(experiment):
+        raise ConfigError(f"--experiment {name_problem(experiment)}")
     cfg = cfg.model_copy(update={"experiment": experiment})
     work = Path(a.work_dir) if benchmark_prompts else Path(a.work_dir) / f"eval-{_slug(experiment)}"
     ws = pipeline.Workspace.open(cfg, work, a.tracking_uri)
@@ -197,6 +242,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     from .pipeline import Workspace, claims_state, read_results
 
+    if not re.fullmatch(r"[0-9a-f]{32}", a.parent_run):
+        raise ValueError(f"{a.parent_run!r} is not an MLflow run id (32 hexadecimal characters)")
     uri, _ = resolve_tracking(a.tracking_uri)
     out = Path(a.out or f"runs/report-{a.parent_run[:8]}").resolve()
     try:
@@ -223,6 +270,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_metrics(a: argparse.Namespace) -> int:
     from nai3eval.folders import folder_distance, folder_disturbance
 
+    refuse_unsafe_weights(inception=a.inception, clip=a.clip, tagger=a.tagger, allow_pickle=a.allow_pickle)
     weights = {"tagger": a.tagger, "inception": a.inception, "clip": a.clip}
     if a.disturbance:
         if a.fake:
@@ -246,6 +294,7 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     from nai3train.config import load_config
 
     cfg = load_config(a.config, a.set)  # refuse a bad config before Prefect starts
+    refuse_unsafe_weights(cfg.eval)
     from flows.pipeline import Workspace, pin_claims_spec
 
     pin_claims_spec(Workspace.open(cfg, a.work_dir, a.tracking_uri))  # and an edited claims spec
@@ -336,10 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schedule", help="print a sampling σ schedule (SDXL units)",
                        description="Print the σ list a sampler would visit, in SDXL units, ending with 0.")
     s.add_argument("--ztsnr", action="store_true", help="zero-terminal-SNR table (σ_999 = ∞)")
-    s.add_argument("--steps", type=int, default=28, help="number of model evaluations (default 28)")
-    s.add_argument("--first-sigma", type=_float, default=None,
+    s.add_argument("--steps", type=number(1, 10000, integer=True), default=28, help="number of model evaluations (default 28)")
+    s.add_argument("--first-sigma", type=number(positive=True, infinite=True), default=None,
                    help="starting σ, e.g. 14.6, 29, 136, 317, 20000 or inf (default: the table's top)")
-    s.add_argument("--sigma-max", type=_float, default=None, help="replace the table's top σ (e.g. 20000)")
+    s.add_argument("--sigma-max", type=number(positive=True, infinite=True), default=None, help="replace the table's top σ (e.g. 20000)")
     s.add_argument("--karras", action="store_true", help="Karras ρ=7 spacing instead of the native one")
     s.add_argument("--json", action="store_true", help="print a JSON array ('inf' for +∞)")
     s.set_defaults(fn=cmd_schedule)
@@ -348,10 +397,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     ds = dsub.add_parser("synth", help="write the synthetic tagged benchmark (PNG + .txt tags + card.json)")
     ds.add_argument("out", help="output folder")
-    ds.add_argument("--size", type=int, default=1024, help="training images (default 1024)")
-    ds.add_argument("--eval-size", type=int, default=64, help="held-out evaluation images (default 64)")
-    ds.add_argument("--resolution", type=int, default=16, help="image side in pixels (default 16)")
-    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--size", type=number(1, 10**6, integer=True), default=1024, help="training images (default 1024)")
+    ds.add_argument("--eval-size", type=number(1, 10**6, integer=True), default=64, help="held-out evaluation images (default 64)")
+    ds.add_argument("--resolution", type=number(8, 4096, integer=True), default=16, help="image side in pixels (default 16)")
+    ds.add_argument("--seed", type=number(0, 2**31 - 1, integer=True), default=0)
     ds.add_argument("--json", action="store_true", help="print the dataset card")
     ds.set_defaults(fn=cmd_data_synth)
     di = dsub.add_parser("inspect", help="print the dataset card of any image folder (tags, sizes, skipped files)",
@@ -359,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and print its card: counts, skipped files with reasons, tag frequencies, size "
                                      "and aspect histograms, bucketing report, per-channel statistics, tag weights.")
     di.add_argument("dir", help="image folder")
-    di.add_argument("--resolution", type=int, default=1024, help="training side for the bucket set (default 1024)")
+    di.add_argument("--resolution", type=number(8, 8192, integer=True), default=1024, help="training side for the bucket set (default 1024)")
     di.add_argument("--json", action="store_true", help="print the whole card as JSON")
     di.set_defaults(fn=cmd_data_inspect)
 
@@ -400,11 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "prompts for C2/C3)")
     ev.add_argument("--reference", default=None, metavar="DIR",
                     help="reference image folder for FD/KID and brightness (default: the config's eval split)")
-    ev.add_argument("--resolution", type=int, default=None, help="sample at N×N pixels (default: the model's own)")
+    ev.add_argument("--resolution", type=number(8, 8192, integer=True), default=None, help="sample at N×N pixels (default: the model's own)")
     ev.add_argument("--json", default=None, metavar="OUT", help="also write the evaluated points as JSON")
     ev.add_argument("--experiment", default=None, metavar="NAME",
                     help="MLflow experiment (default: nai3-eval-<model folder name>; a nai3 checkpoint on the "
                          "benchmark: the config's experiment)")
+    ev.add_argument("--allow-pickle", action="store_true",
+                    help="read pickled real-data weights (eval.inception_weights as a .pth) with "
+                         "torch.load(weights_only=True); refused otherwise. Pickled models are always refused")
     ev.set_defaults(fn=cmd_eval)
 
     rp = sub.add_parser("report", parents=[tracking],
@@ -429,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     mt.add_argument("--tagger", metavar="DIR", default=None, help="domain tagger folder (WORK_DIR/tagger-*)")
     mt.add_argument("--inception", metavar="FILE", default=None, help="local torchvision inception_v3 weights")
     mt.add_argument("--clip", metavar="DIR", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor)")
+    mt.add_argument("--allow-pickle", action="store_true",
+                    help="read a pickled weights file (a torchvision Inception .pth) with torch.load(weights_only=True); "
+                         "refused otherwise: loading a pickle can run arbitrary code")
     mt.add_argument("--disturbance", action="store_true", help="print the disturbance table of REAL_DIR")
     mt.add_argument("--json", metavar="OUT", default=None, help="also write the figures as JSON")
     mt.set_defaults(fn=cmd_metrics)
@@ -442,15 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "primaries under the null (last line: 'family-wise error X ≤ α'), the A/A rate, "
                                      "the detection rate of a positive control and the coverage of the interval.")
     cv.add_argument("--spec", default=None, metavar="FILE", help="claims spec (default: the shipped claims.yaml)")
-    cv.add_argument("--tau", type=float, default=None, help="between-seed spread τ of D_k (default 0.02)")
-    cv.add_argument("--s-w", type=float, default=None, help="within-run SE of D_k (default 0.01)")
+    cv.add_argument("--tau", type=number(0), default=None, help="between-seed spread τ of D_k (default 0.02)")
+    cv.add_argument("--s-w", type=number(positive=True), default=None, help="within-run SE of D_k (default 0.01)")
     cv.add_argument("--from-report", default=None, metavar="REPORT_JSON",
                     help="take τ and s_w from a report.json (the median over its claims that have them)")
-    cv.add_argument("--prompts", type=int, default=16, help="prompts per seed G (default 16)")
-    cv.add_argument("--n", type=int, default=4000, help="simulated experiments of each kind (default 4000)")
-    cv.add_argument("--effect", type=float, default=None,
+    cv.add_argument("--prompts", type=number(2, 10000, integer=True), default=16, help="prompts per seed G (default 16)")
+    cv.add_argument("--n", type=number(100, 10**7, integer=True), default=4000, help="simulated experiments of each kind (default 4000)")
+    cv.add_argument("--effect", type=number(), default=None,
                     help="the positive control's effect (default: the one the last look detects with 80 %% power)")
-    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--seed", type=number(0, 2**31 - 1, integer=True), default=0)
     cv.set_defaults(fn=cmd_claims_validate)
 
     rl = sub.add_parser("relog", parents=[tracking], help="deliver MLflow calls buffered during a tracking-server outage",

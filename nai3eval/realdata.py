@@ -1,7 +1,8 @@
 """Real-data metrics from local weights, through the real libraries — nothing is downloaded.
 
 * Inception FID via **clean-fid**: a torchvision ``inception_v3`` built from a local weights file
-  (``.pth`` state dict read with ``torch.load(weights_only=True)``, or ``.safetensors``), 2048-d
+  (``.safetensors``, or — with ``NAI3_ALLOW_PICKLE=1`` — a ``.pth`` state dict read with
+  ``torch.load(weights_only=True)``), 2048-d
   pool features. In a sweep the reference set is featurised once, streamed in batches, through
   clean-fid's own "clean" resizer, and each point's FID is clean-fid's ``fid_from_feats``
   (``InceptionReference``); ``inception_fid`` runs clean-fid's whole folder pipeline
@@ -33,6 +34,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    from nai3train.models.files import check_weights_file
+
+    check_weights_file(path, "Inception weights")  # a pickle only with NAI3_ALLOW_PICKLE=1
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -157,7 +157,29 @@ class TrainConfig(_Frozen):
 
 
 def _valid_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "-_." for c in name)
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name) and name.strip(".") != "" \
+        and len(name) <= MAX_NAME
+
+
+MAX_NAME = 250  # MLflow's limit on run and experiment names we hold to for every name
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an experiment or a run (it becomes part of paths in the work folder
+    and the artifact store), or None: non-empty, at most MAX_NAME characters, no path separator,
+    no '..', no control character."""
+    if not name or not name.strip():
+        return "must not be empty"
+    if len(name) > MAX_NAME:
+        return f"must be at most {MAX_NAME} characters (got {len(name)})"
+    if "/" in name or "\\" in name or ".." in name:
+        return f"must not contain '/', '\\' or '..' (it names folders): got {name!r}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"must not contain control characters: got {name!r}"
+    return None
+
+
+SafeName = Annotated[Str, rule(lambda v: name_problem(v) is None, lambda v: name_problem(v) or "")]
 
 
 class VariantConfig(_Frozen):
@@ -250,8 +272,8 @@ class EvalConfig(_Frozen):
 class AblationConfig(_Frozen):
     """The whole run: data, model, training, evaluation and the variant matrix."""
 
-    name: Str = "smoke"
-    experiment: Str = "nai3-smoke"
+    name: SafeName = "smoke"
+    experiment: SafeName = "nai3-smoke"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

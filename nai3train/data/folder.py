@@ -164,10 +164,15 @@ def decode_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skipped: list[dict]) -> dict[str, list[str]]:
+def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skipped: list[dict],
+                   real_root: Path) -> dict[str, list[str]]:
     if folder not in cache:
         table: dict[str, list[str]] = {}
         meta = folder / "metadata.jsonl"
+        if meta.is_symlink() and not meta.resolve().is_relative_to(real_root):
+            skipped.append({"path": str(meta), "reason": f"metadata file is a {LEAVES}"})
+            cache[folder] = table
+            return table
         try:
             lines = meta.read_text(errors="replace").splitlines() if meta.is_file() else []
         except OSError as e:
@@ -197,23 +202,37 @@ def _metadata_tags(folder: Path, cache: dict[Path, dict[str, list[str]]], skippe
 
 
 def _walk(root: Path, skipped: list[dict] | None = None) -> list[Path]:
-    """Every file under ``root``, following directory symlinks at most once (a symlink loop ends
-    there) — sorted, so a scan is deterministic. A folder that cannot be listed is reported in
-    ``skipped`` (os.walk would pass over it in silence)."""
+    """Every file under ``root``, following directory symlinks that stay inside it at most once
+    (a symlink loop ends there) — sorted, so a scan is deterministic. A directory symlink that
+    leaves ``root`` is not walked, and a folder that cannot be listed is not passed over in
+    silence: both are reported in ``skipped``."""
     out, seen = [], set()
+    real_root = os.path.realpath(root)
 
     def unreadable(e: OSError) -> None:
         if skipped is not None:
             skipped.append({"path": str(e.filename), "reason": f"unreadable folder: {type(e).__name__}: {e.strerror}"})
 
-    for dirpath, _dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
+    for dirpath, dirs, files in os.walk(root, followlinks=True, onerror=unreadable):
         real = os.path.realpath(dirpath)
         if real in seen:
-            _dirs.clear()
+            dirs.clear()
             continue
         seen.add(real)
+        for d in list(dirs):
+            if not _inside(os.path.realpath(os.path.join(dirpath, d)), real_root):
+                dirs.remove(d)
+                if skipped is not None:
+                    skipped.append({"path": os.path.join(dirpath, d), "reason": LEAVES})
         out += [Path(dirpath) / f for f in files]
     return sorted(p for p in out if p.is_file())
+
+
+LEAVES = "symlink that leaves the dataset folder"
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 class ScanCache:
@@ -283,7 +302,7 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged
     real_root = root.resolve()
     for path in _walk(root, skipped):
         if not path.resolve().is_relative_to(real_root):
-            skipped.append({"path": str(path), "reason": "symlink that leaves the dataset folder"})
+            skipped.append({"path": str(path), "reason": LEAVES})
             continue
         suffix = path.suffix.lower()
         if suffix not in IMAGE_SUFFIXES:
@@ -291,6 +310,9 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged
                 skipped.append({"path": str(path), "reason": "not an image file"})
             continue
         side = path.with_suffix(".txt")
+        if side.is_symlink() and not side.resolve().is_relative_to(real_root):
+            skipped.append({"path": str(side), "reason": f"tag file is a {LEAVES}"})
+            continue
         try:
             tags = parse_tags(side.read_text(errors="replace")) if side.is_file() else []
         except OSError as e:
@@ -298,7 +320,7 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged
                                                          f"{e.strerror}"})
             continue
         if not tags:
-            tags = _metadata_tags(path.parent, meta_cache, skipped).get(path.name, [])
+            tags = _metadata_tags(path.parent, meta_cache, skipped, real_root).get(path.name, [])
         if not tags and not untagged:
             skipped.append({"path": str(path), "reason": "no tags (no .txt sidecar and no metadata.jsonl entry)"})
             continue

@@ -14,13 +14,17 @@ def pretrained_format(path: str, model_config: str | None = None) -> str:
     the Hub)."""
     from pathlib import Path
 
+    from .files import RefusedWeights, check_weights_file, check_weights_folder, is_pickled
+
     p = Path(path)
-    if p.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
-        raise ValueError(f"{p}: pickled checkpoints are refused (loading them can run arbitrary code); "
-                         "convert to .safetensors or a diffusers folder")
+    if p.is_file() and is_pickled(p) or p.suffix.lower() in (".ckpt", ".pt", ".pth", ".bin"):
+        raise RefusedWeights(f"{p}: pickled checkpoints are refused (loading them can run arbitrary code); "
+                             "convert to .safetensors or a diffusers folder")
     if (p / "model_index.json").is_file():
+        check_weights_folder(p, "model folder")
         return "diffusers-sdxl"
     if p.is_file() and p.suffix == ".safetensors":
+        check_weights_file(p, "model")
         if not model_config:
             raise FileNotFoundError(f"{p} is a single-file checkpoint: pass --model-config DIR, a local diffusers "
                                     "SDXL folder (model_index.json, scheduler/, unet/, vae/, text_encoder*/ configs, "

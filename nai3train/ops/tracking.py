@@ -59,6 +59,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     exp = client.get_experiment_by_name(name)
     if exp is None:
         location = f"{artifact_root}/{name}" if artifact_root else None
+        if location and location.startswith("file:") and not Path(location.removeprefix("file://")).resolve() \
+                .is_relative_to(Path(artifact_root.removeprefix("file://")).resolve()):
+            raise ValueError(f"experiment name {name!r} would put its artifacts outside {artifact_root}")
         try:
             return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
         except MlflowException as e:
@@ -108,6 +111,14 @@ def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
 
 
 @dataclass
+def _inside(root: Path, name: str) -> Path:
+    """``root / name`` when that stays inside ``root``: an artifact's file name, never a path out."""
+    f = root / name
+    if not f.resolve().is_relative_to(root.resolve()) or f.parent.resolve() != root.resolve():
+        raise ValueError(f"artifact name {name!r} is not a file name")
+    return f
+
+
 class Tracker:
     """One MLflow run, addressed by id; safe to use from any thread."""
 
@@ -147,13 +158,13 @@ class Tracker:
 
     def log_json(self, obj: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / name
+            f = _inside(Path(d), name)
             f.write_text(json.dumps(obj, indent=2, default=str))
             self.client.log_artifact(self.run_id, str(f))
 
     def log_text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as d:
-            f = Path(d) / name
+            f = _inside(Path(d), name)
             f.write_text(text)
             self.client.log_artifact(self.run_id, str(f))
 
