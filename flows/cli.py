@@ -575,6 +575,15 @@ def _main(argv: list[str] | None) -> int:
     except DiskFull as e:  # what was finished is on disk; the message names the file and the bytes
         print(f"nai3: disk full: {redact(str(e))}", file=sys.stderr)
         return 5
+    except Exception as e:
+        from nai3train.ops.buffered import transient
+
+        if not transient(e):
+            raise
+        # the store did not answer before any work was owed to it (an outage mid-work is buffered)
+        print(f"nai3: the MLflow tracking server does not answer: {redact(str(e))[:400]} — check --tracking-uri "
+              "or $MLFLOW_TRACKING_URI, or start the server", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

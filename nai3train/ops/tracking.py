@@ -110,7 +110,6 @@ def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
     return uri, ensure_experiment(MlflowClient(tracking_uri=uri), name, artifact_root)
 
 
-@dataclass
 def _inside(root: Path, name: str) -> Path:
     """``root / name`` when that stays inside ``root``: an artifact's file name, never a path out."""
     f = root / name
@@ -119,6 +118,7 @@ def _inside(root: Path, name: str) -> Path:
     return f
 
 
+@dataclass
 class Tracker:
     """One MLflow run, addressed by id; safe to use from any thread."""
 
