@@ -167,6 +167,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.set)
     refuse_missing(a.model)  # everything the user named is checked before Prefect or MLflow start
     refuse_unsafe_weights(cfg.eval, allow_pickle=a.allow_pickle)
+    if a.json and Path(a.json).is_dir():
+        raise ValueError(f"--json {a.json} is a folder: give a file name for the points")
     for given, what, ok in ((a.reference, "reference folder", Path.is_dir),
                             (a.model_config, "--model-config folder", Path.is_dir)):
         if given and not ok(Path(given)):
@@ -307,6 +309,18 @@ def cmd_ablation(a: argparse.Namespace) -> int:
     return 0
 
 
+def _report_claims(path: Path) -> list[dict]:
+    """The claims of a report.json, checked: a JSON object whose 'claims' is a list of objects."""
+    try:
+        doc = json.loads(path.read_text(errors="replace"))
+    except ValueError as e:
+        raise ValueError(f"--from-report {path} is not JSON ({e})") from None
+    claims = doc.get("claims") if isinstance(doc, dict) else None
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise ValueError(f"--from-report {path} is not a nai3 report.json: 'claims' must be a list of objects")
+    return claims
+
+
 def cmd_claims_validate(a: argparse.Namespace) -> int:
     import statistics
 
@@ -318,9 +332,9 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
     spec = load_claims_spec(a.spec)
     tau, s_w = 0.02, 0.01
     if a.from_report:
-        claims = json.loads(Path(a.from_report).read_text())["claims"]
-        taus = [c["tau"] for c in claims if c.get("tau") is not None]
-        sws = [c["s_w"] for c in claims if c.get("s_w") is not None]
+        claims = _report_claims(Path(a.from_report))
+        taus = [c["tau"] for c in claims if isinstance(c.get("tau"), (int, float))]
+        sws = [c["s_w"] for c in claims if isinstance(c.get("s_w"), (int, float))]
         if not taus or not sws:
             raise ValueError(f"{a.from_report} has no claim with both τ and s_w (it needs ≥ 2 seeds)")
         tau, s_w = statistics.median(taus), statistics.median(sws)
@@ -556,6 +570,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
 
+def check_environment() -> None:
+    """The operational settings nai3 reads from the environment, checked before any work."""
+    from nai3train.data.bucketed import cache_budget
+    from nai3train.ops.buffered import default_patience_s
+
+    from .server import server_patience_s
+
+    cache_budget(), default_patience_s(), server_patience_s()
+
+
 def _main(argv: list[str] | None) -> int:
     from nai3train.ops.atomic import DiskFull
     from nai3train.ops.buffered import TrackingOutage
@@ -565,6 +589,7 @@ def _main(argv: list[str] | None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        check_environment()
         return args.fn(args)
     except (ConfigError, DatasetError, FileNotFoundError, NotImplementedError, ValueError) as e:
         print(f"nai3: error: {redact(str(e))}", file=sys.stderr)
@@ -578,6 +603,9 @@ def _main(argv: list[str] | None) -> int:
     except Exception as e:
         from nai3train.ops.buffered import transient
 
+        if isinstance(e, OSError) and not transient(e):  # a path of the wrong kind, a permission, a full disk
+            print(f"nai3: error: {redact(str(e))}", file=sys.stderr)
+            return 2
         if not transient(e):
             raise
         # the store did not answer before any work was owed to it (an outage mid-work is buffered)

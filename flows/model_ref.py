@@ -37,11 +37,25 @@ def refuse_missing(given: str) -> None:
         raise FileNotFoundError(f"model {given} does not exist")
 
 
+def checked_checkpoint(path: Path) -> str:
+    """A nai3 checkpoint folder's name, once its metadata, model config and weights files are what
+    nai3 writes (a damaged or hand-made one is refused before any work)."""
+    from nai3train.checkpoint import load_meta
+    from nai3train.models.bundle import read_config
+    from nai3train.models.files import check_weights_file
+
+    name = load_meta(path)["variant"]["name"]
+    read_config(path)
+    for weights in ("ema.safetensors", "model.safetensors"):
+        if (path / weights).exists():
+            check_weights_file(path / weights, "checkpoint weights")
+    return name
+
+
 def resolve_model(given: str, tracking_uri: str | None, download_to: Path, model_config: str | None = None
                   ) -> ModelRef:
     """``given`` as a :class:`ModelRef`; an MLflow run id is resolved to its ``checkpoint``
     artifact (downloaded under ``download_to``)."""
-    from nai3train.checkpoint import load_meta
     from nai3train.models import pretrained_format
     from nai3train.ops.tracking import resolve_checkpoint, resolve_tracking
 
@@ -51,6 +65,6 @@ def resolve_model(given: str, tracking_uri: str | None, download_to: Path, model
         run_id = given.removeprefix("runs:/").split("/")[0]
         path = Path(resolve_checkpoint(given, resolve_tracking(tracking_uri)[0], download_to))
     if (path / "meta.json").is_file():
-        return ModelRef(path, "nai3", load_meta(path)["variant"]["name"], run_id)
+        return ModelRef(path, "nai3", checked_checkpoint(path), run_id)
     kind = pretrained_format(str(path), model_config)  # refuses a pickle or an unknown format
     return ModelRef(path, kind, path.stem if path.is_file() else path.resolve().name, run_id)

@@ -56,6 +56,8 @@ class Workspace:
     @classmethod
     def open(cls, cfg: AblationConfig, work_dir: str | Path, tracking_uri: str | None = None) -> "Workspace":
         work = Path(work_dir).resolve()
+        if work.exists() and not work.is_dir():
+            raise ValueError(f"work folder {work} is a file: --work-dir must name a folder")
         work.mkdir(parents=True, exist_ok=True)
         uri, experiment_id = open_experiment(cfg.experiment, tracking_uri)
         return cls(work, uri, experiment_id)

@@ -10,7 +10,6 @@ outage goes through :func:`patiently`.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable, TypeVar
 
@@ -41,7 +40,9 @@ def server_away(err: BaseException) -> bool:
 def server_patience_s() -> float:
     """How long nai3 waits for an absent Prefect server (beyond the client's own retries):
     $NAI3_PREFECT_PATIENCE_S, else 30 min. Training meanwhile goes on where it already runs."""
-    return float(os.environ.get("NAI3_PREFECT_PATIENCE_S", "1800"))
+    from nai3train.ops.settings import env_number
+
+    return env_number("NAI3_PREFECT_PATIENCE_S", 1800.0, 0, 30 * 86400)
 
 
 def patiently(call: Callable[[], T], what: str, patience_s: float | None = None,

@@ -69,6 +69,8 @@ def load_checkpoint(folder: str | Path, ema: bool = True, device: torch.device |
     """The bundle saved in a nai3 checkpoint folder (EMA weights by default), on the GPU when there
     is one, with the denoiser rebuilt from the variant and σ scale recorded at training time."""
     meta = load_meta(folder)
+    if not isinstance(meta.get("sample_dim"), int) or meta["sample_dim"] <= 0:
+        raise ValueError(f"nai3 checkpoint metadata {folder}/meta.json: 'sample_dim' must be a positive integer")
     bundle = load_bundle(folder, "ema.safetensors" if ema else "model.safetensors")
     bundle.to(device or default_device())
     variant = from_dict(VariantConfig, meta["variant"], "variant")

@@ -112,10 +112,18 @@ def load_tagger(folder: str | Path) -> tuple[Tagger, list[str], TaggerReport]:
     for f in (meta_f, w_f):
         if not f.is_file():
             raise FileNotFoundError(f"domain tagger file {f} is missing (train one with the flow or `nai3 eval`)")
-    meta = json.loads(meta_f.read_text())
-    tagger = Tagger(**meta["config"])
-    tagger.load_state_dict(load_file(str(w_f)))
-    return tagger.eval(), meta["vocab"], TaggerReport(**meta["report"])
+    from nai3train.models.bundle import read_json_object
+    from nai3train.models.files import check_weights_file
+
+    meta = read_json_object(meta_f, "domain tagger description", ("config", "vocab", "report"))
+    check_weights_file(w_f, "domain tagger weights")
+    try:
+        tagger = Tagger(**meta["config"])
+        tagger.load_state_dict(load_file(str(w_f)))
+        return tagger.eval(), list(meta["vocab"]), TaggerReport(**meta["report"])
+    except (TypeError, ValueError, RuntimeError) as e:  # keys of another version; weights that do not fit
+        raise ValueError(f"domain tagger folder {folder} is not one nai3 wrote, or is damaged: {str(e)[:300]}") \
+            from None
 
 
 TAGGER_MAX_SIDE = 64  # the domain tagger sees at most 64² (it reads colours, shapes and counts)

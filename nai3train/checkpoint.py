@@ -91,10 +91,17 @@ def latest_step_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_meta(folder: str | Path) -> dict:
+    """The checkpoint's metadata, checked: a JSON object with a variant (itself an object with a
+    name) — anything else is a ValueError naming the file."""
+    from .models.bundle import read_json_object
+
     f = Path(folder) / "meta.json"
     if not f.is_file():
         raise FileNotFoundError(f"{folder} is not a nai3 checkpoint: {f} is missing")
-    return json.loads(f.read_text())
+    meta = read_json_object(f, "nai3 checkpoint metadata", ("variant",))
+    if not isinstance(meta["variant"], dict) or not isinstance(meta["variant"].get("name"), str):
+        raise ValueError(f"nai3 checkpoint metadata {f}: 'variant' must be an object with a 'name'")
+    return meta
 
 
 def load_weights(folder: str | Path, ema: bool = True) -> dict[str, torch.Tensor]:

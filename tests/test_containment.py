@@ -41,6 +41,7 @@ def test_nothing_nai3_or_mlflow_prints_shows_the_password(tmp_path):
     ckpt = tmp_path / "checkpoint"
     ckpt.mkdir()
     (ckpt / "meta.json").write_text(json.dumps({"variant": {"name": "x"}}))
+    (ckpt / "config.json").write_text(json.dumps({"kind": "tiny"}))
     p = subprocess.run([sys.executable, "-m", "flows.cli", "eval", str(ckpt), "--work-dir", str(tmp_path / "w"),
                         "--tracking-uri", f"http://bob:{pw}@127.0.0.1:9/"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -137,6 +138,7 @@ def test_names_cannot_leave_the_work_folder_or_the_store(tmp_path):
     ckpt = tmp_path / "checkpoint"
     ckpt.mkdir()
     (ckpt / "meta.json").write_text(json.dumps({"variant": {"name": "x"}}))
+    (ckpt / "config.json").write_text(json.dumps({"kind": "tiny"}))
     p = subprocess.run([sys.executable, "-m", "flows.cli", "eval", str(ckpt), "--experiment", "../../x/exp",
                         "--work-dir", str(tmp_path / "w"), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300,

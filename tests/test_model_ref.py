@@ -1,5 +1,6 @@
 """``nai3 eval``'s argument, resolved in one place: each kind of model, and each refusal."""
 import json
+import struct
 
 import pytest
 
@@ -10,6 +11,7 @@ def test_each_kind_of_model_is_resolved(tmp_path):
     ours = tmp_path / "checkpoint"
     ours.mkdir()
     (ours / "meta.json").write_text(json.dumps({"variant": {"name": "nai-v-ztsnr"}}))
+    (ours / "config.json").write_text(json.dumps({"kind": "tiny"}))
     ref = resolve_model(str(ours), None, tmp_path / "dl")
     assert (ref.kind, ref.name, ref.ours, ref.run_id) == ("nai3", "nai-v-ztsnr", True, None)
     folder = tmp_path / "my-sdxl"
@@ -17,7 +19,7 @@ def test_each_kind_of_model_is_resolved(tmp_path):
     (folder / "model_index.json").write_text("{}")
     assert resolve_model(str(folder), None, tmp_path / "dl").kind == "diffusers-sdxl"
     single = tmp_path / "community.safetensors"
-    single.write_bytes(b"\0" * 16)
+    single.write_bytes(struct.pack("<Q", 2) + b"{}")  # an empty safetensors file
     ref = resolve_model(str(single), None, tmp_path / "dl", model_config=str(folder))
     assert (ref.kind, ref.name, ref.ours) == ("single-file-sdxl", "community", False)
 
@@ -30,7 +32,7 @@ def test_what_cannot_be_evaluated_is_refused_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match="pickled checkpoints are refused"):
         resolve_model(str(pickle), None, tmp_path / "dl")
     single = tmp_path / "community.safetensors"
-    single.write_bytes(b"\0" * 16)
+    single.write_bytes(struct.pack("<Q", 2) + b"{}")
     with pytest.raises(FileNotFoundError, match="--model-config"):
         resolve_model(str(single), None, tmp_path / "dl")
     with pytest.raises(FileNotFoundError, match="neither a checkpoint folder nor an MLflow run"):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nai3train.config import VariantConfig
 from nai3train.config.errors import ConfigError, config_error, reason
 from nai3train.config.locate import bundled_root
+from nai3train.config.yaml_limits import YAMLTooLarge, safe_yaml
 
 from .checks import CHECKS
 from .estimands import ESTIMANDS
@@ -134,9 +135,14 @@ def load_claims_spec(path: str | Path | None = None) -> ClaimsSpec:
         raise ConfigError(f"claims spec {p} does not exist")
     raw = p.read_bytes()
     try:
-        doc = yaml.safe_load(raw) or {}
+        doc = safe_yaml(raw, f"claims spec {p}") or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"claims spec {p} is not valid YAML: {e}") from None
+    except YAMLTooLarge as e:
+        raise ConfigError(str(e)) from None
+    if not isinstance(doc, dict) or {"sha256", "path"} & set(doc):
+        raise ConfigError(f"claims spec {p} must be a mapping of spec keys (version, alpha, claims, …); "
+                          "'sha256' and 'path' are computed, not written")
     try:
         return ClaimsSpec(**doc, sha256=hashlib.sha256(raw).hexdigest(), path=str(p))
     except ValidationError as e:

@@ -8,6 +8,7 @@ from typing import Any
 from .errors import ConfigError
 from .schema import VariantConfig, from_dict
 
+MAX_VARIANTS = 256
 FACTORIAL_AXES = ("prediction", "sigma_max", "ztsnr", "tag_weighting", "min_snr_gamma", "normalize")
 
 
@@ -36,6 +37,10 @@ def expand_factorial(axes: dict[str, list], base: dict | None = None) -> tuple[l
     if unknown:
         raise ConfigError(f"config error at factorial: unknown axes {unknown}; known: {list(FACTORIAL_AXES)}")
     keys = list(axes)
+    count = math.prod(len(axes[k]) if isinstance(axes[k], list) else 1 for k in keys)
+    if count > MAX_VARIANTS:
+        raise ConfigError(f"config error at factorial: the axes make {count} combinations; the limit is "
+                          f"{MAX_VARIANTS} variants (each one is trained and evaluated)")
     variants, skipped = [], []
     for combo in itertools.product(*(axes[k] for k in keys)):
         d = {**(base or {}), **dict(zip(keys, combo))}

@@ -10,6 +10,7 @@ from .errors import ConfigError
 from .factorial import expand_factorial
 from .locate import locate
 from .schema import AblationConfig, from_dict
+from .yaml_limits import YAMLTooLarge, safe_yaml
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -17,9 +18,11 @@ def read_yaml(path: str | Path) -> Any:
     of that name); a missing or unparsable file is a ConfigError, not a traceback."""
     p = locate(path)
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        return safe_yaml(p.read_text(errors="replace"), f"config file {p}") or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    except (YAMLTooLarge, OSError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def apply_override(tree: dict, assignment: str) -> None:
@@ -32,7 +35,9 @@ def apply_override(tree: dict, assignment: str) -> None:
         raise ConfigError(f"override {assignment!r} must look like key.path=value")
     key = ".".join(parts)
     try:
-        value = yaml.safe_load(raw)
+        value = safe_yaml(raw, f"the value of {key}")
+    except YAMLTooLarge as e:
+        raise ConfigError(f"config error at {key}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config error at {key}: value {raw!r} is not valid YAML: {e}") from None
     node: Any = tree

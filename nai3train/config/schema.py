@@ -113,13 +113,18 @@ class DataConfig(_Frozen):
         return self
 
 
+MAX_WIDTH = 4096  # channels: beyond SDXL's 1280 by far, below what exhausts memory at build time
+
+
 class ModelConfig(_Frozen):
     kind: Literal["tiny", "sdxl"] = "tiny"  # 'tiny' (CPU toy) or 'sdxl' (a local diffusers folder at `path`)
     path: Str = ""
-    block_out_channels: Annotated[Ints, rule(lambda cs: len(cs) >= 2 and all(c % 8 == 0 and c > 0 for c in cs),
-                                             "needs ≥ 2 positive multiples of 8")] = (32, 64, 64)
-    cross_attention_dim: Annotated[Int, rule(lambda v: v % 8 == 0 and v > 0, "must be a positive multiple of 8")] = 64
-    max_tags: Annotated[Int, at_least(1)] = 8
+    block_out_channels: Annotated[Ints, rule(lambda cs: 2 <= len(cs) <= 6 and all(c % 8 == 0 and 0 < c <= MAX_WIDTH
+                                                                              for c in cs),
+                                             "needs 2 to 6 positive multiples of 8, each at most 4096")] = (32, 64, 64)
+    cross_attention_dim: Annotated[Int, rule(lambda v: v % 8 == 0 and 0 < v <= MAX_WIDTH,
+                                             "must be a positive multiple of 8, at most 4096")] = 64
+    max_tags: Annotated[Int, at_least(1), rule(lambda v: v <= 1024, "must be at most 1024")] = 8
 
     @model_validator(mode="after")
     def _sdxl_needs_folder(self) -> ModelConfig:
@@ -132,7 +137,7 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
-    steps: Annotated[Int, at_least(1)] = 400
+    steps: Annotated[Int, at_least(1), rule(lambda v: v <= 10_000_000, "must be at most 10,000,000")] = 400
     batch_size: Annotated[Int, at_least(1)] = 32  # per process and micro-batch
     grad_accum: Annotated[Int, at_least(1)] = 1  # micro-batches per optimiser step
     lr: Annotated[Float, POSITIVE_FINITE] = 1e-3
@@ -202,6 +207,8 @@ class VariantConfig(_Frozen):
     @model_validator(mode="after")
     def _sigma_max_fits_table(self) -> VariantConfig:
         if self.sigma_max is not None:
+            if math.isnan(self.sigma_max) or self.sigma_max <= 0:
+                raise reason_at("sigma_max", f"must be a positive σ (or ∞), got {self.sigma_max}")
             if not (self.sigma_max > SDXL_SIGMA_MAX * 0.999 or self.ztsnr):
                 raise reason_at("sigma_max", f"must be ≥ SDXL's own {SDXL_SIGMA_MAX:.4f} "
                                              "(it replaces the top entry of the table)")
@@ -240,7 +247,7 @@ class EvalConfig(_Frozen):
                             ] = (14.6, 29.0, 136.0, 20000.0, math.inf)  # SDXL units; ∞ only for ZTSNR
     sampler: Sampler = "euler"
     schedule: Spacing = "native"
-    steps: Annotated[Int, at_least(1)] = 28
+    steps: Annotated[Int, at_least(1), rule(lambda v: v <= 10_000, "must be at most 10,000 sampler steps")] = 28
     cfg_rescale: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1]")] = 0.0
     prompts: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 16
     seeds_per_prompt: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 4

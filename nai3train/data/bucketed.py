@@ -8,7 +8,6 @@ real-size folder streams.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,7 +22,9 @@ from .folder import FolderScan, ImageRecord, ScannedRecords
 
 def cache_budget() -> int:
     """Bytes of decoded covers a training set keeps (an operational setting, not part of a recipe)."""
-    return int(float(os.environ.get("NAI3_DATA_CACHE_MB", "1024")) * 2**20)
+    from ..ops.settings import env_number
+
+    return int(env_number("NAI3_DATA_CACHE_MB", 1024, 0, 1 << 20) * 2**20)
 
 
 def default_buckets(resolution: int) -> list[Bucket]:

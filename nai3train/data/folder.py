@@ -219,6 +219,10 @@ def _walk(root: Path, skipped: list[dict] | None = None) -> list[Path]:
             dirs.clear()
             continue
         seen.add(real)
+        if len(Path(dirpath).relative_to(root).parts) >= MAX_DEPTH:
+            if dirs and skipped is not None:
+                skipped.append({"path": dirpath, "reason": f"folders nested deeper than {MAX_DEPTH} levels: not walked"})
+            dirs.clear()
         for d in list(dirs):
             if not _inside(os.path.realpath(os.path.join(dirpath, d)), real_root):
                 dirs.remove(d)
@@ -229,6 +233,8 @@ def _walk(root: Path, skipped: list[dict] | None = None) -> list[Path]:
 
 
 LEAVES = "symlink that leaves the dataset folder"
+MAX_OTHER_FILES = 20_000  # a dataset holds images and their tags; a system folder does not
+MAX_DEPTH = 64  # os.walk recurses: a folder 1000 levels deep would end in RecursionError
 
 
 def _inside(real: str, real_root: str) -> bool:
@@ -300,6 +306,7 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged
     decoded = ScanCache(cache_file)
     meta_cache: dict[Path, dict[str, list[str]]] = {}
     real_root = root.resolve()
+    others = 0
     for path in _walk(root, skipped):
         if not path.resolve().is_relative_to(real_root):
             skipped.append({"path": str(path), "reason": LEAVES})
@@ -308,6 +315,10 @@ def scan_folder(root: str | Path, cache_file: str | Path | None = None, untagged
         if suffix not in IMAGE_SUFFIXES:
             if suffix not in SIDE_FILES:
                 skipped.append({"path": str(path), "reason": "not an image file"})
+                others += 1
+                if others > MAX_OTHER_FILES:
+                    raise DatasetError(f"{root} holds more than {MAX_OTHER_FILES} files that are not images: is it "
+                                       "the dataset folder? (a system folder is not scanned)")
             continue
         side = path.with_suffix(".txt")
         if side.is_symlink() and not side.resolve().is_relative_to(real_root):

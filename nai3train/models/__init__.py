@@ -21,6 +21,11 @@ def pretrained_format(path: str, model_config: str | None = None) -> str:
         raise RefusedWeights(f"{p}: pickled checkpoints are refused (loading them can run arbitrary code); "
                              "convert to .safetensors or a diffusers folder")
     if (p / "model_index.json").is_file():
+        from .bundle import read_json_object
+
+        read_json_object(p / "model_index.json", "diffusers model index")
+        if (p / "scheduler" / "scheduler_config.json").is_file():
+            read_json_object(p / "scheduler" / "scheduler_config.json", "diffusers scheduler config")
         check_weights_folder(p, "model folder")
         return "diffusers-sdxl"
     if p.is_file() and p.suffix == ".safetensors":

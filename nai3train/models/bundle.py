@@ -130,11 +130,20 @@ class ModelBundle(ABC):
         kind = config.pop("kind")
         if kind != cls.kind:
             raise ValueError(f"{folder} holds a {kind!r} model, not {cls.kind!r}")
-        bundle = cls(**config)
+        try:
+            bundle = cls(**config)
+        except (TypeError, ValueError) as e:  # keys another version wrote, or values out of range
+            raise ValueError(f"{Path(folder) / CONFIG_NAME} does not describe a {cls.kind!r} model: {e}") from None
         weights = Path(folder) / weights_name
         if not weights.is_file():
             raise FileNotFoundError(f"model weights {weights} are missing")
-        bundle.network.load_state_dict(load_file(str(weights)))
+        from .files import check_weights_file
+
+        check_weights_file(weights, "model weights")
+        try:
+            bundle.network.load_state_dict(load_file(str(weights)))
+        except (RuntimeError, OSError) as e:  # wrong keys or shapes; a file safetensors cannot read
+            raise ValueError(f"model weights {weights} do not fit the model in {CONFIG_NAME}: {str(e)[:300]}") from None
         return bundle.eval()
 
 
@@ -142,7 +151,22 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     f = Path(folder) / CONFIG_NAME
     if not f.is_file():
         raise FileNotFoundError(f"{folder} holds no model bundle: {f} is missing")
-    return json.loads(f.read_text())
+    return read_json_object(f, "model config", ("kind",))
+
+
+def read_json_object(f: Path, what: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object from a file nai3 wrote — checked, since a user may hand over any file: not JSON,
+    not an object, or a required key missing is a ValueError naming the file and the key."""
+    try:
+        doc = json.loads(f.read_text(errors="replace"))
+    except ValueError as e:
+        raise ValueError(f"{what} {f} is not JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} {f} must be a JSON object, not {type(doc).__name__}")
+    missing = [k for k in required if k not in doc]
+    if missing:
+        raise ValueError(f"{what} {f} lacks {', '.join(map(repr, missing))}: not written by nai3, or damaged")
+    return doc
 
 
 BUNDLES: dict[str, type[ModelBundle]] = {}

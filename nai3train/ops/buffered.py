@@ -33,7 +33,9 @@ TRANSIENT = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDE
 def default_patience_s() -> float:
     """How long a finished training waits for its backlog: $NAI3_TRACKING_PATIENCE_S, else 10 min.
     Operational, not part of the recipe, so it is not in the config (and not in any run key)."""
-    return float(os.environ.get("NAI3_TRACKING_PATIENCE_S", "600"))
+    from .settings import env_number
+
+    return env_number("NAI3_TRACKING_PATIENCE_S", 600.0, 0, 30 * 86400)
 
 
 class TrackingOutage(RuntimeError):
