@@ -145,16 +145,21 @@ def run_all(folder: str) -> None:
             os.environ.update(saved)
         print(json.dumps({"case": case, "code": code, "seconds": time.perf_counter() - t0,
                           "stderr": err.getvalue()[-2000:]}), flush=True)
+    import resource
+
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile")
-    p = subprocess.run(["/usr/bin/time", "-f", "MAXRSS_KB %M", sys.executable, "-c",
-                        f"from tests.test_hostile_cli import run_all; run_all({str(folder)!r})"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=LIMIT_S * 4)
-    found = {d["case"]: d for d in map(json.loads, (ln for ln in p.stdout.splitlines() if ln.startswith('{"case"')))}
-    return found, int(p.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024, p.stderr[-3000:]
+    code = f"from tests.test_hostile_cli import run_all; run_all({str(folder)!r})"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S * 4)
+    out, err = p.stdout, p.stderr
+    found = {d["case"]: d for d in map(json.loads, (ln for ln in out.splitlines() if ln.startswith('{"case"')))}
+    peak = [json.loads(ln)["peak_rss_mb"] for ln in out.splitlines() if ln.startswith('{"peak_rss_mb"')]
+    rss_mb = peak[0] if peak else float("inf")
+    return found, rss_mb, err[-3000:]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
