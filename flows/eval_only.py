@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from nai3train.checkpoint import load_meta
+from nai3train.checkpoint import load_model_meta
 from nai3train.config import AblationConfig
 from nai3train.ops.run import TrainedVariant
 from nai3train.ops.tracking import resolve_checkpoint
@@ -19,7 +19,7 @@ from .pipeline import Workspace, parent_logger
 @task(name="resolve-checkpoint", retries=2, cache_policy=NO_CACHE)
 def resolve_task(ref: str, ws: Workspace) -> TrainedVariant:
     ckpt = resolve_checkpoint(ref, ws.uri, Path(ws.work) / "downloaded")
-    return TrainedVariant(load_meta(ckpt)["variant"]["name"], str(ckpt), None)
+    return TrainedVariant(load_model_meta(ckpt)["variant"]["name"], str(ckpt), None)
 
 
 @flow(name="nai3-eval", log_prints=True)

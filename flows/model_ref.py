@@ -40,11 +40,11 @@ def refuse_missing(given: str) -> None:
 def checked_checkpoint(path: Path) -> str:
     """A nai3 checkpoint folder's name, once its metadata, model config and weights files are what
     nai3 writes (a damaged or hand-made one is refused before any work)."""
-    from nai3train.checkpoint import load_meta
+    from nai3train.checkpoint import load_model_meta
     from nai3train.models.bundle import read_config
     from nai3train.models.files import check_weights_file
 
-    name = load_meta(path)["variant"]["name"]
+    name = load_model_meta(path)["variant"]["name"]
     read_config(path)
     for weights in ("ema.safetensors", "model.safetensors"):
         if (path / weights).exists():

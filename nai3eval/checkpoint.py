@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from nai3train.checkpoint import load_meta
+from nai3train.checkpoint import load_model_meta
 from nai3train.config import VariantConfig, from_dict, to_dict
 from nai3train.diffusion import Denoiser
 from nai3train.models import ModelBundle, load_bundle
@@ -68,7 +68,7 @@ def load_checkpoint(folder: str | Path, ema: bool = True, device: torch.device |
                     overrides: dict | None = None) -> LoadedCheckpoint:
     """The bundle saved in a nai3 checkpoint folder (EMA weights by default), on the GPU when there
     is one, with the denoiser rebuilt from the variant and σ scale recorded at training time."""
-    meta = load_meta(folder)
+    meta = load_model_meta(folder)
     if not isinstance(meta.get("sample_dim"), int) or meta["sample_dim"] <= 0:
         raise ValueError(f"nai3 checkpoint metadata {folder}/meta.json: 'sample_dim' must be a positive integer")
     bundle = load_bundle(folder, "ema.safetensors" if ema else "model.safetensors")

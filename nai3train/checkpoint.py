@@ -91,16 +91,23 @@ def latest_step_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_meta(folder: str | Path) -> dict:
-    """The checkpoint's metadata, checked: a JSON object with a variant (itself an object with a
-    name) — anything else is a ValueError naming the file."""
+    """A checkpoint's metadata: a JSON object (else a ValueError naming the file)."""
     from .models.bundle import read_json_object
 
     f = Path(folder) / "meta.json"
     if not f.is_file():
         raise FileNotFoundError(f"{folder} is not a nai3 checkpoint: {f} is missing")
-    meta = read_json_object(f, "nai3 checkpoint metadata", ("variant",))
-    if not isinstance(meta["variant"], dict) or not isinstance(meta["variant"].get("name"), str):
-        raise ValueError(f"nai3 checkpoint metadata {f}: 'variant' must be an object with a 'name'")
+    return read_json_object(f, "nai3 checkpoint metadata")
+
+
+def load_model_meta(folder: str | Path) -> dict:
+    """A final checkpoint's metadata, checked for what evaluation reads: a variant (an object with a
+    name) — anything else is a ValueError naming the file."""
+    meta = load_meta(folder)
+    variant = meta.get("variant")
+    if not isinstance(variant, dict) or not isinstance(variant.get("name"), str):
+        raise ValueError(f"nai3 checkpoint metadata {Path(folder) / 'meta.json'} lacks a 'variant' object with a "
+                         "'name': not written by nai3, or damaged")
     return meta
 
 
