@@ -81,8 +81,8 @@ CASES = {
     "schedule-huge-steps": lambda t: ["schedule", "--steps", "1000000000"],
     "eval-huge-steps": lambda t: ["ablation", "--set", "eval.steps=100000000"],
     "huge-model-width": lambda t: ["ablation", "--set", "model.block_out_channels=[1048576,1048576]"],
-    "deep-folder-inspect": lambda t: ["data", "inspect", _nested(t, 1100), "--resolution", "16"],
-    "deep-folder-metrics": lambda t: (lambda d: ["metrics", d, d, "--features", "exact"])(_nested(t, 1100)),
+    "deep-folder-inspect": lambda t: ["data", "inspect", _nested(t, 200), "--resolution", "16"],
+    "deep-folder-metrics": lambda t: (lambda d: ["metrics", d, d, "--features", "exact"])(_nested(t, 200)),
     # malformed files
     "truncated-safetensors": lambda t: ["eval", _checkpoint(t, _safetensors(b'{"w": {"dtype"'))],
     "huge-safetensors-header": lambda t: ["eval", _checkpoint(t, _safetensors(b"{}", declared=2**40))],
