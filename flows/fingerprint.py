@@ -185,7 +185,7 @@ class _Notes:
 def check(stored: Fingerprint | None, current: Fingerprint, what: str) -> None:
     """Raise :class:`BoundaryBreach` when a result of today's identity has another fingerprint."""
     if stored is not None and not stored.matches(current):
-        raise BoundaryBreach(f"{what}: the training identity is unchanged but the numerics fingerprint is not "
+        raise BoundaryBreach(f"{what}: the training identity is unchanged but it has another numerics fingerprint "
                              f"(stored {stored.text}, now {current.text}): an edit outside the identity "
                              "(nai3train/ops, nai3eval/reporting, flows) changes numbers — move that code "
                              'into the identity\'s side (docs/operations.md, "What invalidates what")')

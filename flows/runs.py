@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nai3eval.record import Record
 from . import identity
-from .fingerprint import Fingerprint
+from .fingerprint import BoundaryBreach, Fingerprint, check
 from .identity import Identity
 from nai3train.config import AblationConfig, EvalConfig, VariantConfig, stable_hash, to_dict
 from nai3train.config.locate import locate
@@ -132,12 +132,13 @@ def find_finished_training(uri: str, experiment_id: str, key: str, train_identit
                                        f"'{train_identity}' and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"], max_results=20)
     for r in found:
-        if same_numerics(r, train_identity, fingerprint):
+        if fingerprint is None:
             return r
-        log.error("training run %s has today's training identity %s but another numerics fingerprint (%s, now %s): "
-                  "an edit outside the identity changed numbers; it is not reused (see "
-                  'docs/operations.md, "What invalidates what")', r.info.run_id, train_identity, r.data.tags.get("nai3.fingerprint"),
-                  fingerprint.text if fingerprint else "—")
+        try:
+            check(Fingerprint.parse(r.data.tags.get("nai3.fingerprint")), fingerprint, f"training run {r.info.run_id}")
+            return r
+        except BoundaryBreach as e:
+            log.error("%s; it is not reused", e)
     return None
 
 

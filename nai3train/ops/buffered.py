@@ -334,12 +334,15 @@ def _check(todo: list[dict], tracker: Tracker, path: Path) -> None:
     """Every call is one nai3 writes, for the journal's own run, experiment and work folder."""
     experiment = tracker.client.get_run(tracker.run_id).info.experiment_id
     root = path.resolve().parent.parent  # the work folder (WORK/journals/…) or the run folder's parent
+    checked = {tracker.run_id}  # runs already found in the journal's experiment: one lookup per run
     for op in todo:
         kind = op.get("op")
         if kind not in OPS:
             raise RefusedJournal(f"{path}: {kind!r} is not a call nai3 journals")
-        if "run_id" in op and tracker.client.get_run(str(op["run_id"])).info.experiment_id != experiment:
-            raise RefusedJournal(f"{path}: run {op['run_id']} is not in the journal's experiment {experiment}")
+        if "run_id" in op and str(op["run_id"]) not in checked:
+            if tracker.client.get_run(str(op["run_id"])).info.experiment_id != experiment:
+                raise RefusedJournal(f"{path}: run {op['run_id']} is not in the journal's experiment {experiment}")
+            checked.add(str(op["run_id"]))
         named = op.get("experiment_id", (op.get("run") or {}).get("experiment_id") if kind == "child" else None)
         if named is not None and str(named) != experiment:
             raise RefusedJournal(f"{path}: experiment {named} is not the journal's ({experiment})")
