@@ -263,10 +263,18 @@ def cmd_report(a: argparse.Namespace) -> int:
     ledger = state.ledger_as_of((run.info.end_time or run.info.start_time) / 1000)
     claims, folder = write_report(results, out, {k: res.get(k) for k in ("bucketing", "normalisation")},
                                   spec=state.spec(), ledger=ledger, run_id=a.parent_run,
-                                  config=run.data.params.get("name"))
+                                  **_claims_context(res, run.data.params.get("name")))
     print("\n".join(summary_lines(claims)))
     print(f"report: {folder / 'report.html'}")
     return 0
+
+
+def _claims_context(res: dict, name: str | None) -> dict:
+    """The stored run's ledger identity (config name and hash, the arms' recipe keys), as its
+    results.json recorded them; a run from before they were recorded matches no ledger entry."""
+    ctx = res.get("claims_context") if isinstance(res.get("claims_context"), dict) else {}
+    return {"config": ctx.get("config", name), "config_hash": str(ctx.get("config_hash", "")),
+            "recipes": {str(k): str(v) for k, v in (ctx.get("recipes") or {}).items()}}
 
 
 def cmd_metrics(a: argparse.Namespace) -> int:
@@ -325,9 +333,8 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
     import statistics
 
     from nai3eval.claims import load_claims_spec
-    from nai3eval.claims.sequential import nominal_alphas
+    from nai3eval.claims.sequential import nominal_levels
     from nai3eval.claims.validate import validate
-    from nai3train.ops.progress import progress
 
     spec = load_claims_spec(a.spec)
     tau, s_w = 0.02, 0.01
@@ -340,26 +347,32 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
         tau, s_w = statistics.median(taus), statistics.median(sws)
     tau = a.tau if a.tau is not None else tau
     s_w = a.s_w if a.s_w is not None else s_w
-    if tau < 0 or s_w <= 0 or a.prompts < 2 or a.n < 100:
-        raise ValueError("need τ ≥ 0, s_w > 0, --prompts ≥ 2 and --n ≥ 100")
-    looks = ", ".join(f"K = {k}: {x:.4g}" for k, x in zip(spec.looks, nominal_alphas(spec.looks, spec.alpha,
-                                                                                       spec.boundary)))
+    if tau < 0 or s_w <= 0 or a.n < 100:
+        raise ValueError("need τ ≥ 0, s_w > 0 and --n ≥ 100")
+    looks = tuple(range(spec.first_look, spec.k_max + 1))
+    levels = ", ".join(f"{k}: {x:.2g}" for k, x in zip(looks, nominal_levels(looks, spec.k_max, spec.alpha,
+                                                                               spec.spending)))
     print(f"spec {Path(spec.path).name} v{spec.version} (sha256 {spec.sha256[:16]}…): one-sided α {spec.alpha:g}, "
-          f"{spec.boundary} boundary, nominal α per look {looks}")
-    v = validate(spec, tau, s_w, a.prompts, a.n, a.effect, a.seed,
-                 progress=lambda it: progress(it, desc="simulated experiments", total=a.n))
-    se = v.mc_se
-    print(f"simulated: {v.n} experiments of each kind; τ {tau:g}, s_w {s_w:g}, {a.prompts} prompts per seed, "
-          f"{v.primaries} primaries; Monte Carlo SE ≈ {se:.4f} near α")
-    print(f"A/A rate (one null contrast declared different, either way): {v.aa_rate:.4f} (nominal ≤ {2 * spec.alpha:g})")
+          f"Lan–DeMets {spec.spending} spending to K_max = {spec.k_max}, a look at every K from {spec.first_look}; "
+          f"nominal level per K (one claim): {levels}")
+    v = validate(spec, tau, s_w, a.n, a.effect, a.seed, a.sesoi)
+    se, a2 = v.mc_se, spec.alpha
+    print(f"simulated: {v.n} experiments of each kind; τ {tau:g}, s_w {s_w:g} (D_k spread {(tau**2 + s_w**2)**.5:.3g}), "
+          f"{v.primaries} primaries, smallest effect of interest {v.sesoi:g}; Monte Carlo SE ≈ {se:.4f} near α")
+    print(f"family-wise error of contradicted (all primaries null): {v.contradicted_error:.4f}; without futility "
+          f"{v.contradicted_error_no_futility:.4f} (each ≤ α = {a2:g})")
+    print(f"null twin: false fault (correct harness) {v.twin_false_fault:.4f} (≤ α = {a2:g}); power against a fault "
+          f"of ±{v.sesoi:g} {v.twin_power:.3f}")
+    print(f"futility: a primary at its smallest effect of interest is declared futile in {v.false_futility:.3f} of "
+          f"experiments (the design's power there: {v.power_at_sesoi:.3f})")
     print(f"positive control at effect {v.effect:.4g}: supported in {v.detection:.3f} of experiments")
-    print(f"coverage of the last look's 95 % interval: {v.coverage:.3f}")
-    if v.sesoi == v.sesoi:
-        print(f"false equivalence (true effect at the smallest effect of interest {v.sesoi:g}): "
-              f"{v.false_equivalence:.4f} (≤ α = {spec.alpha:g})")
-    x, ok = v.familywise_error, v.familywise_error <= spec.alpha + 3 * se
-    relation = "≤" if x <= spec.alpha else "≈" if ok else ">"
-    print(f"family-wise error {x:.4f} {relation} α = {spec.alpha:g}"
+    print(f"coverage of the repeated confidence intervals (every look a claim showed): {v.coverage:.4f} "
+          f"(≥ {1 - 2 * a2:g})")
+    print(f"family-wise error of supported without futility: {v.familywise_error_no_futility:.4f} (futility is "
+          "non-binding: it can only lower it)")
+    x, ok = v.familywise_error, v.familywise_error <= a2 + 3 * se
+    relation = "≤" if x <= a2 else "≈" if ok else ">"
+    print(f"family-wise error {x:.4f} {relation} α = {a2:g}"
           + (f" (above it by less than 3 Monte Carlo SE = {3 * se:.4f}; raise --n to tell)" if relation == "≈" else ""))
     return 0 if ok else 1
 
@@ -504,21 +517,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("claims", help="the claims spec: validate its rules by simulation")
     csub = cl.add_subparsers(dest="claims_command", required=True, metavar="ACTION")
-    cv = csub.add_parser("validate", help="simulate the spec's rules: family-wise error, A/A rate, power, coverage",
-                         description="Run the registered spec's decision rules (looks, α spending, Holm, the "
-                                     "ledger) on simulated experiments: K training seeds, G prompts, a between-seed "
-                                     "spread τ and a within-run SE s_w. Prints the family-wise error over looks and "
-                                     "primaries under the null (last line: 'family-wise error X ≤ α'), the A/A rate, "
-                                     "the detection rate of a positive control and the coverage of the interval.")
+    cv = csub.add_parser("validate", help="simulate the spec's procedure: error rates, futility, power, coverage",
+                         description="Run the registered spec's procedure (a look at every K from the first look to "
+                                     "K_max, α spending, Holm in both directions, robustness, futility, the ledger's "
+                                     "final verdicts) on simulated experiments whose per-seed contrasts spread "
+                                     "√(τ² + s_w²). Prints the family-wise error of contradicted, the null twin's "
+                                     "false-fault rate and power, the false-futility rate at the smallest effect of "
+                                     "interest, a positive control's detection, the repeated intervals' coverage, and "
+                                     "last 'family-wise error X ≤ α' (of supported). Exit 1 when that error exceeds "
+                                     "α by more than 3 Monte Carlo SE.")
     cv.add_argument("--spec", default=None, metavar="FILE", help="claims spec (default: the shipped claims.yaml)")
     cv.add_argument("--tau", type=number(0), default=None, help="between-seed spread τ of D_k (default 0.02)")
     cv.add_argument("--s-w", type=number(positive=True), default=None, help="within-run SE of D_k (default 0.01)")
     cv.add_argument("--from-report", default=None, metavar="REPORT_JSON",
                     help="take τ and s_w from a report.json (the median over its claims that have them)")
-    cv.add_argument("--prompts", type=number(2, 10000, integer=True), default=16, help="prompts per seed G (default 16)")
+    cv.add_argument("--sesoi", type=number(positive=True), default=None,
+                    help="smallest effect of interest (default: the median of the primaries' registered ones)")
     cv.add_argument("--n", type=number(100, 10**7, integer=True), default=4000, help="simulated experiments of each kind (default 4000)")
     cv.add_argument("--effect", type=number(), default=None,
-                    help="the positive control's effect (default: the one the last look detects with 80 %% power)")
+                    help="the positive control's effect (default: twice the smallest effect of interest)")
     cv.add_argument("--seed", type=number(0, 2**31 - 1, integer=True), default=0)
     cv.set_defaults(fn=cmd_claims_validate)
 

@@ -64,16 +64,21 @@ class Workspace:
 
 
 def claims_state(ws: Workspace, journal: Tracker | BufferedTracker | None = None) -> ClaimsState:
-    """The experiment's claims state (``nai3eval.claims.state``) with this workspace's parts: the
-    claims lock (cluster-wide with a Prefect server, per machine without one), the ledger copy under
-    ``<work>/journals``, and ``journal`` (the run's buffered logger) for ledger entries written while
-    MLflow is away."""
+    """The store's claims state (``nai3eval.claims.state``) with this workspace's parts: the ledger
+    experiment (``LEDGER_EXPERIMENT``: the ledger belongs to the recipe and the spec, not to one
+    experiment), the claims lock (cluster-wide with a Prefect server, per machine without one), the
+    ledger copy under ``<work>/journals``, and ``journal`` (the run's buffered logger) for ledger
+    entries written while MLflow is away."""
     from mlflow.tracking import MlflowClient
 
-    return ClaimsState(MlflowClient(ws.uri), ws.uri, ws.experiment_id,
-                       ws.work / "journals" / f"ledger-{ws.experiment_id}.json",
-                       lambda: run_lock(ws.work, f"claims-{ws.experiment_id}"), transient,
-                       (lambda tags: journal.set_experiment_tags(ws.experiment_id, tags, only_new=True))
+    from nai3eval.claims.ledger import LEDGER_EXPERIMENT
+    from nai3train.ops.tracking import open_experiment
+
+    _, ledger_id = open_experiment(LEDGER_EXPERIMENT, ws.uri)
+    return ClaimsState(MlflowClient(ws.uri), ws.uri, ledger_id,
+                       ws.work / "journals" / f"ledger-{ledger_id}.json",
+                       lambda: run_lock(ws.work, f"claims-{ledger_id}"), transient,
+                       (lambda tags: journal.set_experiment_tags(ledger_id, tags, only_new=True))
                        if journal is not None else None)
 
 
@@ -349,9 +354,10 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     table = format_table(record)
     extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
                                scan_folder(data.eval, data.scan_cache)) if data is not None else None
-    atomic_write(out / "results.json", json.dumps({"record": record.to_dict(),
-                                                  "training": [asdict(t) for t in trained], **(extra or {})},
-                                                 default=str))
+    recipes = {v.name: runs.recipe_key(cfg, v, data.content_hash) for v in cfg.variants} if data is not None else {}
+    context = {"config": cfg.name, "config_hash": runs.decider_hash(cfg), "recipes": recipes}  # the ledger's identity
+    atomic_write(out / "results.json", json.dumps({"record": record.to_dict(), "training": [asdict(t) for t in trained],
+                                                  "claims_context": context, **(extra or {})}, default=str))
     atomic_write(out / "results.md", "# nai3 ablation results\n\n```\n" + table + "\n```\n")
     names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
@@ -363,7 +369,8 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
 
     def decide(spec, ledger):
         claims, folder = write_report(record, out / "report", extra, grids, spec=spec, ledger=ledger, run_id=run_id,
-                                      config=cfg.name, provenance=seeds)
+                                      config=cfg.name, provenance=seeds, config_hash=context["config_hash"],
+                                      recipes=recipes)
         return (claims, folder), claims.new_ledger_entries(run_id)
 
     claims, folder = state.decide(decide, record=data is not None)  # a researcher's model: no ledger

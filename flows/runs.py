@@ -74,6 +74,22 @@ def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> s
                         "resolution": cfg.data.resolution, "data": data_hash})[:12]
 
 
+# what a deciding config's hash ignores: where things live, how often to log or save, threads and
+# the names (a config's name and experiment say nothing about the numbers it produces)
+NOT_IN_DECIDER = {"train": ("seed", "seeds", "log_every", "checkpoint_every", "checkpoint_store", "threads"),
+                  "data": ("path",), "model": ("path",), "eval": ("inception_weights", "clip_path")}
+
+
+def decider_hash(cfg: AblationConfig) -> str:
+    """The hash the claims spec pins a deciding config by (``deciders``): its data, model, training
+    recipe (seeds excluded: they accumulate), evaluation grid and prompts, and its variants. A
+    config of the same name with another grid decides nothing; a renamed one decides nothing either."""
+    d = to_dict(cfg)
+    doc = {part: {k: v for k, v in d[part].items() if k not in NOT_IN_DECIDER.get(part, ())}
+           for part in ("data", "model", "train", "eval")}
+    return stable_hash({**doc, "variants": sorted(v.config_hash() for v in cfg.variants)})
+
+
 def finished_runs(uri: str, experiment_id: str, recipe: str) -> list:
     """Every FINISHED training run of this recipe, under any identity (newest first)."""
     from mlflow.tracking import MlflowClient

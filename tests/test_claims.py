@@ -1,6 +1,9 @@
 """The claims decided by the pre-registered spec: arms chosen by fields, every rule able to come out
-either way, recipe-level verdicts only at the looks, Holm across primaries, intersection-union for
-compound claims, checks without intervals — on synthetic results whose truth is set here."""
+either way, recipe-level verdicts only from the first look, Holm across primaries, intersection-union
+for compound claims, checks without intervals — on synthetic results whose truth is set here.
+
+Most tests decide at K_max (``at_kmax``: the spec with K_max = the seeds they have), where a single
+look spends the whole α; the looks themselves are tested in test_verdicts.py."""
 import hashlib
 import json
 import math
@@ -9,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from dataclasses import asdict
 from pathlib import Path
 
 from nai3eval.claims import DEFAULT_SPEC, evaluate_claims, load_claims_spec, matches
@@ -124,6 +126,11 @@ def by_id(outcome):
     return {c.id: c for c in [*outcome.claims, *outcome.checks]}
 
 
+def at_kmax(k: int = 3):
+    """The shipped spec with K_max = k: a report over k seeds takes the last look, at the full α."""
+    return load_claims_spec().model_copy(update={"k_max": k})
+
+
 def test_the_spec_loads_with_the_sha256_of_its_bytes():
     spec = load_claims_spec()
     assert spec.sha256 == hashlib.sha256(DEFAULT_SPEC.read_bytes()).hexdigest()
@@ -137,7 +144,8 @@ def test_the_spec_loads_with_the_sha256_of_its_bytes():
     (lambda d: d["claims"][0]["arms"]["baseline"].update(colour="red"), "claims[0].arms"),
     (lambda d: d["claims"][1].update(id="C1"), "claims"),
     (lambda d: d["claims"][0].update(surprise=1), "claims[0].surprise"),
-    (lambda d: d.update(looks=[5, 3]), "claims"),
+    (lambda d: d.update(k_max=2), "claims.k_max"),
+    (lambda d: d["claims"][0].update(decided_in="nightly"), "claims"),
 ])
 def test_a_bad_spec_is_refused_naming_the_key(tmp_path, edit, key):
     import yaml
@@ -168,9 +176,8 @@ def test_arms_are_selected_by_fields_and_all_other_fields_at_defaults():
 
 
 def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path):
-    # K = 3 is tested at the O'Brien–Fleming look's α 0.00457: the truths must stand well clear of noise
     results = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0), noise=0.01)
-    o, folder = write_report(results, tmp_path, data={
+    o, folder = write_report(results, tmp_path, spec=at_kmax(3), data={
         "bucketing": {"kept": [0.9, 1.0], "kept_square": [0.6, 1.0]},
         "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],
                           "heldout_images": 64}})
@@ -179,11 +186,11 @@ def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path
                 "C2-black-overshoot", "C2-white-overshoot", "C2-grey", "C3-package-linear",
                 "C3-copies", "C4", "C6-rare", "C6-leak", "C9-317", "C9-136", "C9-56", "C9", "C5", "C6-kid", "C6"):
         assert c[cid].verdict == A.SUPPORTED, (cid, c[cid].verdict, c[cid].decision.reason)
-        assert c[cid].level == A.RECIPE
+        assert c[cid].level_kind == A.RECIPE
     assert [c[i].verdict for i in ("C1-check", "C7", "C8")] == [A.CHECK_PASSED] * 3
     assert c["C2"].arms == {"baseline": "v", "treatment": "v-ztsnr"}  # ZTSNR alone, not the package
     assert c["C1"].arms == {"baseline": "eps-ztsnr", "treatment": "v-ztsnr"}
-    assert all(c[i].holm_alpha is not None for i in ("C1", "C2", "C3-linear"))
+    assert all(0 < c[i].level <= 0.025 / 1 for i in ("C1", "C2", "C3-linear"))
     assert c["C5"].effect.value == pytest.approx(math.log(6.0) - math.log(3.0), abs=0.1)
 
     doc = json.loads((folder / "report.json").read_text())
@@ -200,24 +207,26 @@ def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path
 
 
 def test_the_same_rules_contradict_when_the_data_say_so():
-    """At the final look (K = 5, α ≈ 0.023 under O'Brien–Fleming; the first look's 0.005 needs more)."""
-    o = evaluate_claims(fake_results(seeds=(0, 1, 2, 3, 4), flip=True),
+    """At the final look (K = K_max = 5)."""
+    o = evaluate_claims(fake_results(seeds=(0, 1, 2, 3, 4), flip=True), spec=at_kmax(5),
                         data={"bucketing": {"kept": [0.5, 1.0], "kept_square": [0.6, 1.0]},
                               "normalisation": {"heldout_mean_after": [0.2, 0, 0], "heldout_std_after": [1, 1, 1]}})
     c = by_id(o)
     assert c["C2"].verdict == A.CONTRADICTED  # the baseline's brightness error is the smaller one
     assert c["C3-linear"].verdict == A.CONTRADICTED  # s_t − 0.2·s_b ≈ 0.72, far above 0
-    assert c["C9-56"].verdict == A.CONTRADICTED and c["C9"].verdict == A.CONTRADICTED
-    assert c["C4"].verdict == A.CONTRADICTED  # more wrong counts from 20000 than from 14.6
+    # outside the primaries' guarded family a contradiction says it is unadjusted
+    assert c["C9-56"].verdict == c["C9"].verdict == c["C4"].verdict == "contradicted (unadjusted)"
+    assert c["C4"].decision.verdict == A.CONTRADICTED  # more wrong counts from 20000 than from 14.6
     assert [c[i].verdict for i in ("C7", "C8")] == [A.CHECK_FAILED] * 2
 
 
-def test_below_the_first_look_every_verdict_is_checkpoint_level_and_looks_are_not_re_decided():
+def test_below_the_first_look_a_claim_shows_its_interval_only_and_a_look_uses_the_first_k_seeds():
     one = by_id(evaluate_claims(fake_results(seeds=(0,))))
-    assert one["C2"].level == A.CHECKPOINT and one["C2"].verdict == "checkpoint-level: supported"
-    assert one["C5"].verdict == A.NOT_MEASURED  # a set-level statistic at K = 1 has no interval
+    assert one["C2"].level_kind == A.CHECKPOINT and one["C2"].verdict == "interval only"
+    assert one["C2"].effect.value > 0 and not evaluate_claims(fake_results(seeds=(0,))).new_ledger_entries()
+    assert one["C5"].verdict == A.NOT_MEASURED  # a set-level statistic at K = 1 has no interval at all
     four = fake_results(seeds=(0, 1, 2, 3))
-    c2 = by_id(evaluate_claims(four))["C2"]
+    c2 = by_id(evaluate_claims(four, spec=at_kmax(3)))["C2"]
     assert c2.look == 3 and [s.seed for s in c2.effect.per_seed] == [0, 1, 2] and c2.seeds_available == 4
     assert "look K = 3" in c2.detail
 
@@ -226,7 +235,7 @@ def test_missing_arms_and_probes_are_not_measured_with_the_reason():
     smoke = fake_results(seeds=(0,), arms=("sdxl-eps", "v-ztsnr"))
     c = by_id(evaluate_claims(smoke))
     assert c["C2"].verdict == A.NOT_MEASURED and "no variant matches the baseline arm" in c["C2"].decision.reason
-    assert c["C2-package"].verdict.endswith("supported")
+    assert c["C2-package"].verdict == "interval only" and c["C2-package"].effect.value > 0
     drop(smoke, "mean_leak")
     drop(smoke, "count")
     c = by_id(evaluate_claims(smoke))
@@ -240,20 +249,21 @@ def test_identical_values_never_yield_a_verdict():
 
 
 def test_holm_can_withhold_a_primary_that_passes_alone():
-    """Three primaries with one-sided p = 0.001, 0.02, 0.02: each passes at α = 0.025 alone; Holm
-    tests them at α/3, α/2, α/1 in order of p, and stops at the first failure."""
+    """Three primaries with one-sided p = 0.001, 0.02, 0.02 at a single look at K_max (where the
+    look's level is the whole α): each passes at α = 0.025 alone; Holm tests them at α/3, α/2, α/1
+    in order of p, and stops at the first failure."""
     from nai3eval.claims import ClaimResult, apply_holm
 
     spec = load_claims_spec()
     results = []
     for cid, p in (("C1", 0.001), ("C2", 0.02), ("C3-linear", 0.02)):
         e = A.Effect(1.0, 1.0 / A.stats.t.isf(p, 2), 2, A.RECIPE)
-        rule = A.Superiority(alpha=spec.alpha)
-        assert rule.decide(e).verdict == A.SUPPORTED
-        results.append(ClaimResult(spec.by_id(cid), e, rule.decide(e)))
+        d = A.Superiority(alpha=spec.alpha).decide(e)
+        assert d.verdict == A.SUPPORTED
+        results.append(ClaimResult(spec.by_id(cid), e, d, look=10, history=(10,), k_max=10, new_look=True))
     apply_holm(results, spec)
     assert [r.verdict for r in results] == [A.SUPPORTED, A.INCONCLUSIVE, A.INCONCLUSIVE]
-    assert results[0].holm_alpha == pytest.approx(spec.alpha / 3)
+    assert results[0].level == pytest.approx(spec.alpha / 3)
 
 
 def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrument():
@@ -266,10 +276,10 @@ def test_c6_reads_the_exact_scorer_when_both_arms_have_it_and_names_the_instrume
     sweep_values(results, "scorer_image_recall_rare", lambda r: [
         0.4 + (0.001 * (i % 3) if r.variant.tag_weighting else 0.0) for i in range(G * PER)])
     sweep_values(results, "scorer_image_leakage_common", lambda r: [0.2] * (G * PER))
-    rare = by_id(evaluate_claims(results))["C6-rare"]
+    rare = by_id(evaluate_claims(results, spec=at_kmax()))["C6-rare"]
     assert rare.effect.value == pytest.approx(0.001, abs=0.001) and "supported" not in rare.verdict
     assert "instrument: exact scorer (held-out real images: background 1.000, count 0.990, object 0.980)" in rare.detail
-    plain = by_id(evaluate_claims(fake_results()))["C6-rare"]  # the tagger's readings: a 0.2 gain
+    plain = by_id(evaluate_claims(fake_results(), spec=at_kmax()))["C6-rare"]  # the tagger's readings: a 0.2 gain
     assert plain.effect.value == pytest.approx(0.2, abs=0.03) and plain.verdict == "supported"
 
 
@@ -282,12 +292,12 @@ def test_c2_obedience_and_overshoot_are_two_measurements_whose_words_match_the_i
         scale=0.005, size=G * PER)).tolist())
     sweep_values(results, "image_overshoot_frac", lambda r: (0.6 + np.random.default_rng(r.seed + 9).normal(
         scale=0.02, size=G * PER)).tolist())
-    c = by_id(evaluate_claims(results))
+    c = by_id(evaluate_claims(results, spec=at_kmax()))
     assert c["C2-black-shown"].verdict == c["C2-white-shown"].verdict == "supported"
-    assert c["C2-black-overshoot"].verdict == c["C2-white-overshoot"].verdict == "contradicted"
+    assert c["C2-black-overshoot"].verdict == c["C2-white-overshoot"].verdict == "contradicted (unadjusted)"
     for key in [k for k in results.values if k[2] == "image_overshoot_frac"]:
         del results.values[key]
-    over = by_id(evaluate_claims(results))["C2-black-overshoot"]
+    over = by_id(evaluate_claims(results, spec=at_kmax()))["C2-black-overshoot"]
     assert over.verdict == "not measured" and "before overshoot was recorded" in over.decision.reason
 
 
@@ -454,10 +464,10 @@ def test_a_claim_fed_by_an_instrument_that_failed_its_disturbance_test_is_not_me
                 "monotone_blur": passed}}
         return rec
 
-    ok = by_id(evaluate_claims(with_test(True)))
+    ok = by_id(evaluate_claims(with_test(True), spec=at_kmax()))
     assert ok["C5"].verdict == A.SUPPORTED and ok["C6-kid"].verdict == A.SUPPORTED
     failed = with_test(False)
-    bad = by_id(evaluate_claims(failed))
+    bad = by_id(evaluate_claims(failed, spec=at_kmax()))
     for cid in ("C5", "C6-kid"):
         assert bad[cid].verdict == A.NOT_MEASURED
         reason = bad[cid].decision.reason
@@ -470,9 +480,9 @@ def test_a_claim_fed_by_an_instrument_that_failed_its_disturbance_test_is_not_me
 
 
 def test_a_registered_spec_version_is_pinned_and_an_edited_file_is_refused(tmp_path, capsys, monkeypatch):
-    """The first use of a spec version registers its sha256 in the experiment; the same file again
-    passes; an edited file under the same version is refused (the CLI: exit 2, before any work);
-    a raised version registers beside the old one."""
+    """The first use of a spec version registers its sha256 (and keeps the file as an artifact); the
+    same file again passes; an edited file under the same version is refused (the CLI: exit 2,
+    before any work); a raised version registers beside the old one."""
     from mlflow.tracking import MlflowClient
 
     from flows.cli import main
@@ -495,80 +505,22 @@ def test_a_registered_spec_version_is_pinned_and_an_edited_file_is_refused(tmp_p
     assert pin(client, exp, load_claims_spec(spec_file)) is True
     assert set(registered(client, exp)) == {spec.version, spec.version + 1}
 
-    # the command line: the experiment holds another file under the shipped spec's version → refused
+    kept = client.search_runs([exp], "tags.`nai3.kind` = 'claims-spec'")
+    assert len(kept) == 2  # the registered files themselves, not only their sha256
+    got = Path(client.download_artifacts(kept[-1].info.run_id, "claims-spec/claims.yaml", str(tmp_path / "dl")))
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == spec.sha256
+
+    # the command line: the store's ledger experiment holds another file under the shipped version → refused
+    from nai3eval.claims.ledger import LEDGER_EXPERIMENT
+
     shipped = load_claims_spec()
-    other = client.create_experiment("nai3-smoke")
+    other = client.create_experiment(LEDGER_EXPERIMENT)
     client.set_experiment_tag(other, f"nai3.claims_spec.v{shipped.version}", "0" * 64)
     monkeypatch.chdir(tmp_path)
     assert main(["ablation", "smoke", "--tracking-uri", uri, "--work-dir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert "differs from the file registered as version" in err and "Traceback" not in err
     assert not (tmp_path / "w" / "variants").exists() and not list((tmp_path / "w").glob("benchmark-*"))
-
-
-def test_a_verdict_in_the_ledger_survives_a_later_look_and_open_claims_are_decided_then(tmp_path):
-    """K = 3 supports the package contrasts; those enter the ledger (an inconclusive one does not).
-    At K = 5 the data say the opposite: without the ledger they would read contradicted; with it
-    the K = 3 verdicts stand and only the open claims are decided. The ledger round-trips through
-    the MLflow experiment and report.json."""
-    from mlflow.tracking import MlflowClient
-
-    from nai3eval.claims.ledger import ledger_tags, read_ledger
-    from nai3train.ops.tracking import Tracker
-
-    first = evaluate_claims(fake_results())
-    entries = first.new_ledger_entries("run-k3")
-    taken = {e.claim: e for e in entries if not e.open}
-    assert taken["C2-package"].verdict == A.SUPPORTED and taken["C2-package"].look == 3
-    assert all(e.verdict != A.INCONCLUSIVE for e in taken.values())  # K = 3 is not the last look …
-    left_open = {e.claim for e in entries if e.open}  # … so an inconclusive claim is only left open there
-    assert left_open and all(by_id(first)[cid].verdict == A.INCONCLUSIVE for cid in left_open)
-    client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
-    exp = client.create_experiment("ledger")
-    writer = Tracker(f"sqlite:///{tmp_path}/m.db", "")
-    writer.set_experiment_tags(exp, ledger_tags(entries), only_new=True)
-    ledger = read_ledger(client, exp)
-    assert ledger == {e.key: e for e in entries}
-    # the K = 3 look run again on other numbers: what it left open stays open (no second look at K = 3)
-    again = evaluate_claims(fake_results(flip=True), ledger=ledger)
-    for cid in left_open:
-        c = by_id(again)[cid]
-        assert c.verdict == A.INCONCLUSIVE and c.ledger.open and "left open by the look K = 3" in c.decision.reason
-    assert not again.new_ledger_entries()
-    flipped_k3 = by_id(evaluate_claims(fake_results(flip=True)))
-    assert any(flipped_k3[cid].verdict != A.INCONCLUSIVE for cid in left_open)  # without the record it would decide
-    flipped = fake_results(seeds=(0, 1, 2, 3, 4), flip=True)
-    assert by_id(evaluate_claims(flipped))["C2-package"].verdict == A.CONTRADICTED
-    later = evaluate_claims(flipped, ledger=ledger)
-    c = by_id(later)["C2-package"]
-    assert c.verdict == A.SUPPORTED and c.look == 3 and "decided at the look K = 3" in c.decision.reason
-    assert all(by_id(later)[cid].look == 5 for cid in left_open)  # the next look decides what K = 3 left open
-    assert c.effect.value < 0  # today's estimate is still shown, for information
-    assert not {e.claim for e in later.new_ledger_entries()} & set(ledger)
-    outcome, folder = write_report(fake_results(seeds=(0, 1, 2, 3, 4)), tmp_path / "r", ledger=ledger,
-                                   run_id="run-k5")
-    doc = json.loads((folder / "report.json").read_text())
-    time.sleep(1.1)  # what the pipeline writes to the experiment later is what report.json says, to the second
-    written = [json.loads(json.dumps(asdict(e))) for e in outcome.new_ledger_entries("run-k5")]
-    assert written and all(e in doc["ledger"] for e in written)
-    outcome, folder = write_report(flipped, tmp_path / "r", ledger=ledger, run_id="run-k5")
-    doc = json.loads((folder / "report.json").read_text())
-    row = next(x for x in doc["claims"] if x["id"] == "C2-package")
-    assert row["verdict"] == A.SUPPORTED and row["decided"]["look"] == 3 and row["decided"]["run_id"] == "run-k3"
-    assert {e["claim"] for e in doc["ledger"]} >= {e.claim for e in ledger.values()}
-    # a report that never reached K = 3 (one seed) shows its own result, the ledger's beside it
-    one = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2-package"]
-    assert one.ledger is None and one.verdict.startswith("checkpoint-level") and "the ledger: supported" in one.detail
-    # … and a primary it tests again stays in the Holm family (the ledger's verdict did not apply here)
-    assert "C2" in ledger
-    plain_c2 = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True)))["C2"]
-    with_ledger_c2 = by_id(evaluate_claims(fake_results(seeds=(0,), flip=True), ledger=ledger))["C2"]
-    assert with_ledger_c2.holm_alpha == plain_c2.holm_alpha and with_ledger_c2.ledger is None
-    # a second report that decided the same claim cannot overwrite its first entry
-    writer.set_experiment_tags(exp, ledger_tags([taken["C2-package"].__class__(**{**taken["C2-package"].__dict__,
-                                                                                "verdict": A.CONTRADICTED})]),
-                               only_new=True)
-    assert read_ledger(client, exp)["C2-package"].verdict == A.SUPPORTED
 
 
 def test_a_smallest_effect_of_interest_makes_a_null_result_read_equivalent():
@@ -590,37 +542,6 @@ def test_a_smallest_effect_of_interest_makes_a_null_result_read_equivalent():
     assert rule.decide(effect([0.2, -0.15, 0.05])).verdict == A.INCONCLUSIVE
     assert rule.decide(effect([0.31, 0.29, 0.30])).verdict == A.SUPPORTED
     assert A.Superiority("greater", 0.025).decide(tight).verdict == A.INCONCLUSIVE  # no SESOI: no such word
-
-
-def test_seeds_for_power_reach_the_power_by_simulation():
-    """The seeds the report asks for: at K the simulated t test detects the effect with ≥ 80 %
-    power, at K − 1 it does not (20 000 simulated experiments each, independent of the formula)."""
-    from scipy import stats
-
-    sd, effect, alpha = 0.04, 0.05, 0.0217
-    k = A.seeds_for_power(sd, effect, alpha)
-    rng = np.random.default_rng(0)
-
-    def power(n):
-        x = rng.normal(effect, sd, size=(20000, n))
-        t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(n))
-        return float((t > stats.t.ppf(1 - alpha, n - 1)).mean())
-    assert power(k) >= 0.79 and power(k - 1) < 0.8
-    assert A.seeds_for_power(math.nan, effect, alpha) is None
-    assert A.seeds_for_power(10.0, effect, alpha) is None  # > 200 seeds: the report says "> 200"
-
-
-def test_each_claim_is_decided_by_one_config_s_report():
-    """Issue 22: the weekly's report shows C1's value but decides nothing about it (no ledger
-    entry); the nightly's (config `paper`) decides it; a config the spec never names decides all."""
-    rec = fake_results()
-    weekly = by_id(evaluate_claims(rec, config="weekly"))
-    assert weekly["C1"].verdict == "decided in paper" and weekly["C1"].effect.value > 0
-    assert weekly["C9"].verdict == "decided in paper"
-    assert "C1" not in {e.claim for e in evaluate_claims(rec, config="weekly").new_ledger_entries()}
-    assert by_id(evaluate_claims(rec, config="paper"))["C1"].verdict == A.SUPPORTED
-    assert by_id(evaluate_claims(rec, config="smoke"))["C1"].verdict == A.SUPPORTED
-    assert by_id(evaluate_claims(rec, config="paper"))["C5"].verdict == "decided in weekly"
 
 
 def test_c1_sampled_counts_a_non_finite_sample_as_the_worst_error():
@@ -679,7 +600,7 @@ except SpecChanged:
 
 
 def test_concurrent_registrations_of_one_version_leave_exactly_one_file_registered(tmp_path):
-    """Three processes register three different files under the same version in one experiment at
+    """Three processes register three different files under the same version in one store at
     the same moment, on a slow server (each read answers 0.5 s late): registering is read-then-write
     on experiment tags, so it runs under the experiment's claims lock. Exactly one is registered;
     the others are refused, and the file registered is the winner's (without the lock and the
@@ -690,6 +611,7 @@ def test_concurrent_registrations_of_one_version_leave_exactly_one_file_register
     from mlflow.tracking import MlflowClient
 
     from nai3eval.claims import load_claims_spec
+    from nai3eval.claims.ledger import LEDGER_EXPERIMENT
     from nai3eval.claims.registry import registered
 
     uri = f"sqlite:///{tmp_path}/m.db"
@@ -711,4 +633,5 @@ def test_concurrent_registrations_of_one_version_leave_exactly_one_file_register
     lines = [o.strip().splitlines()[-1] for o, _ in outs]
     winners = [line.split()[1] for line in lines if line.startswith("pinned")]
     assert len(winners) == 1 and lines.count("refused") == 2, lines
-    assert registered(MlflowClient(uri), exp) == {load_claims_spec(files[0]).version: winners[0]}
+    ledger_exp = MlflowClient(uri).get_experiment_by_name(LEDGER_EXPERIMENT).experiment_id
+    assert registered(MlflowClient(uri), ledger_exp) == {load_claims_spec(files[0]).version: winners[0]}

@@ -32,14 +32,17 @@ def test_grid_figures_find_their_grids_when_the_first_seed_is_not_zero(tmp_path)
 
 
 def test_markdown_and_html_show_the_same_sections_and_points(tmp_path):
-    record = fake_results(seeds=(0, 1), arms=("sdxl-eps", "v", "v-ztsnr"))
-    _, folder = write_report(record, tmp_path)
+    from test_claims import at_kmax
+
+    record = fake_results(seeds=(0, 1, 2), arms=("sdxl-eps", "v", "v-ztsnr"))
+    _, folder = write_report(record, tmp_path, spec=at_kmax(3))
     md, page = (folder / "report.md").read_text(), (folder / "report.html").read_text()
     md_titles = re.findall(r"^#{2,3} (.+)$", md, flags=re.M)
     html_titles = [t.replace("&#x27;", "'") for t in re.findall(r"<h[23]>(.+?)</h[23]>", page)]
     assert md_titles == html_titles and "Evaluation points" in md_titles and "Checks" in md_titles
-    # verdicts are coloured in the claims table and in each claim's detail, checkpoint-level ones too
-    assert page.count("<b style='color:#1a7f37'>checkpoint-level: supported</b>") >= 2
+    # verdicts are coloured in the claims table and in each claim's detail, qualified ones too
+    assert page.count("<b style='color:#1a7f37'>supported</b>") >= 2
+    assert "interval only" not in page
     assert "<i>Estimand:</i>" in page and "*Estimand:*" not in page  # the Markdown marks become HTML …
     assert "log CFG* (baseline" in page  # … and a real asterisk in the spec's text stays
     csv_rows = (folder / "points.csv").read_text().strip().splitlines()

@@ -2,7 +2,9 @@
 
 ``spec`` reads and validates the spec; ``estimands`` turns one seed's measurement record into D_k
 (generic forms, named in ``ESTIMANDS``); ``checks`` holds the passed/failed checks; ``decide``
-combines the seeds (``statistics``: the two-stage analysis and the decision rules) and applies Holm.
+combines the seeds (``statistics``: the two-stage analysis and the decision rules) and takes the
+looks (``looks``, ``sequential``: α spending, Holm in both directions, robustness, futility);
+``ledger`` records every look; ``planning`` and ``validate`` describe the registered design.
 """
 from .decide import (ClaimResult, ClaimsOutcome, apply_holm, evaluate_claims, instrument_accuracy, instrument_note,
                      matches)

@@ -47,6 +47,8 @@ class CensoredEffect(Effect):
 
     log_sigma_hat: float = math.nan
     loglik_hat: float = math.nan
+    informative: int = 0  # seeds that bound D_k on at least one side: the K of the t scale
+
 
     def _profile(self, mu: float) -> float:
         exact, low, high = _split(self.per_seed)
@@ -59,7 +61,7 @@ class CensoredEffect(Effect):
     def t_stat(self, mu: float) -> float:
         """The signed profile-likelihood statistic for μ on the t scale (exactly the t statistic
         (D̄ − μ)/(s/√K) when nothing is censored)."""
-        k = self.n_seeds
+        k = self.informative
         lr = max(0.0, 2.0 * (self.loglik_hat - self._profile(mu)))
         t = math.sqrt((k - 1) * math.expm1(lr / k)) if lr / k < 700 else math.inf
         return math.copysign(t, self.value - mu)
@@ -96,22 +98,24 @@ def censored_two_stage(contrasts: Sequence[SeedContrast]) -> CensoredEffect:
     """The recipe-level effect when some D_k are bounds: the maximum-likelihood μ̂ of the censored
     normal model, judged on the t scale with K − 1 degrees of freedom, as the t test is."""
     cs = tuple(contrasts)
-    k = len(cs)
+    # a seed censored both ways says nothing about μ: it adds no degree of freedom
+    k = sum(1 for c in cs if math.isfinite(c.bounds[0]) or math.isfinite(c.bounds[1]))
     level = RECIPE if k >= MIN_SEEDS_FOR_RECIPE else CHECKPOINT
     exact, low, high = _split(cs)
     n_cens = len(low)
+    unbounded = f"; {len(cs) - k} unbounded seed(s) left out of the degrees of freedom" if k < len(cs) else ""
     if len(exact) < 2 or float(np.ptp(exact)) == 0.0:
-        return CensoredEffect(math.nan, math.nan, k - 1, level, cs, why=(
-            f"{n_cens} of {k} seeds are censored (bounds only); the censored analysis needs two seeds with "
-            "observed, different values to estimate the spread"))
+        return CensoredEffect(math.nan, math.nan, max(k - 1, 0), level, cs, why=(
+            f"{n_cens} of {len(cs)} seeds are censored (bounds only); the censored analysis needs two seeds with "
+            f"observed, different values to estimate the spread{unbounded}"), informative=k)
     start = np.array([float(exact.mean()), math.log(float(exact.std(ddof=0)) or 1e-6)])
     res = optimize.minimize(lambda p: -_loglik(p[0], p[1], exact, low, high), start, method="Nelder-Mead",
                             options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
     mu, log_sigma = float(res.x[0]), float(res.x[1])
     sigma2 = math.exp(2 * log_sigma) * k / (k - 1)  # on the scale of var(D_k, ddof=1), as the t test's
     return CensoredEffect(mu, math.sqrt(sigma2 / k), k - 1, level, cs, *spread(cs, sigma2),
-                          f"{n_cens} of {k} seeds censored: interval-censored (profile likelihood) analysis",
-                          log_sigma, -float(res.fun))
+                          f"{n_cens} of {len(cs)} seeds censored: interval-censored (profile likelihood) analysis"
+                          + unbounded, log_sigma, -float(res.fun), k)
 
 
 def recipe_effect(contrasts: Sequence[SeedContrast]) -> Effect:

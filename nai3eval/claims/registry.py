@@ -6,6 +6,10 @@ the stored seeds again. The first run that uses a spec version in an MLflow expe
 file's sha256 there (an experiment tag per version); a run with a different file under a version
 already registered is refused before any work starts. To change a rule, raise ``version:`` in the
 file (and say why in its header): the first run under the new number registers it.
+
+The registry lives in the store's ledger experiment (``ledger.LEDGER_EXPERIMENT``), beside the
+looks it governs, and keeps the registered file itself — a run per version, the file as its
+artifact — not only its sha256: a verdict can always be read next to the exact rules it followed.
 """
 from __future__ import annotations
 
@@ -48,8 +52,21 @@ def pin(client, experiment_id: str, spec: ClaimsSpec) -> bool:
             "its header what changed and why; the first run under the new version registers it")
     client.set_experiment_tag(experiment_id, registry_tag(spec.version), spec.sha256)
     client.set_experiment_tag(experiment_id, f"{registry_tag(spec.version)}.registered_at", utc_iso())
+    keep_file(client, experiment_id, spec)
     # MLflow has no compare-and-set: callers hold the experiment's claims lock (flows.pipeline), and a
     # registration that another writer overwrote anyway is not taken as this file's
     if registered(client, experiment_id).get(spec.version) != spec.sha256:
         return pin(client, experiment_id, spec)
     return True
+
+
+def keep_file(client, experiment_id: str, spec: ClaimsSpec) -> str:
+    """The registered file as an artifact of a run named for its version (its id is returned)."""
+    run = client.create_run(experiment_id, run_name=f"claims spec v{spec.version}",
+                            tags={"nai3.kind": "claims-spec", "nai3.claims_spec_version": str(spec.version),
+                                  "nai3.claims_spec_sha256": spec.sha256})
+    try:
+        client.log_artifact(run.info.run_id, spec.path, "claims-spec")
+    finally:
+        client.set_terminated(run.info.run_id)
+    return run.info.run_id

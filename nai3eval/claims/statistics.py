@@ -24,6 +24,7 @@ from scipy import stats
 
 SUPPORTED, CONTRADICTED, EQUIVALENT, INCONCLUSIVE = "supported", "contradicted", "equivalent", "inconclusive"
 CHECK_PASSED, CHECK_FAILED, NOT_MEASURED = "check passed", "check failed", "not measured"
+FUTILE = "futile"  # conditional power at K_max below the registered threshold (planning.py)
 RECIPE, CHECKPOINT = "recipe", "checkpoint"
 MIN_SEEDS_FOR_RECIPE = 3
 
@@ -153,6 +154,7 @@ class Decision:
     p_value: float  # what Holm adjusts; NaN for checks and unmeasured claims
     reason: str = ""
     p_equivalence: float = math.nan  # TOST inside ±SESOI, where the rule registers one
+    p_against: float = math.nan  # the one-sided p-value of the opposite direction (what guards "contradicted")
 
 
 ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
@@ -182,25 +184,13 @@ class Superiority:
         p_against = e.p_less(t) if self.direction == "greater" else e.p_greater(t)
         p_eq = max(e.p_greater(t - self.sesoi), e.p_less(t + self.sesoi)) if self.sesoi else math.nan
         if p_for < a:
-            return Decision(SUPPORTED, p_for, p_equivalence=p_eq)
+            return Decision(SUPPORTED, p_for, p_equivalence=p_eq, p_against=p_against)
         if p_eq < a:
             return Decision(EQUIVALENT, p_for, f"within ±{self.sesoi:g} (the smallest effect of interest) of "
-                                               f"{t:g}: TOST p = {p_eq:.3g}", p_eq)
+                                               f"{t:g}: TOST p = {p_eq:.3g}", p_eq, p_against)
         if p_against < a:
-            return Decision(CONTRADICTED, p_for, p_equivalence=p_eq)
-        return Decision(INCONCLUSIVE, p_for, p_equivalence=p_eq)
-
-
-def seeds_for_power(sd: float, effect: float, alpha: float, power: float = 0.8, most: int = 200) -> int | None:
-    """The fewest training seeds K (≥ 2) whose one-sided t test at ``alpha`` detects ``effect``
-    with ``power``, when the per-seed contrasts D_k spread ``sd`` (√(τ² + s_w²)): the noncentral t.
-    None when even ``most`` seeds would not (or the spread is unknown)."""
-    if not (sd > 0 and math.isfinite(sd) and effect and math.isfinite(effect)):
-        return None
-    for k in range(2, most + 1):
-        if stats.nct.sf(stats.t.ppf(1 - alpha, k - 1), k - 1, abs(effect) / (sd / math.sqrt(k))) >= power:
-            return k
-    return None
+            return Decision(CONTRADICTED, p_for, p_equivalence=p_eq, p_against=p_against)
+        return Decision(INCONCLUSIVE, p_for, p_equivalence=p_eq, p_against=p_against)
 
 
 @dataclass(frozen=True)
@@ -226,6 +216,32 @@ class Equivalence:
 
 
 @dataclass(frozen=True)
+class NullTwin:
+    """The harness's own A/A check on trained replicates (a recipe against itself): a *fault*
+    ("contradicted") when the two-sided t test rejects a zero difference at ``alpha`` (α/2 per
+    side: a correct harness reads it with probability α); *equivalent* when TOST at ``alpha``
+    puts the difference inside ±margin (the smallest effect of interest of the claims it guards);
+    else inconclusive. A fault outranks equivalence: a twin must not differ at all."""
+
+    margin: float
+    alpha: float = 0.025
+    name: str = field(default="null twin", init=False)
+
+    def decide(self, e: Effect, alpha: float | None = None) -> Decision:
+        a = self.alpha if alpha is None else alpha
+        if e.zero_width:
+            return ZERO_WIDTH
+        p_zero = 2 * min(e.p_greater(0.0), e.p_less(0.0))
+        p_eq = max(e.p_greater(-self.margin), e.p_less(self.margin))
+        if p_zero < a:
+            return Decision(CONTRADICTED, p_zero, f"the twin differs from its original: two-sided p = {p_zero:.3g} "
+                                                  f"< {a:.3g} (a harness fault)", p_eq)
+        if p_eq < a:
+            return Decision(EQUIVALENT, p_zero, f"within ±{self.margin:g}: TOST p = {p_eq:.3g}", p_eq)
+        return Decision(INCONCLUSIVE, p_zero, p_equivalence=p_eq)
+
+
+@dataclass(frozen=True)
 class NonInferiority:
     """"Not worse": the one-sided upper bound of the harm (effect, larger = worse) is below the margin;
     a lower bound above the margin contradicts it."""
@@ -238,12 +254,12 @@ class NonInferiority:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
             return ZERO_WIDTH
-        p = e.p_less(self.margin)
+        p, against = e.p_less(self.margin), e.p_greater(self.margin)
         if p < a:
-            return Decision(SUPPORTED, p)
-        if e.p_greater(self.margin) < a:
-            return Decision(CONTRADICTED, p)
-        return Decision(INCONCLUSIVE, p)
+            return Decision(SUPPORTED, p, p_against=against)
+        if against < a:
+            return Decision(CONTRADICTED, p, p_against=against)
+        return Decision(INCONCLUSIVE, p, p_against=against)
 
 
 def check(passed: bool, detail: str = "") -> Decision:

@@ -16,7 +16,8 @@ from pathlib import Path
 from nai3train.ops.atomic import atomic_write
 
 from ..claims import ClaimResult, ClaimsOutcome, ClaimsSpec, evaluate_claims, instrument_accuracy
-from ..claims.decide import instrument_disturbance, look_alpha
+from ..claims.decide import instrument_disturbance
+from ..claims.sequential import nominal_levels
 from ..claims.ledger import Ledger
 from ..claims import statistics as A
 from .columns import Table, inline_html, points_table
@@ -30,31 +31,43 @@ def _g(v: float | None, fmt: str = ".4g") -> str:
 
 def _rule_text(c: ClaimResult, alpha: float) -> str:
     r = c.spec.rule
+    margin = c.planning.margin(c.spec) if c.planning is not None else r.margin
     if r.kind == "superiority":
-        text = f"superiority ({'> 0' if r.direction == 'greater' else '< 0'}, one-sided α {alpha:g})"
+        text = f"superiority ({'> 0' if r.direction == 'greater' else '< 0'}, one-sided, α {alpha:g} spent over the looks)"
         if r.sesoi:
             text += f"; equivalent inside ±{r.sesoi:g} (smallest effect of interest, TOST)"
     elif r.kind == "equivalence":
-        text = f"equivalence within ±{r.margin:g} (TOST, 90 % interval)"
+        text = f"equivalence within ±{margin:g} (TOST)"
+    elif r.kind == "null_twin":
+        text = (f"null twin: a fault when the twin differs (two-sided, α {alpha:g} over the looks); equivalent "
+                f"within ±{margin:g} ({r.sesoi_of}'s smallest effect of interest)")
     elif r.kind == "noninferiority":
-        text = f"non-inferiority: harm's upper bound < {r.margin:g}"
+        text = f"non-inferiority: harm's upper bound < {margin:g}"
     elif r.kind in ("below", "above"):
-        text = f"{'upper' if r.kind == 'below' else 'lower'} bound {'<' if r.kind == 'below' else '>'} {r.margin:g}"
+        text = f"{'upper' if r.kind == 'below' else 'lower'} bound {'<' if r.kind == 'below' else '>'} {margin:g}"
     else:
         text = "check (passed/failed, no interval)" + (f", tolerance {r.margin:g}" if r.margin else "")
-    if c.holm_alpha is not None and c.holm_alpha == c.holm_alpha:
-        text += f"; Holm level {c.holm_alpha:.4g}"
+    if c.level is not None and c.level == c.level:
+        text += f"; {'Holm level' if c.spec.role == 'primary' else 'level'} {c.level:.3g} at K = {c.look}"
     return text
 
 
 def _power_text(c: ClaimResult) -> str:
-    """Seeds for 80 % power; "> 200" where the spread is too wide for the effect of interest, "—"
-    where there is no effect of interest (or fewer than 2 seeds) to plan for."""
-    n = c.seeds_for_power(c.final_alpha)
-    if n:
-        return str(n)
-    planned = (c.spec.rule.sesoi or c.spec.rule.margin) and c.effect.n_seeds >= 2 and c.effect.se == c.effect.se
-    return "> 200" if planned else "—"
+    """The registered design's power against the smallest effect of interest at the claim's Holm
+    level, with its expected K (the spread at its upper bound); a null twin's power against a
+    fault as large as its margin; "futile" once declared; "—" where nothing is planned."""
+    if c.decision.verdict == A.FUTILE:
+        return "futile"
+    twin = c.twin_power()
+    if twin is not None:
+        return f"{twin:.2f} against a fault of ±{c.planning.margin(c.spec):g}; P(fault | correct) ≤ {c.planning.alpha:g}"
+    d = c.design()
+    return f"{d[0]:.2f} (E[K] {d[1]:.1f} of {c.k_max})" if d else "—"
+
+
+def _ratio_text(c: ClaimResult) -> str:
+    v, lo, hi = c.variance_ratio()
+    return "—" if v != v else f"{_g(v, '.2g')} [{_g(lo, '.2g')}, {_g(hi, '.2g')}]"
 
 
 def _seed_value(d) -> str:
@@ -70,31 +83,41 @@ def claim_row(c: ClaimResult, alpha: float) -> dict[str, str]:
     """One claim as the strings every rendering shows."""
     e = c.effect
     lo, hi = e.interval(0.95)
+    rlo, rhi = c.rci()
     per = "; ".join(f"s{d.seed}: {_seed_value(d)}" for d in e.per_seed) or "—"
-    eff = f"{_g(e.value)} [{_g(lo)}, {_g(hi)}]" if e.per_seed else "—"
+    rci = f" [{_g(rlo)}, {_g(rhi)}] at level {c.level:.3g}" if c.level and rlo == rlo else ""
+    eff = f"{_g(e.value)}{rci}; 95 %: [{_g(lo)}, {_g(hi)}]" if e.per_seed else "—"
     arms = ", ".join(f"{k} = {v}" for k, v in c.arms.items()) or "—"
     return {"id": c.id, "title": c.spec.title, "role": c.spec.role, "verdict": c.verdict,
-            "K": str(e.n_seeds) if not c.parts else "—", "per_seed": per, "effect": eff, "s_w": _g(e.s_w, ".3g"),
-            "tau": _g(e.tau, ".3g"), "ratio": _g(c.variance_ratio, ".2g"),
-            "power": _power_text(c),
+            "K": (f"{c.look if c.look else e.n_seeds} of {c.k_max}" if c.k_max else str(e.n_seeds))
+            if not c.parts else "—", "per_seed": per, "effect": eff, "s_w": _g(e.s_w, ".3g"),
+            "tau": _g(e.tau, ".3g"), "ratio": _ratio_text(c), "power": _power_text(c),
             "rule": _rule_text(c, alpha), "estimand": c.spec.estimand,
             "unit": c.spec.unit, "arms": arms + (f"; CFG {c.cfg:g}" if c.cfg is not None else ""),
-            "why": c.decision.reason or c.detail}
+            "why": "; ".join(t for t in (c.decision.reason, c.detail, *(
+                f"a look of another estimand under this id (block {o.block[:12]}, K = {o.look}: {o.verdict}) is not "
+                "this claim's" for o in c.others[:3])) if t)}
 
 
 def _intro(o: ClaimsOutcome, k: int) -> str:
-    first = o.spec.looks[0]
-    alphas = ", ".join(f"K = {look}: α {look_alpha(o.spec, look):.4g}" for look in o.spec.looks)
-    level = (f"recipe-level verdicts at the looks K = {', '.join(map(str, o.spec.looks))} ({o.spec.boundary} "
-             f"boundary, one-sided α {o.spec.alpha:g} spent across them — {alphas}); a verdict that ends a claim "
-             "is entered in the ledger and never decided again" if k >= first else
-             f"every verdict is checkpoint-level (K = {k} < {first}): no recipe-level word is used")
-    return (f"Decided by the pre-registered spec `{Path(o.spec.path).name}` (version {o.spec.version}, sha256 "
-            f"`{o.spec.sha256}`). Training seeds: {k}; {level}. Per seed k the paired contrast D_k with a "
-            f"delete-one-prompt jackknife SE; at recipe level D̄ ± t_(K−1)·sd(D_k)/√K; Holm across the open "
-            f"primary claims at the look's α. τ̂²/s_w²: how much more a retrained seed varies than a resampled "
-            f"one; seeds for 80 % power: the training seeds that detect the claim's smallest effect of interest "
-            f"(else its margin) at the last look's α, given the spread of D_k so far.")
+    sp = o.spec
+    levels = nominal_levels(tuple(range(sp.first_look, sp.k_max + 1)), sp.k_max, sp.alpha, sp.spending)
+    plan = ", ".join(f"K = {x}: {a:.2g}" for x, a in zip(range(sp.first_look, sp.k_max + 1), levels))
+    level = (f"a look at every K from {sp.first_look} to K_max ({sp.k_max} unless a claim registers its own), α "
+             f"{sp.alpha:g} one-sided spent by the Lan–DeMets {sp.spending.replace('_', '–')}-type function of K/K_max "
+             f"(a claim looked at every night: {plan}); every look is recorded in the ledger and a final verdict "
+             "is never decided again" if k >= sp.first_look else
+             f"K = {k} < {sp.first_look}: every claim shows its interval only, no verdict word")
+    return (f"Decided by the pre-registered spec `{Path(sp.path).name}` (version {sp.version}, sha256 "
+            f"`{sp.sha256}`). Training seeds: {k}; {level}. Per seed k the paired contrast D_k with a "
+            f"delete-one-prompt jackknife SE; at recipe level D̄ ± t_(K−1)·sd(D_k)/√K, shown as the repeated "
+            f"confidence interval at the level that decided (the 95 % interval beside it, labelled). The t test "
+            f"assumes the D_k are normal: a supported or contradicted that does not survive dropping any one seed "
+            f"stays open until K_max. Holm runs across the primaries in each direction (supported and "
+            f"contradicted); other claims' contradictions are unadjusted. Power: the registered design's, against "
+            f"the smallest effect of interest at the claim's Holm level, the spread at its "
+            f"{sp.futility.sd_confidence:.0%} upper bound; futile: conditional power at K_max below "
+            f"{sp.futility.conditional_power:g}. τ̂²/s_w² with its 90 % F interval.")
 
 
 FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag leakage; scorer_* adherence",
@@ -118,8 +141,8 @@ def instrument_rows(record: Record) -> list[tuple[str, str, str, str]]:
 
 
 CLAIM_COLUMNS = (("claim", "id"), ("role", "role"), ("verdict", "verdict"), ("K", "K"),
-                 ("D_k (SE) per seed", "per_seed"), ("D̄ [95 % CI]", "effect"), ("s_w", "s_w"), ("τ̂", "tau"),
-                 ("τ̂²/s_w²", "ratio"), ("seeds for 80 % power", "power"), ("rule", "rule"))
+                 ("D_k (SE) per seed", "per_seed"), ("D̄ [repeated CI at its level]; 95 %", "effect"), ("s_w", "s_w"), ("τ̂", "tau"),
+                 ("τ̂²/s_w² [90 %]", "ratio"), ("design power at SESOI", "power"), ("rule", "rule"))
 DETAIL = (("Estimand", "estimand"), ("Unit", "unit"), ("Arms", "arms"), ("Per seed", "per_seed"),
           ("Effect", "effect"), ("Rule", "rule"), ("Verdict", "verdict"), ("Why", "why"))
 
@@ -179,12 +202,12 @@ def render_markdown(secs: list[Section]) -> str:
 
 
 COLOUR = {A.SUPPORTED: "#1a7f37", A.EQUIVALENT: "#1a7f37", A.CHECK_PASSED: "#1a7f37", A.CONTRADICTED: "#cf222e",
-          A.CHECK_FAILED: "#cf222e", A.INCONCLUSIVE: "#9a6700", A.NOT_MEASURED: "#6e7781"}
+          A.CHECK_FAILED: "#cf222e", A.INCONCLUSIVE: "#9a6700", A.NOT_MEASURED: "#6e7781", A.FUTILE: "#6e7781"}
 
 
 def _colour(cell: str) -> str | None:
-    """A verdict's colour ("checkpoint-level: …" alike); None for any other text."""
-    return COLOUR.get(cell.removeprefix("checkpoint-level: "))
+    """A verdict's colour (with its qualifier, "(unadjusted)" or "(open: …)", alike); None for any other text."""
+    return COLOUR.get(cell.split(" (")[0])
 
 
 def _html_text(p: str) -> str:
@@ -213,8 +236,8 @@ def render_html(secs: list[Section]) -> str:
 
 def write_report(record: Record, out: str | Path, data: dict | None = None, grids: dict[str, Path] | None = None,
                  spec: ClaimsSpec | None = None, ledger: Ledger | None = None,
-                 run_id: str = "", config: str | None = None,
-                 provenance: Provenance | None = None) -> tuple[ClaimsOutcome, Path]:
+                 run_id: str = "", config: str | None = None, provenance: Provenance | None = None,
+                 config_hash: str = "", recipes: dict[str, str] | None = None) -> tuple[ClaimsOutcome, Path]:
     """Decide every claim over every training seed in ``record`` and write report.md, report.html,
     report.json, points.csv and the plots under ``out``. ``data``: the training set's measurements
     (bucketing, normalisation) for the checks. Plots show the first training seed. ``provenance``:
@@ -223,17 +246,19 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    outcome = evaluate_claims(record, spec, data, ledger, config)
+    outcome = evaluate_claims(record, spec, data, ledger, config, config_hash, recipes)
     grids = grids or {}
     plots = make_plots(record, out, grids) if record.runs else {}
     secs = sections(outcome, record, plots, grids, provenance)
     atomic_write(out / "report.md", render_markdown(secs))
     atomic_write(out / "report.html", render_html(secs))
     atomic_write(out / "points.csv", points_table(record).csv())
-    taken = [*(ledger or {}).values(), *outcome.new_ledger_entries(run_id)]
+    mine = {c.ident for c in outcome.claims if c.ident[0]}
+    taken = [e for e in (ledger or {}).values() if (e.block, e.config, e.recipe) in mine]
+    taken += outcome.new_ledger_entries(run_id)
     doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
                                                 "disturbance": instrument_disturbance(record)},
-           "ledger": [asdict(e) for e in sorted(taken, key=lambda e: e.claim)],
+           "ledger": [asdict(e) for e in sorted(taken, key=lambda e: (e.claim, e.look))],
            "provenance": provenance.to_dict() if provenance is not None else None}
     atomic_write(out / "report.json", json.dumps(doc, indent=2))
     return outcome, out
