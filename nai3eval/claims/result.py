@@ -75,7 +75,11 @@ class ClaimResult:
         return v
 
     def rci(self) -> tuple[float, float]:
-        """The repeated confidence interval at the deciding level (two-sided 1 − 2·level)."""
+        """The repeated confidence interval at the deciding level (two-sided 1 − 2·level); for a look
+        an earlier report took, the interval it recorded (today's estimate may use more seeds)."""
+        if self.ledger is not None:
+            lo, hi = self.ledger.rci
+            return (math.nan if lo is None else lo), (math.nan if hi is None else hi)
         if self.level is None or not self.level > 0 or self.effect.zero_width:
             return math.nan, math.nan
         return self.effect.interval(1 - 2 * self.level)
@@ -165,18 +169,20 @@ class ClaimsOutcome:
 
     def metrics_by_seeds(self) -> dict[int, dict[str, float]]:
         """Per claim, keyed by K (MLflow's step: a claim's chart shows its interval narrowing as
-        seeds accumulate): ``claims/<id>/effect``, ``rci_low``/``rci_high`` (the repeated CI at the
-        deciding level), ``rci_level``, ``ci95_low``/``ci95_high`` (labelled 95 %), ``halfwidth``
-        (of the RCI) and ``seeds``; a value that is not finite is left out."""
+        seeds accumulate): ``claims/<id>/effect``, ``ci95_low``/``ci95_high`` (labelled 95 %) and
+        ``seeds``; for a look this report took also ``rci_low``/``rci_high`` (the repeated CI at the
+        deciding level), ``rci_level`` and ``halfwidth`` (of the RCI); a value that is not finite is
+        left out."""
         out: dict[int, dict[str, float]] = {}
         for c in self.claims:
             e = c.effect
             if not e.per_seed or e.value is None or not math.isfinite(e.value):
                 continue
             lo, hi = e.interval(0.95)
-            rlo, rhi = c.rci()
-            row = {"effect": e.value, "rci_low": rlo, "rci_high": rhi, "rci_level": c.level, "ci95_low": lo,
-                   "ci95_high": hi, "halfwidth": (rhi - rlo) / 2, "seeds": float(e.n_seeds)}
+            row = {"effect": e.value, "ci95_low": lo, "ci95_high": hi, "seeds": float(e.n_seeds)}
+            if c.new_look:  # the repeated interval of the look this report took (a look's K is its step)
+                rlo, rhi = c.rci()
+                row.update(rci_low=rlo, rci_high=rhi, rci_level=c.level, halfwidth=(rhi - rlo) / 2)
             out.setdefault(e.n_seeds, {}).update(
                 {f"claims/{c.id}/{k}": float(v) for k, v in row.items() if v is not None and math.isfinite(v)})
         return out
