@@ -357,19 +357,23 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
           f"nominal level per K (one claim): {levels}")
     v = validate(spec, tau, s_w, a.n, a.effect, a.seed, a.sesoi)
     se, a2 = v.mc_se, spec.alpha
+
+    def vs_alpha(x: float) -> str:
+        return f"{x:.4f} {'≤' if x <= a2 else '≈' if x <= a2 + 3 * se else '>'} α = {a2:g}"
+
     print(f"simulated: {v.n} experiments of each kind; τ {tau:g}, s_w {s_w:g} (D_k spread {(tau**2 + s_w**2)**.5:.3g}), "
           f"{v.primaries} primaries, smallest effect of interest {v.sesoi:g}; Monte Carlo SE ≈ {se:.4f} near α")
-    print(f"family-wise error of contradicted (all primaries null): {v.contradicted_error:.4f}; without futility "
-          f"{v.contradicted_error_no_futility:.4f} (each ≤ α = {a2:g})")
-    print(f"null twin: false fault (correct harness) {v.twin_false_fault:.4f} (≤ α = {a2:g}); power against a fault "
+    print(f"family-wise error of contradicted (all primaries null): {vs_alpha(v.contradicted_error)}; without "
+          f"futility {vs_alpha(v.contradicted_error_no_futility)} (≈: within 3 Monte Carlo SE)")
+    print(f"null twin: false fault (correct harness) {vs_alpha(v.twin_false_fault)}; power against a fault "
           f"of ±{v.sesoi:g} {v.twin_power:.3f}")
     print(f"futility: a primary at its smallest effect of interest is declared futile in {v.false_futility:.3f} of "
           f"experiments (the design's power there: {v.power_at_sesoi:.3f})")
     print(f"positive control at effect {v.effect:.4g}: supported in {v.detection:.3f} of experiments")
     print(f"coverage of the repeated confidence intervals (every look a claim showed): {v.coverage:.4f} "
           f"(≥ {1 - 2 * a2:g})")
-    print(f"family-wise error of supported without futility: {v.familywise_error_no_futility:.4f} (futility is "
-          "non-binding: it can only lower it)")
+    print(f"family-wise error of supported without futility: {vs_alpha(v.familywise_error_no_futility)} (futility "
+          "is non-binding: it can only lower it)")
     x, ok = v.familywise_error, v.familywise_error <= a2 + 3 * se
     relation = "≤" if x <= a2 else "≈" if ok else ">"
     print(f"family-wise error {x:.4f} {relation} α = {a2:g}"
