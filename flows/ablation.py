@@ -9,7 +9,7 @@ variant (training) and one per evaluation point.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -127,6 +127,41 @@ def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRe
     return trained, results, failure
 
 
+def nightly_plan(cfg: AblationConfig, ws: Workspace, data: PreparedData, all_arms: bool = False):
+    """(the nightly's plan — None with ``all_arms`` —, the seeds each arm has finished)."""
+    from .plan import plan_nightly
+
+    have = runs.seeds_by_arm(cfg, data.content_hash, ws.uri, ws.experiment_id)
+    if all_arms:
+        return None, have
+    state = pipeline.claims_state(ws)
+    recipes = {v.name: runs.recipe_key(cfg, v, data.content_hash) for v in cfg.variants}
+    plan = plan_nightly(cfg, state.spec(), state.ledger(), runs.decider_hash(cfg), recipes)
+    return plan, have
+
+
+def _replica(cfg: AblationConfig, seed: int, plan, have: dict[str, set[int]]) -> AblationConfig:
+    """The config of replicate ``seed``: every arm, or under a plan the arms it trains and those that
+    already finished this seed (reused, so the report keeps them)."""
+    ck = cfg.for_seed(seed)
+    if plan is None:
+        return ck
+    keep = tuple(v for v in ck.variants if v.name in plan.train or seed in have.get(v.name, set()))
+    return ck.model_copy(update={"variants": keep})
+
+
+def show_plan(config: str | None, overrides: list[str] | None, work_dir: str, tracking_uri: str | None,
+              settings: AblationConfig | None = None) -> list[str]:
+    """``nai3 ablation --plan``: the nightly's plan at the current ledger, nothing trained."""
+    cfg = resolve(config, overrides, settings)
+    ws = Workspace.open(cfg, work_dir, tracking_uri)
+    pipeline.pin_claims_spec(ws)
+    data = prepare_data_task(cfg, ws)
+    plan, have = nightly_plan(cfg, ws, data)
+    plan = replace(plan, seed=runs.next_seeds(have, plan.train)[-1])
+    return ["seeds finished: " + ", ".join(f"{v} {sorted(k)}" for v, k in have.items()), *plan.lines()]
+
+
 def resolve(config: str | None, overrides: list[str] | None, settings: AblationConfig | None) -> AblationConfig:
     """The flow's config: ``settings`` as given (the typed form in the Prefect UI), else the YAML file
     with overrides; validated before any work."""
@@ -147,14 +182,16 @@ def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, 
 @flow(name="nai3-ablation", log_prints=True)
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
              tracking_uri: str | None = None, force: bool = False, settings: AblationConfig | None = None,
-             next_seed: bool = False, variant_deployment: str | None = None, attempts: int = 2) -> dict:
+             next_seed: bool = False, variant_deployment: str | None = None, attempts: int = 2,
+             all_arms: bool = False) -> dict:
     """Train every variant of the matrix and evaluate each over its CFG × σ sweep.
 
     ``config`` is a YAML file and ``overrides`` ``key.path=value`` strings — or ``settings`` the whole
     config as a typed object. ``tracking_uri`` defaults to $MLFLOW_TRACKING_URI, else the SQLite
     store under ./mlflow. ``next_seed`` (the nightly): replicates accumulate across runs — train the
     next training seed no arm has finished yet, reuse every seed already finished in the experiment,
-    and report over all of them (``train.seeds`` is ignored).
+    and report over all of them (``train.seeds`` is ignored). The new seed trains only the arms the
+    open claims still need (``flows/plan.py``; ``all_arms``: every arm, as before).
 
     ``variant_deployment`` (e.g. ``nai3-variant/train-eval``): fan out — each (variant, seed) runs
     as a flow run of that deployment on whichever worker is free (``flows/fanout.py``), a crashed
@@ -166,10 +203,15 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     ws = Workspace.open(cfg, work_dir, tracking_uri)
     pipeline.pin_claims_spec(ws)  # an edited spec under a registered version decides nothing
     data = prepare_data_task(cfg, ws)
+    plan, have = None, {}
     if next_seed:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
-            "seeds": runs.next_seeds(cfg, data.content_hash, ws.uri, ws.experiment_id)})})
+        plan, have = nightly_plan(cfg, ws, data, all_arms)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": runs.next_seeds(
+            have, plan.train if plan else None)})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
+        if plan is not None:
+            plan = replace(plan, seed=cfg.replicate_seeds[-1])
+            print("nightly plan: " + "\n              ".join(plan.lines()))
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
     # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/ops/buffered.py)
     with pipeline.parent_logger(ws, parent.run_id).running() as logger:
@@ -179,7 +221,9 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             logger.log_json(list(cfg.skipped_variants), "skipped_variants.json")
             for s in cfg.skipped_variants:
                 print(f"skipped variant {s}")
-        replicas = [cfg.for_seed(k) for k in cfg.replicate_seeds]
+        if plan is not None:
+            logger.log_json(plan.to_dict(), "plan.json")
+        replicas = [ck for ck in (_replica(cfg, k, plan, have) for k in cfg.replicate_seeds) if ck.variants]
         logger.log_params({"train.replicate_seeds": ",".join(map(str, cfg.replicate_seeds))})
         fanning_out = bool(variant_deployment) and prefect_server_configured()
         if variant_deployment and not fanning_out:

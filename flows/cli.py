@@ -312,8 +312,13 @@ def cmd_ablation(a: argparse.Namespace) -> int:
         os.environ["TQDM_DISABLE"] = "1"  # tqdm ≥ 4.66 reads it: every bar of the flow's tasks
     from flows.ablation import ablation
 
+    if a.plan:
+        from flows.ablation import show_plan
+
+        print("\n".join(show_plan(a.config, a.set, a.work_dir, a.tracking_uri, settings=cfg)))
+        return 0
     ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
-             settings=cfg, next_seed=a.next_seed, variant_deployment=a.fan_out)
+             settings=cfg, next_seed=a.next_seed, variant_deployment=a.fan_out, all_arms=a.all_arms)
     return 0
 
 
@@ -565,8 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("config", nargs="?", default="configs/smoke.yaml", help="YAML config (default configs/smoke.yaml)")
     ab.add_argument("--force", action="store_true", help="retrain variants that already have a FINISHED run")
     ab.add_argument("--next-seed", action="store_true",
-                    help="accumulate replicates (the nightly): train the next training seed of every arm, reuse the "
-                         "seeds already FINISHED in the experiment, report over all of them")
+                    help="accumulate replicates (the nightly): train the next training seed of the arms the open claims "
+                         "still need (an arm whose every claim is decided is skipped, its seeds kept), reuse the seeds "
+                         "already FINISHED in the experiment, report over all of them")
+    ab.add_argument("--plan", action="store_true",
+                    help="print the nightly's plan at the current ledger (which arms train the next seed, which are "
+                         "skipped and why) and exit; nothing is trained")
+    ab.add_argument("--all-arms", action="store_true",
+                    help="with --next-seed: train the next seed of every arm, decided or not (a forced full night)")
     ab.add_argument("--fan-out", metavar="DEPLOYMENT", default=None,
                     help="run each (variant, seed) as a flow run of DEPLOYMENT (e.g. nai3-variant/train-eval) on the "
                          "workers of its pool and wait for them; needs a Prefect server (PREFECT_API_URL). Default: "

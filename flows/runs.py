@@ -115,14 +115,21 @@ def same_numerics(run, train_identity: str, fingerprint: Fingerprint | None) -> 
     return fingerprint is None or stored is None or stored.matches(fingerprint)
 
 
-def next_seeds(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str) -> tuple[int, ...]:
-    """The nightly's seeds: every seed any arm has finished (so gaps are filled and nothing is
-    dropped from the report) plus the smallest seed not yet finished by every arm."""
+def seeds_by_arm(cfg: AblationConfig, data_hash: str, uri: str, experiment_id: str) -> dict[str, set[int]]:
+    """Per variant, the seeds finished under today's training identity."""
     train_identity = training_identity().digest
-    have = [finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), train_identity) for v in cfg.variants]
-    every = set.intersection(*have) if have else set()
+    return {v.name: finished_seeds(uri, experiment_id, recipe_key(cfg, v, data_hash), train_identity)
+            for v in cfg.variants}
+
+
+def next_seeds(have: dict[str, set[int]], training: tuple[str, ...] | None = None) -> tuple[int, ...]:
+    """The nightly's seeds: every seed any arm has finished (so gaps are filled and nothing is
+    dropped from the report) plus the smallest seed not yet finished by every arm that trains
+    (``training``: the plan's arms; default all)."""
+    arms = [have[v] for v in (training if training is not None else have)]
+    every = set.intersection(*arms) if arms else set()
     new = next(k for k in itertools.count() if k not in every)
-    return tuple(sorted(set().union(*have) | {new}))
+    return tuple(sorted(set().union(*have.values()) | {new}))
 
 
 def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, options: dict | None = None) -> str:

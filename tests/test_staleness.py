@@ -90,7 +90,7 @@ def test_only_edits_that_can_change_weights_retrain(tmp_path, tiny_config, monke
     assert identity.evaluation_identity() == before_eval  # nor is anything on the reporting side
     again = _train(cfg, ws)
     assert again.reused and again.run_id == first.run_id
-    assert runs.next_seeds(one, data.content_hash, ws.uri, ws.experiment_id) == (0, 1)  # the nightly goes on
+    assert runs.next_seeds(runs.seeds_by_arm(one, data.content_hash, ws.uri, ws.experiment_id)) == (0, 1)  # the nightly goes on
 
     (code / "nai3eval" / "metrics" / "brightness.py").write_text(
         (code / "nai3eval" / "metrics" / "brightness.py").read_text() + "\nSCALE = 2.0\n")
@@ -105,7 +105,7 @@ def test_only_edits_that_can_change_weights_retrain(tmp_path, tiny_config, monke
     retrained = _train(cfg, ws)
     assert not retrained.reused and retrained.run_id != first.run_id
     assert retrained.resumed_from == 0 and retrained.img_per_s > 0
-    assert runs.next_seeds(one, data.content_hash, ws.uri, ws.experiment_id) == (0, 1)  # seed 0 only, anew
+    assert runs.next_seeds(runs.seeds_by_arm(one, data.content_hash, ws.uri, ws.experiment_id)) == (0, 1)  # seed 0 only, anew
     seen = runs.provenance(ws.uri, ws.experiment_id, one, data.content_hash, changed, tmp_path / "dl")
     assert sorted((r.identity, r.seeds, r.current) for r in seen.rows) == sorted(
         [(before_train.digest, (0,), False), (changed.digest, (0,), True)])

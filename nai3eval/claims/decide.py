@@ -201,9 +201,9 @@ def deciding(spec: ClaimsSpec, c: ClaimSpec, config: str | None, config_hash: st
     return ""
 
 
-def recipe_of(result: ClaimResult, recipes: dict[str, str] | None) -> str:
-    """The arms' recipe key: what the claim's seeds are replicates of."""
-    keys = sorted(f"{arm}={(recipes or {}).get(name, name)}" for arm, name in result.arms.items())
+def recipe_of(arms: dict[str, str], recipes: dict[str, str] | None) -> str:
+    """The arms' recipe key (``arms``: arm → variant name): what the claim's seeds are replicates of."""
+    keys = sorted(f"{arm}={(recipes or {}).get(name, name)}" for arm, name in arms.items())
     return hashlib.sha256("|".join(keys).encode()).hexdigest()[:16]
 
 
@@ -230,7 +230,7 @@ def evaluate_claims(record: Record, spec: ClaimsSpec | None = None, data: dict |
         if why:
             _elsewhere(r, c.decided_in, why)
         elif c.role != "check":
-            r.ident = (spec.block_sha256(c), config_hash, recipe_of(r, recipes))
+            r.ident = (spec.block_sha256(c), config_hash, recipe_of(r.arms, recipes))
             key = identity(c.id, *r.ident)
             r.others = other_estimands(ledger, c.id, key)
             take_look(spec, r, len(record.seeds or [0]), ledger, key)
