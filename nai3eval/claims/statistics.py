@@ -5,7 +5,7 @@ Stage 1, within one training run (seed k): the paired contrast D_k between two a
 per-image values that are clustered by prompt, with a delete-one-prompt jackknife standard error
 (an image-level bootstrap of a prompt-clustered mean covers only 65–85 %).
 Stage 2, the recipe: D̄ ± t_{K−1}·sd(D_k)/√K over K seeds. The unit of replication is the training
-run; with K < 3 the result is labelled checkpoint-level and carries no recipe-level verdict word.
+run; with K < 3 the result is labelled checkpoint-level and shows its interval only, no verdict word.
 s_w² = mean SE_k² is the within-run variance, τ̂² = max(0, var(D_k) − s_w²) the between-seed one.
 
 Decision rules return a verdict and the p-value that Holm's step-down uses across the primary
