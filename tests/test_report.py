@@ -32,7 +32,7 @@ def test_grid_figures_find_their_grids_when_the_first_seed_is_not_zero(tmp_path)
 
 
 def test_markdown_and_html_show_the_same_sections_and_points(tmp_path):
-    from test_claims import at_kmax
+    from .test_claims import at_kmax
 
     record = fake_results(seeds=(0, 1, 2), arms=("sdxl-eps", "v", "v-ztsnr"))
     _, folder = write_report(record, tmp_path, spec=at_kmax(3))

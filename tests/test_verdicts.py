@@ -20,7 +20,7 @@ from nai3eval.claims.planning import Design, simulate, variance_ratio_interval
 from nai3eval.claims.sequential import level_at
 from nai3eval.claims.validate import CON, EQV, FUT, INC, SUP, family, validate
 
-from test_claims import by_id, fake_results  # noqa: E402  (the synthetic results whose truth is set there)
+from .test_claims import by_id, fake_results  # the synthetic results whose truth is set there
 
 SPEC = load_claims_spec()
 REPO = Path(__file__).resolve().parents[1]
