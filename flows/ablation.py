@@ -135,7 +135,7 @@ def nightly_plan(cfg: AblationConfig, ws: Workspace, data: PreparedData, all_arm
     if all_arms:
         return None, have
     state = pipeline.claims_state(ws)
-    recipes = {v.name: runs.recipe_key(cfg, v, data.content_hash) for v in cfg.variants}
+    recipes = runs.ledger_recipes(cfg, data.content_hash)
     plan = plan_nightly(cfg, state.spec(), state.ledger(), runs.decider_hash(cfg), recipes)
     return plan, have
 
@@ -158,7 +158,7 @@ def show_plan(config: str | None, overrides: list[str] | None, work_dir: str, tr
     pipeline.pin_claims_spec(ws)
     data = prepare_data_task(cfg, ws)
     plan, have = nightly_plan(cfg, ws, data)
-    plan = replace(plan, seed=runs.next_seeds(have, plan.train)[-1])
+    plan = replace(plan, seed=runs.next_seeds(have, plan.train)[-1] if plan.train else None)
     return ["seeds finished: " + ", ".join(f"{v} {sorted(k)}" for v, k in have.items()), *plan.lines()]
 
 
@@ -210,7 +210,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             have, plan.train if plan else None)})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
         if plan is not None:
-            plan = replace(plan, seed=cfg.replicate_seeds[-1])
+            plan = replace(plan, seed=cfg.replicate_seeds[-1] if plan.train else None)
             print("nightly plan: " + "\n              ".join(plan.lines()))
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
     # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/ops/buffered.py)

@@ -354,7 +354,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     table = format_table(record)
     extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
                                scan_folder(data.eval, data.scan_cache)) if data is not None else None
-    recipes = {v.name: runs.recipe_key(cfg, v, data.content_hash) for v in cfg.variants} if data is not None else {}
+    recipes = runs.ledger_recipes(cfg, data.content_hash) if data is not None else {}
     context = {"config": cfg.name, "config_hash": runs.decider_hash(cfg), "recipes": recipes}  # the ledger's identity
     atomic_write(out / "results.json", json.dumps({"record": record.to_dict(), "training": [asdict(t) for t in trained],
                                                   "claims_context": context, **(extra or {})}, default=str))

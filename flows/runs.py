@@ -90,6 +90,14 @@ def decider_hash(cfg: AblationConfig) -> str:
     return stable_hash({**doc, "variants": sorted(v.config_hash() for v in cfg.variants)})
 
 
+def ledger_recipes(cfg: AblationConfig, data_hash: str) -> dict[str, str]:
+    """Per variant, what its seeds are replicates of for the claims ledger: the recipe key under
+    today's training identity (seeds of another identity are never pooled, so their looks are
+    another estimand's)."""
+    ident = training_identity().digest
+    return {v.name: f"{recipe_key(cfg, v, data_hash)}@{ident}" for v in cfg.variants}
+
+
 def finished_runs(uri: str, experiment_id: str, recipe: str) -> list:
     """Every FINISHED training run of this recipe, under any identity (newest first)."""
     from mlflow.tracking import MlflowClient
@@ -126,6 +134,8 @@ def next_seeds(have: dict[str, set[int]], training: tuple[str, ...] | None = Non
     """The nightly's seeds: every seed any arm has finished (so gaps are filled and nothing is
     dropped from the report) plus the smallest seed not yet finished by every arm that trains
     (``training``: the plan's arms; default all)."""
+    if training is not None and not training:
+        return tuple(sorted(set().union(*have.values())))  # nothing trains: no new seed
     arms = [have[v] for v in (training if training is not None else have)]
     every = set.intersection(*arms) if arms else set()
     new = next(k for k in itertools.count() if k not in every)

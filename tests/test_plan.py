@@ -56,3 +56,7 @@ def test_the_new_seed_counts_only_the_arms_that_train():
     have = {"a": {0, 1, 2, 3}, "b": {0, 1, 2}}
     assert next_seeds(have) == (0, 1, 2, 3)  # b lacks seed 3: fill the gap
     assert next_seeds(have, ("a",)) == (0, 1, 2, 3, 4)  # b is skipped: a goes on to seed 4
+
+
+def test_when_nothing_trains_there_is_no_new_seed():
+    assert next_seeds({"a": {0, 1, 2}, "b": {0, 1, 2, 3}}, ()) == (0, 1, 2, 3)

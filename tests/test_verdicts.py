@@ -366,3 +366,29 @@ def test_claims_validate_prints_every_rate_and_ends_with_the_family_wise_error()
                  "coverage of the repeated confidence intervals"):
         assert part in out
     assert out.strip().splitlines()[-1].startswith("family-wise error ")
+
+
+def test_a_look_at_k_max_that_measured_nothing_ends_the_claim_and_earlier_looks_show_below_the_first():
+    k3 = SPEC.model_copy(update={"k_max": 3})
+    r = result("C2-package", [0.3, 0.3, 0.3], spec=k3)  # zero width: nothing measured
+    take_look(k3, r, 3, {}, identity("C2-package", *r.ident))
+    finish(k3, r)
+    assert r.new_look and r.decision.verdict == A.NOT_MEASURED and r.final
+    first = look("C2-package", [0.3, 0.2, 0.1])
+    e = _entry(first)
+    fewer = look("C2-package", [0.3, 0.2], ledger={e.key: e})  # a record with fewer seeds than the look had
+    assert fewer.ledger == e and fewer.verdict != "interval only"
+
+
+def test_holm_guards_only_directional_primaries(tmp_path):
+    import yaml
+
+    from nai3train.config import ConfigError
+
+    doc = yaml.safe_load(Path(SPEC.path).read_text())
+    a0 = next(c for c in doc["claims"] if c["id"] == "A0-brightness")
+    a0["role"] = "primary"
+    bad = tmp_path / "claims.yaml"
+    bad.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    with pytest.raises(ConfigError, match="Holm guards directional rules"):
+        load_claims_spec(bad)

@@ -88,6 +88,17 @@ def _cfg_point(spec_cfg: float, tolerance: float, record: Record) -> float | Non
     return cfg
 
 
+def _claim_arms(record: Record, c: ClaimSpec) -> dict[str, str]:
+    """arm → the one variant of the record its selector matches (as ``flows.plan`` reads the config)."""
+    variants = {r.name: r.variant for r in record.runs.values()}
+    out = {}
+    for arm, sel in c.arms.items():
+        found = sorted(n for n, v in variants.items() if matches(v, sel))
+        if len(found) == 1:
+            out[arm] = found[0]
+    return out
+
+
 def _seed_contrast(c: ClaimSpec, x: Arms, k: int) -> A.SeedContrast | str:
     value, se, g = ESTIMANDS[c.metric](x)
     if x.bounds is not None:
@@ -103,7 +114,8 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
         cfg = _cfg_point(c.point.cfg, c.point.cfg_tolerance, record) if c.rule.kind != "check" else \
             record.nearest_cfg(c.point.cfg)
     except NotMeasured as e:
-        return ClaimResult(c, A.two_stage([]), A.Decision(A.NOT_MEASURED, math.nan, str(e)), planning=spec)
+        return ClaimResult(c, A.two_stage([]), A.Decision(A.NOT_MEASURED, math.nan, str(e)), arms=_claim_arms(record, c),
+                           planning=spec)
     for k in seeds:
         try:
             rs = record.runs_at(k)
@@ -119,6 +131,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
             per_seed.append(got) if isinstance(got, A.SeedContrast) else reasons.append((k, got))
         except NotMeasured as e:
             reasons.append((k, str(e)))
+    arms_used = arms_used or _claim_arms(record, c)  # the arms name the ledger's recipe, measured or not
     texts = {t for _, t in reasons}
     reasons = list(texts) if len(texts) == 1 and len(reasons) == len(seeds) else [f"seed {k}: {t}" for k, t in reasons]
     empty = A.two_stage([])

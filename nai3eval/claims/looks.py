@@ -19,6 +19,11 @@ from .sequential import holm_levels, level_at
 from .spec import ClaimsSpec, RuleSpec
 
 
+def seeds_of(e: A.Effect) -> int:
+    """The seeds that inform an effect (a censored one: those bounded on some side)."""
+    return getattr(e, "informative", 0) or e.n_seeds
+
+
 def rule_for(spec: ClaimsSpec, r: RuleSpec, margin: float | None):
     """The decision rule of ``r``; its level is given per look."""
     if r.kind == "superiority":
@@ -54,11 +59,11 @@ def take_look(spec: ClaimsSpec, result: ClaimResult, seeds: int, ledger: Ledger,
         return from_ledger(result, final)
     per_seed = list(result.effect.per_seed)
     k = min(len(per_seed) if per_seed else seeds, k_max)
-    if k < spec.first_look:
-        return result  # below the first look: the interval only, nothing recorded
-    if taken and k <= taken[-1].look:
+    if taken and k <= taken[-1].look:  # this K was looked at (or the record has fewer seeds than a look had)
         same = next((e for e in taken if e.look == k), taken[-1])
         return from_ledger(result, same)
+    if k < spec.first_look:
+        return result  # below the first look: the interval only, nothing recorded
     result.look, result.new_look = k, True
     result.history = tuple(e.look for e in taken if e.spent) + (k,)
     if result.decision.verdict == A.NOT_MEASURED:
@@ -94,7 +99,8 @@ def apply_holm(primaries: list[ClaimResult], spec: ClaimsSpec, supported_left: i
     rank = holm_levels([r.decision.p_value for r in tested], hist, kmax, m_for, spec.alpha, spec.spending, stop=False)
     against = holm_levels([r.decision.p_against for r in tested], hist, kmax, m_against, spec.alpha, spec.spending)
     for r, lf, lr, la in zip(tested, for_, rank, against):
-        d, eq_level = r.decision, level_at(r.history, r.k_max, spec.alpha / max(1, m_for), spec.spending)
+        # "no effect of interest" is its own family: Bonferroni over every primary, never recycled
+        d, eq_level = r.decision, level_at(r.history, r.k_max, spec.alpha / max(1, spec.primaries), spec.spending)
         r.level = lf if lf > 0 else lr
         if d.p_value < lf:
             v, why = A.SUPPORTED, f"p = {d.p_value:.3g} < its Holm level {lf:.3g}"
@@ -133,8 +139,8 @@ def _loo_survives(spec: ClaimsSpec, r: ClaimResult) -> bool:
         e = recipe_effect(seeds[:j] + seeds[j + 1:])
         if e.zero_width:
             return False
-        if r.spec.rule.kind == "null_twin":
-            p = min(e.p_greater(0.0), e.p_less(0.0))  # one side's, against the one-sided level
+        if r.spec.rule.kind == "null_twin":  # the side the fault was found on, against the one-sided level
+            p = e.p_greater(0.0) if r.effect.value > 0 else e.p_less(0.0)
         elif way is None:
             return True  # no direction to lose (an equivalence rule's contradiction)
         else:
@@ -147,7 +153,10 @@ def _loo_survives(spec: ClaimsSpec, r: ClaimResult) -> bool:
 
 def finish(spec: ClaimsSpec, r: ClaimResult) -> None:
     """After Holm: robustness, futility, and whether this look ends the claim."""
-    if not r.new_look or r.decision.verdict == A.NOT_MEASURED:
+    if not r.new_look:
+        return
+    if r.decision.verdict == A.NOT_MEASURED:
+        r.final = r.look >= r.k_max  # a look that measured nothing at K_max still ends the claim
         return
     v, last = r.decision.verdict, r.look >= r.k_max
     if v in (A.SUPPORTED, A.CONTRADICTED):
@@ -159,7 +168,8 @@ def finish(spec: ClaimsSpec, r: ClaimResult) -> None:
         e = r.effect
         sign = 1.0 if r.spec.rule.direction == "greater" else -1.0
         share = spec.alpha / max(1, spec.primaries) if r.spec.role == "primary" else spec.alpha
-        sd = sd_upper(e.se * math.sqrt(r.look), r.look, spec.futility.sd_confidence)
+        n = seeds_of(e)
+        sd = sd_upper(e.se * math.sqrt(n), n, spec.futility.sd_confidence)
         c = final_critical(r.history, r.k_max, share, spec.spending)
         r.conditional_power = float(conditional_power(sign * e.value, sd, r.look, r.k_max, r.spec.rule.sesoi, c))
         if r.conditional_power < spec.futility.conditional_power:

@@ -101,7 +101,8 @@ class ClaimResult:
         if spec is None or not self.spec.rule.sesoi or e.n_seeds < 2 or e.zero_width:
             return None
         share = spec.alpha / max(1, spec.primaries) if self.spec.role == "primary" else spec.alpha
-        sd = sd_upper(e.se * math.sqrt(e.n_seeds), e.n_seeds, spec.futility.sd_confidence)
+        k_seen = getattr(e, "informative", 0) or e.n_seeds
+        sd = sd_upper(e.se * math.sqrt(k_seen), k_seen, spec.futility.sd_confidence)
         d = Design(spec.first_look, self.k_max or spec.kmax(self.spec), share, spec.spending, self.spec.rule.sesoi,
                    spec.futility.conditional_power, spec.futility.sd_confidence)
         sim = simulate(d, self.spec.rule.sesoi, sd, 4000, np.random.default_rng(0))
@@ -117,7 +118,8 @@ class ClaimResult:
 
         k = self.k_max or spec.kmax(self.spec)
         last = nominal_levels(tuple(range(spec.first_look, k + 1)), k, spec.alpha / 2, spec.spending)[-1]
-        sd = sd_upper(e.se * math.sqrt(e.n_seeds), e.n_seeds, spec.futility.sd_confidence)
+        k_seen = getattr(e, "informative", 0) or e.n_seeds
+        sd = sd_upper(e.se * math.sqrt(k_seen), k_seen, spec.futility.sd_confidence)
         crit, nc = stats.t.isf(last, k - 1), spec.margin(self.spec) * math.sqrt(k) / sd
         return float(stats.nct.sf(crit, k - 1, nc) + stats.nct.cdf(-crit, k - 1, nc))
 

@@ -91,6 +91,14 @@ class ClaimSpec(_Spec):
         return arms
 
     @model_validator(mode="after")
+    def _primary_is_directional(self) -> "ClaimSpec":
+        if self.role == "primary" and not self.parts and self.rule.kind not in ("superiority", "noninferiority",
+                                                                                "above", "below"):
+            raise reason(f"primary claim {self.id}: Holm guards directional rules (superiority, noninferiority, "
+                         f"above, below), not {self.rule.kind}")
+        return self
+
+    @model_validator(mode="after")
     def _primary_has_sesoi(self) -> "ClaimSpec":
         if self.role == "primary" and self.rule.kind == "superiority" and not self.parts and self.rule.sesoi is None:
             raise reason(f"primary claim {self.id} needs rule.sesoi, its smallest effect of interest (registered "

@@ -131,7 +131,7 @@ def family(spec: ClaimsSpec, theta: np.ndarray, sd: float, n: int, rng: np.rando
         m_against = m - (final == CON).sum(1)
         rej_for, lev_for = _holm(p_for, m_for, lev)
         rej_against, lev_against = _holm(p_against, m_against, lev)
-        eq = open_ & ~rej_for & (p_eq < lev[np.clip(m_for, 1, m)][:, None])
+        eq = open_ & ~rej_for & (p_eq < lev[m])  # its own family: Bonferroni over every primary
         con = open_ & ~rej_for & ~eq & rej_against
         verdict = np.where(rej_for, SUP, np.where(eq, EQV, np.where(con, CON, INC)))
         level = np.where(con, lev_against, lev_for)
