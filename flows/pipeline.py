@@ -8,6 +8,7 @@ results), never models or tensors.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -71,15 +72,30 @@ def claims_state(ws: Workspace, journal: Tracker | BufferedTracker | None = None
     entries written while MLflow is away."""
     from mlflow.tracking import MlflowClient
 
-    from nai3eval.claims.ledger import LEDGER_EXPERIMENT
-    from nai3train.ops.tracking import open_experiment
-
-    _, ledger_id = open_experiment(LEDGER_EXPERIMENT, ws.uri)
+    ledger_id = _ledger_experiment(ws)
     return ClaimsState(MlflowClient(ws.uri), ws.uri, ledger_id,
                        ws.work / "journals" / f"ledger-{ledger_id}.json",
                        lambda: run_lock(ws.work, f"claims-{ledger_id}"), transient,
                        (lambda tags: journal.set_experiment_tags(ledger_id, tags, only_new=True))
                        if journal is not None else None)
+
+
+def _ledger_experiment(ws: Workspace) -> str:
+    """The store's ledger experiment (created on first use); while MLflow does not answer, the id
+    this work folder found before (a report must not wait for the server)."""
+    from nai3eval.claims.ledger import LEDGER_EXPERIMENT
+    from nai3train.ops.tracking import open_experiment
+
+    known = ws.work / "journals" / f"ledger-experiment-{hashlib.sha256(ws.uri.encode()).hexdigest()[:12]}.txt"
+    try:
+        _, ledger_id = open_experiment(LEDGER_EXPERIMENT, ws.uri)
+    except Exception as e:
+        if not (transient(e) and known.is_file()):
+            raise
+        return known.read_text().strip()
+    if not known.is_file() or known.read_text().strip() != ledger_id:
+        atomic_write(known, ledger_id)
+    return ledger_id
 
 
 def pin_claims_spec(ws: Workspace) -> ClaimsSpec:
