@@ -157,6 +157,11 @@ class Decision:
     p_against: float = math.nan  # the one-sided p-value of the opposite direction (what guards "contradicted")
 
 
+def tost(e: Effect, low: float, high: float) -> float:
+    """The p-value of two one-sided tests that the effect lies inside (low, high)."""
+    return max(e.p_greater(low), e.p_less(high))
+
+
 ZERO_WIDTH = Decision(NOT_MEASURED, math.nan, "zero-width interval (fewer than 2 units or identical values)")
 
 
@@ -182,7 +187,7 @@ class Superiority:
         t = self.threshold
         p_for = e.p_greater(t) if self.direction == "greater" else e.p_less(t)
         p_against = e.p_less(t) if self.direction == "greater" else e.p_greater(t)
-        p_eq = max(e.p_greater(t - self.sesoi), e.p_less(t + self.sesoi)) if self.sesoi else math.nan
+        p_eq = tost(e, t - self.sesoi, t + self.sesoi) if self.sesoi else math.nan
         if p_for < a:
             return Decision(SUPPORTED, p_for, p_equivalence=p_eq, p_against=p_against)
         if p_eq < a:
@@ -206,7 +211,7 @@ class Equivalence:
         a = self.alpha if alpha is None else alpha
         if e.zero_width:
             return ZERO_WIDTH
-        p = max(e.p_greater(-self.margin), e.p_less(self.margin))
+        p = tost(e, -self.margin, self.margin)
         if p < a:
             return Decision(EQUIVALENT, p)
         lo, hi = e.interval(1 - 2 * a)
@@ -232,7 +237,7 @@ class NullTwin:
         if e.zero_width:
             return ZERO_WIDTH
         p_zero = 2 * min(e.p_greater(0.0), e.p_less(0.0))
-        p_eq = max(e.p_greater(-self.margin), e.p_less(self.margin))
+        p_eq = tost(e, -self.margin, self.margin)
         if p_zero < a:
             return Decision(CONTRADICTED, p_zero, f"the twin differs from its original: two-sided p = {p_zero:.3g} "
                                                   f"< {a:.3g} (a harness fault)", p_eq)
