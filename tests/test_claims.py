@@ -491,7 +491,7 @@ def test_a_registered_spec_version_is_pinned_and_an_edited_file_is_refused(tmp_p
 
     uri = f"sqlite:///{tmp_path}/m.db"
     client = MlflowClient(uri)
-    exp = client.create_experiment("pinned")
+    exp = client.create_experiment("pinned", artifact_location=(tmp_path / "artifacts").as_uri())
     spec_file = tmp_path / "claims.yaml"
     spec_file.write_text(Path(load_claims_spec().path).read_text())
     spec = load_claims_spec(spec_file)
