@@ -128,16 +128,18 @@ def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRe
 
 
 def nightly_plan(cfg: AblationConfig, ws: Workspace, data: PreparedData, all_arms: bool = False):
-    """(the nightly's plan — None with ``all_arms`` —, the seeds each arm has finished)."""
+    """(the nightly's plan, with the seed it trains — None with ``all_arms`` —, the seeds each arm
+    has finished, the night's seeds: every finished one and the new one)."""
     from .plan import plan_nightly
 
     have = runs.seeds_by_arm(cfg, data.content_hash, ws.uri, ws.experiment_id)
     if all_arms:
-        return None, have
+        return None, have, runs.next_seeds(have)
     state = pipeline.claims_state(ws)
     recipes = runs.ledger_recipes(cfg, data.content_hash)
     plan = plan_nightly(cfg, state.spec(), state.ledger(), runs.decider_hash(cfg), recipes)
-    return plan, have
+    seeds = runs.next_seeds(have, plan.train)
+    return replace(plan, seed=seeds[-1] if plan.train else None), have, seeds
 
 
 def _replica(cfg: AblationConfig, seed: int, plan, have: dict[str, set[int]]) -> AblationConfig:
@@ -157,8 +159,7 @@ def show_plan(config: str | None, overrides: list[str] | None, work_dir: str, tr
     ws = Workspace.open(cfg, work_dir, tracking_uri)
     pipeline.pin_claims_spec(ws)
     data = prepare_data_task(cfg, ws)
-    plan, have = nightly_plan(cfg, ws, data)
-    plan = replace(plan, seed=runs.next_seeds(have, plan.train)[-1] if plan.train else None)
+    plan, have, _ = nightly_plan(cfg, ws, data)
     return ["seeds finished: " + ", ".join(f"{v} {sorted(k)}" for v, k in have.items()), *plan.lines()]
 
 
@@ -205,12 +206,10 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     data = prepare_data_task(cfg, ws)
     plan, have = None, {}
     if next_seed:
-        plan, have = nightly_plan(cfg, ws, data, all_arms)
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": runs.next_seeds(
-            have, plan.train if plan else None)})})
+        plan, have, seeds = nightly_plan(cfg, ws, data, all_arms)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": seeds})})
         print(f"accumulating replicates: seeds {list(cfg.replicate_seeds)} (the last one new unless already running)")
         if plan is not None:
-            plan = replace(plan, seed=cfg.replicate_seeds[-1] if plan.train else None)
             print("nightly plan: " + "\n              ".join(plan.lines()))
     parent = start_parent(cfg, ws, f"ablation/{cfg.name}", {"nai3.kind": "ablation"})
     # from here on MLflow may come and go: the work goes on, the logging waits (nai3train/ops/buffered.py)

@@ -363,8 +363,11 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
     v = validate(spec, tau, s_w, a.n, a.effect, a.seed, a.sesoi)
     se, a2 = v.mc_se, spec.alpha
 
+    def relation(x: float) -> str:  # ≈: above α by less than 3 Monte Carlo SE
+        return "≤" if x <= a2 else "≈" if x <= a2 + 3 * se else ">"
+
     def vs_alpha(x: float) -> str:
-        return f"{x:.4f} {'≤' if x <= a2 else '≈' if x <= a2 + 3 * se else '>'} α = {a2:g}"
+        return f"{x:.4f} {relation(x)} α = {a2:g}"
 
     print(f"simulated: {v.n} experiments of each kind; τ {tau:g}, s_w {s_w:g} (D_k spread {(tau**2 + s_w**2)**.5:.3g}), "
           f"{v.primaries} primaries, smallest effect of interest {v.sesoi:g}; Monte Carlo SE ≈ {se:.4f} near α")
@@ -379,11 +382,10 @@ def cmd_claims_validate(a: argparse.Namespace) -> int:
           f"(≥ {1 - 2 * a2:g})")
     print(f"family-wise error of supported without futility: {vs_alpha(v.familywise_error_no_futility)} (futility "
           "is non-binding: it can only lower it)")
-    x, ok = v.familywise_error, v.familywise_error <= a2 + 3 * se
-    relation = "≤" if x <= a2 else "≈" if ok else ">"
-    print(f"family-wise error {x:.4f} {relation} α = {a2:g}"
-          + (f" (above it by less than 3 Monte Carlo SE = {3 * se:.4f}; raise --n to tell)" if relation == "≈" else ""))
-    return 0 if ok else 1
+    x = v.familywise_error
+    print(f"family-wise error {vs_alpha(x)}"
+          + (f" (above it by less than 3 Monte Carlo SE = {3 * se:.4f}; raise --n to tell)" if relation(x) == "≈" else ""))
+    return 0 if relation(x) != ">" else 1
 
 
 def cmd_relog(a: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nai3eval.claims import ClaimsSpec
-from nai3eval.claims.decide import deciding, matches
+from nai3eval.claims.decide import deciding, resolve_arms
 from nai3eval.claims.ledger import Ledger, identity, looks_of
 from nai3train.config import AblationConfig
 
@@ -47,17 +47,6 @@ class Plan:
                 "claims": [c.__dict__ for c in self.claims]}
 
 
-def _arms(cfg: AblationConfig, selectors: dict) -> dict[str, str] | None:
-    """arm → the variant of ``cfg`` it selects; None when an arm matches no variant (or several)."""
-    out = {}
-    for arm, sel in selectors.items():
-        found = [v.name for v in cfg.variants if matches(v, sel)]
-        if len(found) != 1:
-            return None
-        out[arm] = found[0]
-    return out
-
-
 def plan_nightly(cfg: AblationConfig, spec: ClaimsSpec, ledger: Ledger, config_hash: str,
                  recipes: dict[str, str], seed: int | None = None) -> Plan:
     """The arms the claims this config decides still need (``recipes``: variant → recipe key)."""
@@ -67,8 +56,8 @@ def plan_nightly(cfg: AblationConfig, spec: ClaimsSpec, ledger: Ledger, config_h
     for c in spec.claims:
         if c.parts or c.role == "check" or deciding(spec, c, cfg.name, config_hash):
             continue
-        arms = _arms(cfg, c.arms)
-        if arms is None:
+        arms = resolve_arms(cfg.variants, c.arms)
+        if len(arms) != len(c.arms):
             continue  # not measured in this config: it keeps no arm training
         taken = looks_of(ledger, identity(c.id, spec.block_sha256(c), config_hash, recipe_of(arms, recipes)))
         final = next((e for e in taken if e.final), None)

@@ -26,6 +26,7 @@ __all__ = ["ClaimResult", "ClaimsOutcome", "apply_holm", "evaluate_claims", "ins
            "matches"]
 IGNORED = ("name", "dimension_scale", "normalize_scale")  # how a variant is named and scaled, not what it is
 
+
 def matches(variant: VariantConfig, selector: dict) -> bool:
     """The variant has every selected field, and every other field at its default (typed: the
     selector is read as a variant, so 20000 and 2e4 are one σ)."""
@@ -88,15 +89,21 @@ def _cfg_point(spec_cfg: float, tolerance: float, record: Record) -> float | Non
     return cfg
 
 
-def _claim_arms(record: Record, c: ClaimSpec) -> dict[str, str]:
-    """arm → the one variant of the record its selector matches (as ``flows.plan`` reads the config)."""
-    variants = {r.name: r.variant for r in record.runs.values()}
+def resolve_arms(variants, selectors: dict[str, dict]) -> dict[str, str]:
+    """arm → the one variant (by name) among ``variants`` its selector matches; an arm that matches
+    none, or several, is left out. The ledger's recipe of a claim is named by these arms, so the
+    report (over the record's variants) and the nightly's plan (over the config's) agree."""
+    named = {v.name: v for v in variants}
     out = {}
-    for arm, sel in c.arms.items():
-        found = sorted(n for n, v in variants.items() if matches(v, sel))
+    for arm, sel in selectors.items():
+        found = [n for n, v in named.items() if matches(v, sel)]
         if len(found) == 1:
             out[arm] = found[0]
     return out
+
+
+def _variants(record: Record) -> list[VariantConfig]:
+    return [r.variant for r in record.runs.values()]
 
 
 def _seed_contrast(c: ClaimSpec, x: Arms, k: int) -> A.SeedContrast | str:
@@ -114,7 +121,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
         cfg = _cfg_point(c.point.cfg, c.point.cfg_tolerance, record) if c.rule.kind != "check" else \
             record.nearest_cfg(c.point.cfg)
     except NotMeasured as e:
-        return ClaimResult(c, A.two_stage([]), A.Decision(A.NOT_MEASURED, math.nan, str(e)), arms=_claim_arms(record, c),
+        return ClaimResult(c, A.two_stage([]), A.Decision(A.NOT_MEASURED, math.nan, str(e)), arms=resolve_arms(_variants(record), c.arms),
                            planning=spec)
     for k in seeds:
         try:
@@ -131,7 +138,7 @@ def _measure(spec: ClaimsSpec, c: ClaimSpec, record: Record, data: dict) -> Clai
             per_seed.append(got) if isinstance(got, A.SeedContrast) else reasons.append((k, got))
         except NotMeasured as e:
             reasons.append((k, str(e)))
-    arms_used = arms_used or _claim_arms(record, c)  # the arms name the ledger's recipe, measured or not
+    arms_used = arms_used or resolve_arms(_variants(record), c.arms)  # the arms name the ledger's recipe, measured or not
     texts = {t for _, t in reasons}
     reasons = list(texts) if len(texts) == 1 and len(reasons) == len(seeds) else [f"seed {k}: {t}" for k, t in reasons]
     empty = A.two_stage([])

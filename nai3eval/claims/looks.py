@@ -13,15 +13,10 @@ import math
 from . import statistics as A
 from .censored import recipe_effect
 from .ledger import Entry, Ledger, looks_of
-from .planning import conditional_power, final_critical, sd_upper
+from .planning import conditional_power, effect_sd_upper, final_critical
 from .result import ClaimResult
 from .sequential import holm_levels, level_at
 from .spec import ClaimsSpec, RuleSpec
-
-
-def seeds_of(e: A.Effect) -> int:
-    """The seeds that inform an effect (a censored one: those bounded on some side)."""
-    return getattr(e, "informative", 0) or e.n_seeds
 
 
 def rule_for(spec: ClaimsSpec, r: RuleSpec, margin: float | None):
@@ -69,7 +64,8 @@ def take_look(spec: ClaimsSpec, result: ClaimResult, seeds: int, ledger: Ledger,
     if result.decision.verdict == A.NOT_MEASURED:
         result.final = k == k_max
         return result
-    result.effect = recipe_effect(per_seed[:k])
+    if k < len(per_seed):  # the look uses the first K seeds only
+        result.effect = recipe_effect(per_seed[:k])
     # a null twin's fault test is two-sided: α/2 spent on each side (``level`` is one side's)
     twin = c.rule.kind == "null_twin"
     result.level = level_at(result.history, k_max, spec.alpha / 2 if twin else spec.alpha, spec.spending)
@@ -168,8 +164,7 @@ def finish(spec: ClaimsSpec, r: ClaimResult) -> None:
         e = r.effect
         sign = 1.0 if r.spec.rule.direction == "greater" else -1.0
         share = spec.alpha / max(1, spec.primaries) if r.spec.role == "primary" else spec.alpha
-        n = seeds_of(e)
-        sd = sd_upper(e.se * math.sqrt(n), n, spec.futility.sd_confidence)
+        sd = effect_sd_upper(e, spec.futility.sd_confidence)
         c = final_critical(r.history, r.k_max, share, spec.spending)
         r.conditional_power = float(conditional_power(sign * e.value, sd, r.look, r.k_max, r.spec.rule.sesoi, c))
         if r.conditional_power < spec.futility.conditional_power:

@@ -24,11 +24,19 @@ from scipy import stats
 from .sequential import Spending, nominal_levels
 
 
-def sd_upper(sd: float, k: int, confidence: float) -> float:
-    """The one-sided upper ``confidence`` bound on σ from a sample sd on k − 1 degrees of freedom."""
-    if not (k >= 2 and math.isfinite(sd)):
-        return math.nan
+def sd_upper(sd, k: int, confidence: float):
+    """The one-sided upper ``confidence`` bound on σ from a sample sd on k − 1 degrees of freedom
+    (array-friendly; NaN below 2 seeds)."""
+    if k < 2:
+        return sd * math.nan
     return sd * math.sqrt((k - 1) / stats.chi2.ppf(1 - confidence, k - 1))
+
+
+def effect_sd_upper(e, confidence: float) -> float:
+    """The upper bound on the spread of D_k behind an effect (a censored effect's from the seeds that
+    bound it: an unbounded seed adds no information)."""
+    k = getattr(e, "informative", 0) or e.n_seeds
+    return sd_upper(e.se * math.sqrt(k), k, confidence)
 
 
 def final_critical(history: tuple[int, ...], k_max: int, alpha: float, spending: Spending) -> float:
@@ -120,7 +128,7 @@ def simulate(design: Design, theta: float, sd: float, n: int, rng: np.random.Gen
         stop[hit] = k
         alive &= ~hit
         if futility and design.sesoi and k < design.k_max:
-            upper = sdk * np.sqrt((k - 1) / stats.chi2.ppf(1 - design.sd_confidence, k - 1))
+            upper = sd_upper(sdk, k, design.sd_confidence)
             low = alive & (conditional_power(mean, upper, k, design.k_max, design.sesoi, c_final) < design.futility)
             fut |= low
             stop[low] = k

@@ -10,7 +10,7 @@ from scipy import stats
 
 from . import statistics as A
 from .ledger import Entry, utc_iso
-from .planning import Design, sd_upper, simulate, variance_ratio_interval
+from .planning import Design, effect_sd_upper, simulate, variance_ratio_interval
 from .spec import ClaimsSpec, ClaimSpec
 
 BELOW_FIRST_LOOK = "interval only"
@@ -101,8 +101,7 @@ class ClaimResult:
         if spec is None or not self.spec.rule.sesoi or e.n_seeds < 2 or e.zero_width:
             return None
         share = spec.alpha / max(1, spec.primaries) if self.spec.role == "primary" else spec.alpha
-        k_seen = getattr(e, "informative", 0) or e.n_seeds
-        sd = sd_upper(e.se * math.sqrt(k_seen), k_seen, spec.futility.sd_confidence)
+        sd = effect_sd_upper(e, spec.futility.sd_confidence)
         d = Design(spec.first_look, self.k_max or spec.kmax(self.spec), share, spec.spending, self.spec.rule.sesoi,
                    spec.futility.conditional_power, spec.futility.sd_confidence)
         sim = simulate(d, self.spec.rule.sesoi, sd, 4000, np.random.default_rng(0))
@@ -118,8 +117,7 @@ class ClaimResult:
 
         k = self.k_max or spec.kmax(self.spec)
         last = nominal_levels(tuple(range(spec.first_look, k + 1)), k, spec.alpha / 2, spec.spending)[-1]
-        k_seen = getattr(e, "informative", 0) or e.n_seeds
-        sd = sd_upper(e.se * math.sqrt(k_seen), k_seen, spec.futility.sd_confidence)
+        sd = effect_sd_upper(e, spec.futility.sd_confidence)
         crit, nc = stats.t.isf(last, k - 1), spec.margin(self.spec) * math.sqrt(k) / sd
         return float(stats.nct.sf(crit, k - 1, nc) + stats.nct.cdf(-crit, k - 1, nc))
 

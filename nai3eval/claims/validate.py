@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from .planning import conditional_power, final_critical
+from .planning import conditional_power, final_critical, sd_upper
 from .sequential import nominal_levels
 from .spec import ClaimsSpec
 
@@ -140,7 +140,7 @@ def family(spec: ClaimsSpec, theta: np.ndarray, sd: float, n: int, rng: np.rando
         robust = _robust(d, k, level, verdict != CON)
         last = k == k_max
         if futility and not last:
-            upper = s * math.sqrt((k - 1) / stats.chi2.ppf(1 - spec.futility.sd_confidence, k - 1))
+            upper = sd_upper(s, k, spec.futility.sd_confidence)
             low = conditional_power(mean, upper, k, k_max, sesoi, c_final) < spec.futility.conditional_power
             verdict = np.where(open_ & (verdict == INC) & low, FUT, verdict)
         shown |= np.where(open_, 1 << verdict, 0)
