@@ -9,6 +9,7 @@ variant (training) and one per evaluation point.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from nai3train.data import PreparedData
 from nai3train.ops.run import TrainedVariant
 from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
 
-from . import fanout, pipeline, runs
+from . import fanout, local_units, pipeline, runs
 from .identity import version_tags
 from .locks import prefect_server_configured
 from .pipeline import ReportOutput, TaggerRef, Workspace
@@ -71,6 +72,16 @@ def evaluate_task(cfg: AblationConfig, trained: TrainedVariant, data: PreparedDa
                   parent_run_id: str, force: bool = False) -> Record:
     return pipeline.evaluate(cfg, trained, data, tagger, ws, parent=pipeline.parent_logger(ws, parent_run_id),
                              force=force)
+
+
+@task(name="train-evaluate-unit", cache_policy=NO_CACHE)
+def unit_task(cfg: AblationConfig, variant_name: str, data: PreparedData, tagger: TaggerRef, ws: Workspace,
+              parent_run_id: str, force: bool = False) -> tuple[TrainedVariant, Record]:
+    """One (variant, seed) of ``cfg`` (a replicate's config) trained and evaluated: what one worker
+    process of a parallel local run does (``flows/local_units.py``)."""
+    os.environ[local_units.UNIT_ENV] = fanout.Unit(variant_name, cfg.train.seed).label
+    trained = train_task.fn(cfg, variant_name, data, ws, parent_run_id, force)
+    return trained, evaluate_task.fn(cfg, trained, data, tagger, ws, parent_run_id, force)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -125,6 +136,29 @@ def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRe
             trained.append(got)
             results.append(result)
     return trained, results, failure
+
+
+def run_here(cfg: AblationConfig, replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef,
+             ws: Workspace, parent_run_id: str, force: bool, units: int | None
+             ) -> tuple[list[TrainedVariant], list[Record], ReportOutput]:
+    """Every (variant, seed) on this machine, several at a time where the layout allows, then the
+    report; a failed unit is raised after the report over the ones that completed."""
+    n = sum(len(ck.variants) for ck in replicas)
+    plan = local_units.layout(cfg, n, local_units.requested_units(units))
+    print(plan.line())
+    pipeline.parent_logger(ws, parent_run_id).set_tags({"nai3.units": str(plan.workers),
+                                                        "nai3.unit_threads": str(plan.threads)})
+    if not plan.parallel:
+        trained = [train_task(ck, v.name, data, ws, parent_run_id, force) for ck in replicas for v in ck.variants]
+        results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent_run_id, force)
+        return trained, results, out
+    trained, results, failure = local_units.run_units(replicas, data, tagger, ws, parent_run_id, force, plan)
+    if failure is not None and not results:
+        raise failure
+    out = report_task(cfg, results, trained, data, ws, parent_run_id)
+    if failure is not None:
+        raise failure
+    return trained, results, out
 
 
 def nightly_plan(cfg: AblationConfig, ws: Workspace, data: PreparedData, all_arms: bool = False):
@@ -184,7 +218,7 @@ def start_parent(cfg: AblationConfig, ws: Workspace, name: str, tags: dict[str, 
 def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | None = None, work_dir: str = "runs",
              tracking_uri: str | None = None, force: bool = False, settings: AblationConfig | None = None,
              next_seed: bool = False, variant_deployment: str | None = None, attempts: int = 2,
-             all_arms: bool = False) -> dict:
+             all_arms: bool = False, units: int | None = None) -> dict:
     """Train every variant of the matrix and evaluate each over its CFG × σ sweep.
 
     ``config`` is a YAML file and ``overrides`` ``key.path=value`` strings — or ``settings`` the whole
@@ -198,7 +232,8 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
     as a flow run of that deployment on whichever worker is free (``flows/fanout.py``), a crashed
     one is submitted again (``attempts`` runs in all), and the report is written from MLflow once
     all are final. Without it, or without a Prefect server (the ephemeral API), everything runs
-    in this process, one after another.
+    in this process: ``units`` (variant, seed) units at a time in worker processes
+    (``flows/local_units.py``; default: as many as cores and memory allow, 1: one after another).
     """
     cfg = resolve(config, overrides, settings)
     ws = Workspace.open(cfg, work_dir, tracking_uri)
@@ -237,8 +272,7 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
             if failure is not None:
                 raise failure  # after the report over the (variant, seed) runs that completed
         else:
-            trained = [train_task(ck, v.name, data, ws, parent.run_id, force) for ck in replicas for v in ck.variants]
-            results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent.run_id, force)
+            trained, results, out = run_here(cfg, replicas, data, tagger, ws, parent.run_id, force, units)
         print("\n" + out.table)
         print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
         print("\n".join(out.summary))

@@ -318,7 +318,8 @@ def cmd_ablation(a: argparse.Namespace) -> int:
         print("\n".join(show_plan(a.config, a.set, a.work_dir, a.tracking_uri, settings=cfg)))
         return 0
     ablation(config=a.config, overrides=a.set, work_dir=a.work_dir, tracking_uri=a.tracking_uri, force=a.force,
-             settings=cfg, next_seed=a.next_seed, variant_deployment=a.fan_out, all_arms=a.all_arms)
+             settings=cfg, next_seed=a.next_seed, variant_deployment=a.fan_out, all_arms=a.all_arms,
+             units=1 if a.sequential else a.units)
     return 0
 
 
@@ -583,7 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--fan-out", metavar="DEPLOYMENT", default=None,
                     help="run each (variant, seed) as a flow run of DEPLOYMENT (e.g. nai3-variant/train-eval) on the "
                          "workers of its pool and wait for them; needs a Prefect server (PREFECT_API_URL). Default: "
-                         "everything in this process")
+                         "everything on this machine")
+    ab.add_argument("--units", type=number(1, 256, integer=True), default=None, metavar="N",
+                    help="without --fan-out: run N (variant, seed) units at a time in worker processes, the cores "
+                         "split between them (default: as many as cores and free memory allow, or $NAI3_UNITS; "
+                         "SDXL and GPU runs take one at a time)")
+    ab.add_argument("--sequential", action="store_true",
+                    help="train and evaluate the units one after another in this process (same as --units 1)")
     ab.set_defaults(fn=cmd_ablation)
     return p
 

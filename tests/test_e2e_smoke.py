@@ -28,6 +28,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "mlflow ui --backend-store-uri" in p.stdout + p.stderr
+    assert "units run 2 at a time" in p.stdout + p.stderr  # four units, two worker processes
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("nai3-smoke")
@@ -105,11 +106,12 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     # the next night (`--next-seed`): seeds 0 and 1 are found by recipe and reused, seed 2 is trained,
     # and the report over K = 3 decides at the first look, recipe-level
     night = [sys.executable, "-m", "flows.cli", "ablation", str(ROOT / "configs/smoke.yaml"), "--next-seed",
-             "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
+             "--sequential", "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
     for o in TINY:
         night += ["--set", o]
     p = subprocess.run(night, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "units run one after another in this process" in p.stdout + p.stderr
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     train = [r for r in runs if r.data.tags.get("nai3.kind") == "train"]
     assert sorted(int(r.data.tags["nai3.seed"]) for r in train) == [0, 0, 1, 1, 2, 2]  # nothing trained twice

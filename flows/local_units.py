@@ -1,0 +1,151 @@
+"""Independent (variant, seed) units in parallel processes on one machine, through Prefect's own
+``ProcessPoolTaskRunner``.
+
+A plain ``nai3 ablation`` (no Prefect workers) used to train and evaluate its units one after
+another in one process. On a 2-core box two one-thread processes beat one two-thread process by
+≈ 1.5× (``bench/local_units.py``): the tiny model's ops are too small to keep two threads busy, and
+evaluation's Python loop uses one core at best. Each unit here trains and then evaluates its
+(variant, seed) in a spawned worker process; the units' exactly-once locks and run keys are the
+same as in a sequential run (``flows/pipeline.py``), so a unit another process already finished is
+reused and a crashed one resumes from its checkpoint. A unit that fails is reported by name after
+the others finish, like a fanned-out child (``flows/fanout.py``).
+
+Layout: as many workers as there are units, cores (over the threads each needs) and memory allow;
+the cores are split evenly between them. ``--units 1`` (or ``NAI3_UNITS=1``) keeps the old in-process
+sequential run.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from nai3eval.record import Record
+from nai3train.config import AblationConfig
+from nai3train.data import PreparedData
+from nai3train.ops.run import TrainedVariant
+
+from .fanout import FanOutFailed, Unit
+from .pipeline import TaggerRef, Workspace
+
+ENV = "NAI3_UNITS"
+UNIT_ENV = "NAI3_UNIT"  # set in each worker: its progress lines carry the unit's label
+# a tiny-model unit's peak resident memory (torch, MLflow, the data and the model): 1.1 GiB measured
+# on the paper config; the margin covers evaluation's sample grids
+TINY_UNIT_BYTES = 2 << 30
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the night's units run on this machine: ``workers`` processes of ``threads`` threads."""
+
+    workers: int
+    threads: int
+    why: str
+
+    @property
+    def parallel(self) -> bool:
+        return self.workers > 1
+
+    def line(self) -> str:
+        if not self.parallel:
+            return f"units run one after another in this process ({self.why})"
+        return f"units run {self.workers} at a time, {self.threads} thread(s) each ({self.why})"
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def requested_units(value: int | None) -> int | None:
+    """``--units`` if given, else ``$NAI3_UNITS``, else None (choose from the machine)."""
+    if value is not None:
+        return value
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV}={raw!r} must be a positive whole number of parallel units (1: one after another)")
+    return int(raw)
+
+
+def layout(cfg: AblationConfig, units: int, requested: int | None = None, cores: int | None = None,
+           memory: int | None = None) -> Layout:
+    """The workers and threads for ``units`` units of ``cfg`` on this machine (module docstring)."""
+    cores = cores or os.cpu_count() or 1
+    if requested == 1 or units <= 1:
+        return Layout(1, 0, "asked for one at a time" if requested == 1 else "one unit")
+    if cfg.model.kind != "tiny":
+        return Layout(1, 0, f"a {cfg.model.kind} unit needs the machine to itself")
+    if _cuda():
+        return Layout(1, 0, "a GPU is present: units share it one at a time")
+    threads_each = cfg.train.threads or 1
+    fit_cores = max(1, cores // threads_each)
+    memory = memory if memory is not None else available_memory()
+    fit_memory = max(1, memory // TINY_UNIT_BYTES) if memory else fit_cores
+    workers = min(units, requested or fit_cores, fit_memory)
+    if requested and requested > workers:
+        why = f"{requested} asked, {fit_memory} fit in {memory / 2**30:.1f} GiB free" if fit_memory < requested \
+            else f"{requested} asked, {units} unit(s)"
+    else:
+        why = f"{cores} cores, {units} units" + (f", memory for {fit_memory}" if fit_memory < fit_cores else "")
+    if workers <= 1:
+        return Layout(1, 0, why)
+    return Layout(workers, cfg.train.threads or max(1, cores // workers), why)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _start_worker(threads: int, api_url: str | None) -> None:
+    """Each worker process's set-up: its share of the cores, progress as plain lines, and the
+    flow's Prefect API (the ephemeral one too: a worker would otherwise start a server of its own)."""
+    os.environ["NAI3_THREADS"] = str(threads)
+    os.environ["NAI3_PROGRESS"] = "lines"
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_units(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef, ws: Workspace,
+              parent_run_id: str, force: bool, plan: Layout
+              ) -> tuple[list[TrainedVariant], list[Record], FanOutFailed | None]:
+    """Train and evaluate every (variant, seed) of ``replicas`` in ``plan.workers`` processes; the
+    completed ones in the replicas' order, and the failure naming the rest (None if all completed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from .ablation import unit_task
+
+    api_url = get_client().api_url
+
+    jobs = [(Unit(v.name, ck.train.seed), ck) for ck in replicas for v in ck.variants]
+    with ProcessPoolTaskRunner(max_workers=plan.workers, initializer=_start_worker,
+                               initargs=(plan.threads, str(api_url) if api_url else None)) as runner:
+        futures = [runner.submit(unit_task, {"cfg": ck, "variant_name": u.variant, "data": data, "tagger": tagger,
+                                             "ws": ws, "parent_run_id": parent_run_id, "force": force})
+                   for u, ck in jobs]
+        trained, results, failed = [], [], []
+        for (u, _), fut in zip(jobs, futures):
+            try:
+                t, r = fut.result()
+            except Exception as e:  # reported with the others once every unit is final
+                failed.append(f"{u.label}: {type(e).__name__}: {e}")
+                continue
+            trained.append(t)
+            results.append(r)
+    failure = FanOutFailed(f"{len(failed)} of {len(jobs)} (variant, seed) units failed: " + "; ".join(failed)) \
+        if failed else None
+    return trained, results, failure
