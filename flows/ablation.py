@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from nai3train.data import PreparedData
 from nai3train.ops.run import TrainedVariant
 from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
 
-from . import fanout, local_units, pipeline, runs
+from . import cost, fanout, local_units, pipeline, runs
 from .identity import version_tags
 from .locks import prefect_server_configured
 from .pipeline import ReportOutput, TaggerRef, Workspace
@@ -87,7 +88,24 @@ def unit_task(cfg: AblationConfig, variant_name: str, data: PreparedData, tagger
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(cfg: AblationConfig, results: list[Record], trained: list[TrainedVariant], data: PreparedData,
                 ws: Workspace, parent_run_id: str) -> ReportOutput:
-    return pipeline.report(cfg, results, trained, data, ws, parent=pipeline.parent_logger(ws, parent_run_id))
+    t0 = time.perf_counter()
+    out = pipeline.report(cfg, results, trained, data, ws, parent=pipeline.parent_logger(ws, parent_run_id))
+    return replace(out, seconds=time.perf_counter() - t0)
+
+
+def log_cost(cfg: AblationConfig, ws: Workspace, data: PreparedData, out: ReportOutput, parent_run_id: str) -> list[str]:
+    """What the night's decisions cost (``flows/cost.py``), logged on the parent run: ``cost/…``
+    metrics and ``cost.json``; the lines to print."""
+    units = cost.unit_costs(cfg, data.content_hash, ws.uri, ws.experiment_id)
+    if not units:
+        return []
+    stages = cost.stage_table(units)
+    claims = cost.claim_costs(out.claims.to_dict()["claims"], units)
+    logger = pipeline.parent_logger(ws, parent_run_id)
+    logger.log_metrics({**cost.metrics(stages, claims), "cost/report_seconds": out.seconds})
+    logger.log_json({"units": [asdict(u) for u in units], "arms": stages,
+                     "claims": [{**asdict(c), "to_go_h": c.to_go_h} for c in claims]}, "cost.json")
+    return cost.lines(stages, claims, out.seconds)
 
 
 def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data: PreparedData, tagger: TaggerRef,
@@ -276,6 +294,14 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         print("\n" + out.table)
         print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
         print("\n".join(out.summary))
+        try:
+            cost_lines = log_cost(cfg, ws, data, out, parent.run_id)
+        except Exception as e:  # the cost is read from MLflow: an outage must not fail a finished night
+            cost_lines = []
+            _logger().warning("the decisions' cost was not computed: %s", str(e)[:300])
+        if cost_lines:
+            print("\nWhat the decisions cost on this machine (flows/cost.py; cost.json on the parent run):\n"
+                  + "\n".join(cost_lines))
         print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
         print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
         print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")

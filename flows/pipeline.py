@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from nai3train.config import AblationConfig, VariantConfig, stable_hash, to_dict
 from nai3train.config.locate import locate
 from nai3train.data import PreparedData, load_folder, prepare_dataset, scan_folder
 from nai3train.ops.run import TrainedVariant, train_tracked, train_untracked
-from nai3train.ops.threads import apply_threads
+from nai3train.ops.threads import apply_threads, torch_threads_in_use
 from nai3train.ops.atomic import atomic_write
 from nai3train.ops.buffered import BufferedTracker, shared, transient
 from nai3train.ops.secrets import redact
@@ -311,11 +312,14 @@ def _evaluate(cfg: AblationConfig, trained: TrainedVariant, data: PreparedData, 
     prompts = [list(p) for p in options.prompts] if options.prompts else (
         read_prompt_file(locate(cfg.eval.prompt_file, "eval.prompt_file")) if cfg.eval.prompt_file else None)
     ck.variant = ck.variant.model_copy(update={"name": trained.variant})
+    t0 = time.perf_counter()
     result = evaluate_variant(ck, cfg.eval, inst, on_point=lambda r, p, s: [sink(r, p, s) for sink in sinks],
                               progress=progress, prompts=prompts, done=done, seed=cfg.train.seed)
     if trained.run_id:
-        runs.store_evaluation(parent.routed(trained.run_id) if parent is not None else Tracker(ws.uri, trained.run_id),
-                              key, result)
+        on_run = parent.routed(trained.run_id) if parent is not None else Tracker(ws.uri, trained.run_id)
+        runs.store_evaluation(on_run, key, result)
+        on_run.log_metrics({COST_EVAL: time.perf_counter() - t0})  # the cost of a seed (flows/cost.py)
+        on_run.set_tags({EVAL_THREADS_TAG: str(torch_threads_in_use())})
     return result
 
 
@@ -343,12 +347,17 @@ def _stored(cfg: AblationConfig, trained: TrainedVariant, ws: Workspace, key: st
     return stored.relabel(trained.variant, cfg.train.seed) if stored is not None else None
 
 
+COST_EVAL = "cost/eval_seconds"  # on the training run: wall seconds of its latest evaluation
+EVAL_THREADS_TAG = "nai3.eval_threads"
+
+
 @dataclass
 class ReportOutput:
     table: str
     claims: ClaimsOutcome
     folder: Path
     restarts: tuple[str, ...] = ()  # "K restarts for <arm>: …" after a change of training identity
+    seconds: float = float("nan")  # the report's own wall time (flows/cost.py)
 
     @property
     def summary(self) -> list[str]:

@@ -29,6 +29,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "mlflow ui --backend-store-uri" in p.stdout + p.stderr
     assert "units run 2 at a time" in p.stdout + p.stderr  # four units, two worker processes
+    assert "expected CPU-hours until every primary is decided" in p.stdout + p.stderr
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("nai3-smoke")
@@ -60,6 +61,9 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
         assert (r.info.end_time - r.info.start_time) / 1000 >= 0.9 * r.data.metrics["eval/seconds"] > 0
     for r in train:
         assert r.info.status == "FINISHED" and math.isfinite(r.data.metrics["train/loss"])
+        # what a seed cost: each stage's wall time and the threads it ran with (one each: two units, two cores)
+        assert r.data.metrics["cost/train_seconds"] > 0 and r.data.metrics["cost/eval_seconds"] > 0
+        assert r.data.tags["nai3.threads"] == "1" == r.data.tags["nai3.eval_threads"]
         assert [d.dataset.digest for d in r.inputs.dataset_inputs]  # the training data, in the Dataset column
         ck = {a.path for a in client.list_artifacts(r.info.run_id, "checkpoint")}
         assert {"checkpoint/model.safetensors", "checkpoint/ema.safetensors", "checkpoint/meta.json"} <= ck
@@ -79,6 +83,8 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     report = {a.path for a in client.list_artifacts(pid, "report")}
     assert {"report/report.md", "report/report.html", "report/report.json", "report/fd_tagger_vs_cfg.png"} <= report
     parent_tags = client.get_run(pid).data.tags
+    parent_metrics = client.get_run(pid).data.metrics
+    assert parent_metrics["cost/sdxl-eps/cpu_hours_per_seed"] > 0 and parent_metrics["cost/report_seconds"] > 0
     assert parent_tags["nai3.claims_spec_sha256"] == report_json["claims_spec_sha256"]
     words = ("interval only", "not measured", "check passed", "check failed")  # K < 3: no verdict word on the run
     from nai3eval.claims import load_claims_spec

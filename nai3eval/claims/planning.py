@@ -106,18 +106,26 @@ class Simulated:
 
 
 def simulate(design: Design, theta: float, sd: float, n: int, rng: np.random.Generator,
-             futility: bool = True) -> Simulated:
+             futility: bool = True, observed: np.ndarray | None = None) -> Simulated:
     """``n`` experiments of one claim whose seeds are N(θ, sd²), decided as a report decides it:
     the t test at each look's level on the first K seeds, then futility (non-binding: it only stops).
-    Coverage is of the repeated CIs (two-sided, each look's level on either side)."""
+    Coverage is of the repeated CIs (two-sided, each look's level on either side). ``observed``: the
+    seeds measured so far, which every experiment shares; their looks were taken and left the claim
+    open, so only the looks after them are simulated (the continuation of an open claim)."""
     levels = design.levels()
     d = rng.normal(theta, sd, (n, design.k_max))
+    taken = 0
+    if observed is not None:
+        taken = min(len(observed), design.k_max)
+        d[:, :taken] = np.asarray(observed, float)[:taken]
     s, ss = np.cumsum(d, axis=1), np.cumsum(d * d, axis=1)
     c_final = float(stats.norm.isf(max(levels[-1], 1e-300)))
     alive = np.ones(n, dtype=bool)
     sup, fut, covered = np.zeros(n, bool), np.zeros(n, bool), np.ones(n, bool)
     stop = np.full(n, design.k_max)
     for k, level in zip(design.looks, levels):
+        if k <= taken:
+            continue
         mean = s[:, k - 1] / k
         sdk = np.sqrt(np.maximum(ss[:, k - 1] - k * mean * mean, 0.0) / (k - 1))
         se = sdk / math.sqrt(k)

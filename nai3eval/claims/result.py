@@ -93,19 +93,46 @@ class ClaimResult:
         prompts = int(np.median([c.n_prompts for c in e.per_seed]))
         return variance_ratio_interval((e.se ** 2) * e.n_seeds, e.s_w ** 2, e.n_seeds, prompts)
 
-    def design(self) -> tuple[float, float] | None:
-        """(power, expected K) of the registered design against the claim's smallest effect of
-        interest, at its Holm level (α/m for a primary), the spread at its upper bound; None where
-        the rule has no effect of interest or the spread is unknown."""
+    def _registered(self) -> tuple[Design, float] | None:
+        """The claim's registered design at its Holm level (α/m for a primary) and the spread at its
+        upper bound; None where the rule has no effect of interest or the spread is unknown."""
         spec, e = self.planning, self.effect
         if spec is None or not self.spec.rule.sesoi or e.n_seeds < 2 or e.zero_width:
             return None
         share = spec.alpha / max(1, spec.primaries) if self.spec.role == "primary" else spec.alpha
-        sd = effect_sd_upper(e, spec.futility.sd_confidence)
         d = Design(spec.first_look, self.k_max or spec.kmax(self.spec), share, spec.spending, self.spec.rule.sesoi,
                    spec.futility.conditional_power, spec.futility.sd_confidence)
-        sim = simulate(d, self.spec.rule.sesoi, sd, 4000, np.random.default_rng(0))
+        return d, effect_sd_upper(e, spec.futility.sd_confidence)
+
+    def design(self) -> tuple[float, float] | None:
+        """(power, expected K) of the registered design against the claim's smallest effect of
+        interest (``_registered``); None where it has none."""
+        reg = self._registered()
+        if reg is None:
+            return None
+        sim = simulate(reg[0], self.spec.rule.sesoi, reg[1], 4000, np.random.default_rng(0))
         return sim.power, sim.expected_k
+
+    def more_seeds(self) -> tuple[float, float] | None:
+        """The expected number of seeds still to train before this open claim is decided or
+        declared futile (K_max at most), continuing its design from the seeds it has: (if the
+        effect is the smallest of interest, if it is today's estimate). 0 for a claim that is
+        final; None where there is no design to continue (``_registered``) or no per-seed values."""
+        if self.final:
+            return 0.0, 0.0
+        reg = self._registered()
+        seeds = [c.value for c in self.effect.per_seed]
+        if reg is None or not seeds or not all(math.isfinite(v) for v in seeds):
+            return None
+        design, sd = reg
+        now = len(seeds)
+        sign = 1.0 if self.spec.rule.direction == "greater" else -1.0
+        observed = sign * np.asarray(seeds, float)
+        out = []
+        for theta in (self.spec.rule.sesoi, sign * self.effect.value):
+            sim = simulate(design, float(theta), sd, 2000, np.random.default_rng(0), observed=observed)
+            out.append(max(0.0, sim.expected_k - now))
+        return out[0], out[1]
 
     def twin_power(self) -> float | None:
         """A null twin's power against a fault as large as its margin by K_max (two-sided t at the
@@ -144,6 +171,7 @@ class ClaimResult:
                 "sesoi": self.spec.rule.sesoi, "conditional_power": _finite(self.conditional_power),
                 "design_power": _finite(design[0]) if design else None,
                 "expected_k": _finite(design[1]) if design else None, "twin_power": self.twin_power(),
+                "more_seeds": list(more) if (more := self.more_seeds()) is not None else None,
                 "block_sha256": self.ident[0], "config_hash": self.ident[1], "recipe_key": self.ident[2],
                 "other_estimands": [asdict(e) for e in self.others], "decided_in": self.spec.decided_in}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..config import AblationConfig, VariantConfig, to_dict
 from ..data import BucketedDataset, PreparedData, TagWeighting, Vocabulary, default_buckets, scan_folder
 from ..data.tag_weights import weight_histogram
 from .buffered import BufferedTracker
+from .threads import torch_threads_in_use
 from .remote_checkpoint import CheckpointUploads, fetch_for_resume
 from .tracking import Tracker, flatten
 from ..trainer import TrainingDiverged, train_variant
@@ -35,6 +37,10 @@ class TrainedVariant:
     final_loss: float = math.nan
     resumed_from: int = 0
     seed: int = 0  # the training seed of this replicate
+
+
+COST_TRAIN = "cost/train_seconds"  # wall seconds of this process's training (a resume: its part)
+THREADS_TAG = "nai3.threads"  # the torch threads it ran with: wall × threads is its CPU time
 
 
 def load_training_set(cfg: AblationConfig, data: PreparedData) -> BucketedDataset:
@@ -91,8 +97,11 @@ def train_tracked(cfg: AblationConfig, variant: VariantConfig, data: PreparedDat
             uploads.attach(run)
             if resume:
                 fetch_for_resume(run, experiment_id, (tags or {}).get("nai3.run_key"), out)
+        t0 = time.perf_counter()
         result = train_variant(cfg, variant, train, vocab, out, tracker=run, resume=resume, progress=progress,
                                on_checkpoint=uploads.ship if uploads else None)
+        run.log_metrics({COST_TRAIN: time.perf_counter() - t0})  # the cost of a seed (flows/cost.py)
+        run.set_tags({THREADS_TAG: str(torch_threads_in_use())})
         run.log_artifact(result.checkpoint, "checkpoint")
         run.finish(True)
     except TrainingDiverged as e:

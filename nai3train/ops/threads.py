@@ -33,3 +33,8 @@ def apply_threads(configured: int = 0) -> int:
     if n and n != torch.get_num_threads():
         torch.set_num_threads(n)
     return torch.get_num_threads()
+
+
+def torch_threads_in_use() -> int:
+    """The intra-op threads torch runs with now (what a run's CPU time is its wall time times)."""
+    return torch.get_num_threads()
