@@ -13,3 +13,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # run reporting its state; 7 retries ride out ≈ 4 min. Set before Prefect reads its settings; the
 # deployments' flow-run processes get it from prefect.yaml, workers from docs/operations.md's command
 os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
+# OpenMP threads that wait at a barrier sleep instead of spinning (measured: bench/omp_wait.py). A
+# spinning thread burns the core its partner needs whenever another process holds one: a two-thread
+# training beside one busy process ran 10–40× slower. libgomp reads this when torch loads it, so it
+# is set here, before anything imports torch; a value already in the environment wins.
+OMP_WAIT_POLICY = "PASSIVE"
+os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)

@@ -99,3 +99,24 @@ def test_a_failed_unit_is_named_after_the_others_complete(tmp_path, monkeypatch)
     assert [(t.variant, t.seed) for t in trained] == [("sdxl-eps", 0)] and len(results) == 1
     assert isinstance(failure, FanOutFailed)
     assert "1 of 2" in str(failure) and "sdxl-eps@seed1" in str(failure) and "sdxl-eps@seed0" not in str(failure)
+
+
+def _run_bar(monkeypatch, load: float) -> str:
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("NAI3_UNIT", raising=False)
+    monkeypatch.setattr(progress_module, "WINDOW_S", 0.02)
+    monkeypatch.setattr(progress_module._Watched, "load", staticmethod(lambda: load))
+    out = io.StringIO()
+    bar = progress(total=60, desc="train v", stream=out)
+    for i in range(60):
+        time.sleep(0.002 if i < 30 else 0.03)  # 500 it/s, then ~33 it/s: a fifteenth of the median
+        bar.update(1)
+    bar.close()
+    return out.getvalue()
+
+
+def test_a_collapsed_rate_on_overcommitted_cores_is_said_once(monkeypatch):
+    text = _run_bar(monkeypatch, load=64.0)
+    said = [line for line in text.splitlines() if "compete" in line]
+    assert len(said) == 1 and said[0].startswith("train v: slowed to") and "NAI3_THREADS" in said[0]
+    assert "compete" not in _run_bar(monkeypatch, load=0.5)  # slow but the cores are free: our own doing

@@ -5,17 +5,71 @@ worker's captured output): one plain line every ``LINE_EVERY_S`` seconds, never 
 redraws that turned a 9-minute evaluation's log into 124 KB of one line. ``TQDM_DISABLE=1`` (what
 ``--no-progress`` sets) turns every bar off. Several units at once on one terminal (``flows/local_units.py``)
 set ``NAI3_PROGRESS=lines`` and ``NAI3_UNIT``: each bar becomes plain lines led by its unit's label,
-so two units' bars never overwrite each other.
+so two units' bars never overwrite each other. A bar whose rate collapses while the cores are
+overcommitted says so once (``_Watched``).
 """
 from __future__ import annotations
 
 import os
+import statistics
 import sys
-from typing import Any, TextIO
+import time
+from typing import Any, Callable, TextIO
 
 from tqdm.auto import tqdm
 
 LINE_EVERY_S = 10.0
+WINDOW_S = 5.0  # the step rate is measured over windows this long
+SLOW = 0.25  # a window below this fraction of the median window, with the cores overcommitted, is said
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+class _Watched(tqdm):
+    """A bar that says once when its rate collapses while other processes compete for the cores.
+
+    On a 2-core box one busy process beside a two-thread training made it 10–40× slower, silently:
+    OpenMP threads wait for each other at every barrier while one of them has no core. The bar
+    compares each ``WINDOW_S`` window's rate with the median of the earlier ones; below ``SLOW`` of
+    it, with the 1-minute load average above the core count, it prints one line naming the cause."""
+
+    load: Callable[[], float] = staticmethod(_load)
+
+    def __init__(self, *args: Any, say: TextIO | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self._say, self._win = say, (time.perf_counter(), self.n)
+        self._rates: list[float] = []
+        self._warned = False
+
+    def update(self, n: float | None = 1) -> bool | None:
+        shown = super().update(n)
+        now, (t0, n0) = time.perf_counter(), self._win
+        if now - t0 >= WINDOW_S:
+            self._window((self.n - n0) / (now - t0))
+            self._win = (now, self.n)
+        return shown
+
+    def _window(self, rate: float) -> None:
+        if self._warned or len(self._rates) < 3:
+            self._rates.append(rate)
+            return
+        typical = statistics.median(self._rates)
+        self._rates.append(rate)
+        cores, load = os.cpu_count() or 1, self.load()
+        if rate < SLOW * typical and load > cores:
+            self._warned = True
+            tqdm.write(f"{self.desc}: slowed to {rate:.3g} it/s from a median of {typical:.3g} it/s while the load "
+                       f"average is {load:.1f} on {cores} cores: other processes compete for them, and this run's "
+                       f"{_threads()} thread(s) wait for each other at every step. Give it the cores, or fewer threads "
+                       "(NAI3_THREADS, nai3 ablation --units).", file=self._say or sys.stderr)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _Lines:
@@ -41,6 +95,6 @@ def progress(iterable: Any = None, *, desc: str, total: int | None = None, enabl
     unit = os.environ.get("NAI3_UNIT", "")
     desc = f"[{unit}] {desc}" if unit else desc
     if off or (stream.isatty() and os.environ.get("NAI3_PROGRESS") != "lines"):
-        return tqdm(iterable, desc=desc, total=total, disable=off, leave=False, file=stream, **kw)
-    return tqdm(iterable, desc=desc, total=total, file=_Lines(stream), mininterval=LINE_EVERY_S, ascii=True,
-                dynamic_ncols=False, ncols=100, **kw)
+        return _Watched(iterable, desc=desc, total=total, disable=off, leave=False, file=stream, say=stream, **kw)
+    return _Watched(iterable, desc=desc, total=total, file=_Lines(stream), mininterval=LINE_EVERY_S, ascii=True,
+                    dynamic_ncols=False, ncols=100, say=_Lines(stream), **kw)
