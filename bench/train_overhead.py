@@ -3,7 +3,9 @@
 Same tiny model (TinyTagUNet), same batch size, same benchmark images already in memory. The bare
 loop is what a minimal diffusers script does per step: add noise with DDPMScheduler, one
 forward, MSE, backward, AdamW — no EMA, no bucketing, no per-σ statistics, no checkpoints. Runs
-alternate (bare, ours, bare, ours, …) and the medians are compared. Prints the ratio last.
+alternate (bare, ours, bare, ours, …) and the medians are compared. Also the model FLOPs per
+training image (forward + backward, counted by torch's FlopCounterMode) and each loop's MFU against
+this box's fp32 matmul rate, measured in the same run with the same threads. Prints the ratio last.
 
     .venv/bin/python bench/train_overhead.py [--steps 60] [--repeats 3]
 """
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler
+from torch.utils.flop_counter import FlopCounterMode
 
 from nai3train.config import load_config
 from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
@@ -24,6 +28,8 @@ from nai3train.models import TinyTagUNet
 from nai3train.trainer import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import measured_peak  # noqa: E402  (bench/timing.py)
 
 
 def bare_loop(model: TinyTagUNet, x0: torch.Tensor, ids: torch.Tensor, time_ids: torch.Tensor, steps: int,
@@ -44,6 +50,17 @@ def bare_loop(model: TinyTagUNet, x0: torch.Tensor, ids: torch.Tensor, time_ids:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
     return steps * batch / (time.perf_counter() - t0)
+
+
+def flops_per_image(model: TinyTagUNet, x0: torch.Tensor, ids: torch.Tensor, time_ids: torch.Tensor,
+                    batch: int) -> float:
+    """Model FLOPs of one training step (forward, loss, backward) per image, counted by torch."""
+    t = torch.rand(batch) * 999
+    with FlopCounterMode(display=False) as fc:
+        pred = model(x0[:batch], t, {"tag_ids": ids[:batch], "time_ids": time_ids[:batch]})
+        torch.nn.functional.mse_loss(pred, x0[:batch]).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / batch
 
 
 def main() -> None:
@@ -78,8 +95,12 @@ def main() -> None:
         print(f"repeat {rep}: bare {bare[-1]:.1f} img/s, nai3train {ours[-1]:.1f} img/s")
     print(f"torch threads {torch.get_num_threads()}, batch {cfg.train.batch_size}, {a.steps} steps per run "
           f"(nai3train timed end to end: model build, EMA, bucketing, per-σ stats, checkpoints)")
-    print(f"median bare loop : {statistics.median(bare):.1f} img/s")
-    print(f"median nai3train : {statistics.median(ours):.1f} img/s")
+    flops = flops_per_image(model, x0, ids, time_ids, cfg.train.batch_size)
+    peak = statistics.median(measured_peak("cpu", torch.float32, 1024, 10) for _ in range(3))
+    print(f"model FLOPs per training image: {flops / 1e6:.1f} MFLOP (forward + backward, FlopCounterMode); "
+          f"measured fp32 matmul rate {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    print(f"median bare loop : {statistics.median(bare):.1f} img/s, MFU {statistics.median(bare) * flops / peak:.1%}")
+    print(f"median nai3train : {statistics.median(ours):.1f} img/s, MFU {statistics.median(ours) * flops / peak:.1%}")
     print(f"ratio nai3train/bare = {statistics.median(ours) / statistics.median(bare):.3f}  (target ≥ 0.95)")
     folder.cleanup()
 
