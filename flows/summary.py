@@ -1,14 +1,18 @@
 """Console summary of an ablation: the points table as fixed-width text, and where to look next."""
 from __future__ import annotations
 
+import shutil
+
 from nai3eval.reporting.columns import points_table
 from nai3eval.record import Record
 from nai3train.ops.secrets import redact
 
 
-def format_table(record: Record) -> str:
-    """The points table of ``record`` (columns: the metrics' declared outputs) as fixed-width text."""
-    return points_table(record).text()
+def format_table(record: Record, width: int | None = None) -> str:
+    """The points table of ``record`` (columns: the metrics' declared outputs) as fixed-width text,
+    in titled blocks (set-level quality, adherence, pure-noise) when wider than the terminal
+    (``$COLUMNS``, else 120 without one); ``points.csv`` keeps every column in one table."""
+    return points_table(record).text(width or shutil.get_terminal_size((120, 24)).columns)
 
 
 def ui_command(uri: str) -> str:

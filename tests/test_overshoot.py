@@ -51,3 +51,31 @@ def test_a_declared_metric_reaches_the_table_the_csv_and_mlflow_names():
     table = points_table(rec)
     assert "overshoot ↓" in table.head and table.rows[0][table.head.index("overshoot ↓")] == "1.000"
     assert "overshoot" in table.csv().splitlines()[0]
+
+
+def test_a_wide_points_table_splits_into_titled_blocks_each_column_under_its_header():
+    """Every declared column with a value gets a header; too wide for the terminal, the table is
+    one titled block per kind of metric, each repeating the key columns, and the CSV stays whole."""
+    from nai3eval.reporting.columns import BLOCKS, points_table
+    from nai3eval.record import Record, Run
+    from nai3eval.setting import Setting
+    from nai3train.config import VariantConfig
+
+    rec = Record()
+    run = rec.add_run(Run(VariantConfig(name="nai-v-ztsnr"), 0, [["a"]], [0, 0]))
+    values = {o.name: 0.5 for o in declared_outputs() if o.column and not o.per_image}
+    rec.put_all(run, Setting("sweep", 14.6, 5.0), values)
+    table = points_table(rec)
+    assert len(table.head) == 4 + len(values) == len(table.rows[0])
+    whole = table.text()
+    assert whole == table.text(width=10_000) and len(whole.splitlines()[0].split("  ")) >= len(values)
+    split = table.text(width=100)
+    titles = [t for t, _ in BLOCKS]
+    assert [line[:-1] for line in split.splitlines() if line.endswith(":")] == titles
+    for block in split.split("\n\n"):
+        head = block.splitlines()[1]
+        assert head.split()[:4] == ["seed", "variant", "CFG", "σ₀"]
+        assert len(block.splitlines()[2].split()) == len(block.splitlines()[3].split())  # a rule under each column
+    for h in table.head[4:]:
+        assert sum(block.splitlines()[1].count(h) > 0 for block in split.split("\n\n")) >= 1
+    assert len(table.csv().splitlines()[0].split(",")) == len(table.head)

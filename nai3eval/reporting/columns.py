@@ -16,18 +16,43 @@ from ..record import Record, Run
 from ..setting import Setting, sigma_text
 
 
+# the points table's titled blocks, when it is too wide for the terminal: by declared output name
+BLOCKS = (("set-level quality", ("fd_tagger", "kid_tagger", "fid_inception", "clip_score", "scorer_tv")),
+          ("adherence, exact scorer", ("scorer_count_acc", "scorer_object_acc", "scorer_recall_rare",
+                                       "scorer_leakage_common")),
+          ("adherence, taggers", ("tag_precision", "tag_recall", "tag_recall_rare", "tag_leakage_common",
+                                  "wd14_recall")),
+          ("pure-noise", ("mean_leak_slope", "brightness_black", "brightness_white", "overshoot_frac",
+                          "nonfinite_samples")))
+
+
 @dataclass(frozen=True)
 class Table:
-    """Rows of (run, sweep point); columns: the settings, then every declared column with a value."""
+    """Rows of (run, sweep point); columns: the settings, then every declared column with a value.
+    ``keys``: how many leading columns identify a row; ``blocks``: titled groups of the other
+    columns' indices, for a text too wide to read in one piece."""
 
     head: list[str]
     rows: list[list[str]]
+    keys: int = 0
+    blocks: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
-    def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
-                  for i, h in enumerate(self.head)]
-        line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
-        return "\n".join([line(self.head), line(["-" * w for w in widths]), *map(line, self.rows)])
+    def text(self, width: int | None = None) -> str:
+        """Fixed-width text; wider than ``width`` characters, one titled table per block, each
+        repeating the key columns."""
+        whole = self._text(range(len(self.head)))
+        if width is None or not self.blocks or max(map(len, whole.splitlines())) <= width:
+            return whole
+        return "\n\n".join(f"{title}:\n" + self._text([*range(self.keys), *cols]) for title, cols in self.blocks)
+
+    def _text(self, cols) -> str:
+        cols = list(cols)
+        widths = [max(len(self.head[i]), *(len(r[i]) for r in self.rows)) if self.rows else len(self.head[i])
+                  for i in cols]
+        line = lambda cells: "  ".join(cells[i].rjust(w) for i, w in zip(cols, widths))  # noqa: E731
+        rule = ["-" * max((len(x) for x in [self.head[i], *(r[i] for r in self.rows)]), default=0)
+                for i in range(len(self.head))]
+        return "\n".join([line(self.head), line(rule), *map(line, self.rows)])
 
     def markdown(self) -> str:
         return "\n".join(["| " + " | ".join(self.head) + " |", "|" + "---|" * len(self.head),
@@ -85,4 +110,15 @@ def points_table(record: Record) -> Table:
     head = ["seed", "variant", "CFG", "σ₀", *(header(o) for o in cols)]
     rows = [[str(r.seed), r.name, f"{s.cfg_scale:g}", sigma_text(s.start),
              *(cell(record.scalar(r, s, o.name), o.fmt) for o in cols)] for r, s in points]
-    return Table(head, rows)
+    return Table(head, rows, 4, blocks(cols, 4))
+
+
+def blocks(cols: list[Output], offset: int) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """``BLOCKS`` as column indices (after ``offset`` key columns); an undeclared output goes last."""
+    placed = {name: title for title, names in BLOCKS for name in names}
+    out = []
+    for title in [t for t, _ in BLOCKS] + ["other"]:
+        idx = tuple(offset + i for i, o in enumerate(cols) if placed.get(o.name, "other") == title)
+        if idx:
+            out.append((title, idx))
+    return tuple(out)
