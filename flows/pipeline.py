@@ -415,7 +415,22 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
             parent.log_metrics(metrics, step=k)
         parent.log_table([claim_row(c, claims.spec.alpha) for c in [*claims.claims, *claims.checks]],
                          "report/claims_table.json")
+        _claims_run(ws, cfg.name, folder / "report.json", run_id)
     return ReportOutput(table, claims, folder, tuple(seeds.restarts()) if seeds is not None else ())
+
+
+def _claims_run(ws: Workspace, config: str, report_json: Path, parent_run_id: str) -> None:
+    """The night's looks on the config's claims run (``flows/claims_run.py``); an MLflow that does
+    not answer costs that night's points on the chart, never the night."""
+    from . import claims_run
+
+    try:
+        claims_run.record_night(ws.uri, ws.experiment_id, config, json.loads(report_json.read_text())["claims"],
+                                parent_run_id)
+    except Exception as e:
+        if not transient(e):
+            raise
+        log.warning("MLflow does not answer (%s): tonight's looks are not on the claims run's chart", str(e)[:200])
 
 
 def _provenance(cfg: AblationConfig, data: PreparedData | None, ws: Workspace):

@@ -1,0 +1,70 @@
+"""The forest plot of every claim at one look: the estimate, its interval, the threshold it is
+decided against and the verdict's colour, one row per claim (each on its own axis: claims are in
+different units). Read from report.json's claims, so a night's figure and the report agree."""
+from __future__ import annotations
+
+import io
+import math
+
+COLOURS = {"supported": "#1a7f37", "contradicted": "#cf222e", "equivalent": "#0969da", "futile": "#8250df",
+           "inconclusive": "#9a6700"}
+GREY = "#6e7781"
+
+
+def bounds(c: dict) -> tuple[float, float, float, str] | None:
+    """(lower, estimate, upper, label) of a report.json claim: the repeated interval at the deciding
+    level where its look gave one, else the 95 % interval (labelled so); None without an estimate."""
+    e = c.get("effect") or {}
+    value = e.get("value")
+    if value is None or not math.isfinite(value):
+        return None
+    rci, level = e.get("rci") or [None, None], e.get("rci_level")
+    if rci[0] is not None and rci[1] is not None and level:
+        return rci[0], value, rci[1], f"{100 * (1 - 2 * level):.6g} %, the deciding level"
+    lo, hi = e.get("ci95") or [None, None]
+    if lo is None or hi is None:
+        return math.nan, value, math.nan, "95 %"
+    return lo, value, hi, "95 %"
+
+
+def threshold(c: dict) -> float:
+    """What the claim's rule compares the effect with: its margin for the bounded rules, else 0."""
+    rule = c.get("rule") or {}
+    if rule.get("kind") in ("below", "above", "noninferiority", "equivalence") and c.get("margin") is not None:
+        return float(c["margin"])
+    return 0.0
+
+
+def colour(verdict: str) -> str:
+    return next((v for k, v in COLOURS.items() if verdict.startswith(k)), GREY)
+
+
+def forest_png(claims: list[dict], title: str) -> bytes | None:
+    """The figure as PNG bytes; None when no claim has an estimate."""
+    rows = [(c, b) for c in claims if not c.get("parts") and (b := bounds(c)) is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 0.55 * len(rows) + 1.0), squeeze=False)
+    for ax, (c, (lo, est, hi, label)) in zip(axes[:, 0], rows):
+        col = colour(c.get("verdict", ""))
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.plot([lo, hi], [0, 0], color=col, lw=3, solid_capstyle="butt")
+        ax.plot([est], [0], "o", color=col, ms=6)
+        ax.axvline(threshold(c), color="black", lw=0.8, ls="--")
+        ax.set_yticks([0], [f"{c['id']}  K={c.get('n_seeds', '?')}"], fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.text(1.01, 0.5, f"{c.get('verdict', '')}  [{label}]", transform=ax.transAxes, fontsize=7, color=col,
+                va="center")
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 0.6, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format="png")
+    plt.close(fig)
+    return buf.getvalue()
