@@ -21,7 +21,8 @@ from nai3eval.record import Record
 from nai3train.config import AblationConfig, load_config, stable_hash, to_dict
 from nai3train.data import PreparedData
 from nai3train.ops.run import TrainedVariant
-from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, flatten, runs_page
+from nai3train.ops.tracking import Tracker, flatten
+from nai3train.ops.views import CLAIMS_VIEW, COMPARISON_VIEW, runs_page
 
 from . import cost, fanout, local_units, pipeline, runs
 from .identity import version_tags
@@ -305,5 +306,6 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         print(f"\nMLflow parent run {parent.run_id} in experiment '{cfg.experiment}'.")
         print(f"Open the MLflow UI:  {ui_command(ws.uri)}")
         print(f"Compare the runs:    {runs_page(ws.uri, ws.experiment_id, COMPARISON_VIEW)}")
+        print(f"Claims, look by look: {runs_page(ws.uri, ws.experiment_id, CLAIMS_VIEW, charts=True)}")
     return {"parent_run_id": parent.run_id, "experiment_id": ws.experiment_id, "tracking_uri": ws.uri,
             "results": results, "trained": trained}

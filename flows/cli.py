@@ -180,7 +180,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
     from nai3eval.prompts import read_prompt_file
     from nai3train.ops.run import TrainedVariant
-    from nai3train.ops.tracking import COMPARISON_VIEW, Tracker, runs_page
+    from nai3train.ops.tracking import Tracker
+    from nai3train.ops.views import COMPARISON_VIEW, runs_page
 
     from . import pipeline
     from .summary import ui_command

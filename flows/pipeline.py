@@ -36,7 +36,8 @@ from nai3train.ops.threads import apply_threads, torch_threads_in_use
 from nai3train.ops.atomic import atomic_write
 from nai3train.ops.buffered import BufferedTracker, shared, transient
 from nai3train.ops.secrets import redact
-from nai3train.ops.tracking import Tracker, comparison_view_tags, open_experiment
+from nai3train.ops.tracking import Tracker, open_experiment
+from nai3train.ops.views import claims_view_tags, comparison_view_tags
 
 from . import runs
 from .fingerprint import Fingerprint, fingerprint
@@ -399,7 +400,8 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         return (claims, folder), claims.new_ledger_entries(run_id)
 
     claims, folder = state.decide(decide, record=data is not None)  # a researcher's model: no ledger
-    experiment.set_experiment_tags(ws.experiment_id, comparison_view_tags())
+    experiment.set_experiment_tags(ws.experiment_id, {**comparison_view_tags(), **claims_view_tags(
+        [(c.id, c.role) for c in claims.spec.claims if c.role != "check" and not c.parts])})
     for g in grids.values():
         atomic_write(folder / g.name, g.read_bytes())
     if parent is not None:

@@ -73,36 +73,6 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: str | None
     return exp.experiment_id
 
 
-COMPARISON_VIEW = "nai3-comparison"
-"""The shared view state nai3 writes into each experiment (MLflow UI's "share view": an experiment
-tag ``mlflow.sharedViewState.<key>`` holding the runs page's state as JSON)."""
-
-COMPARISON_METRICS = ("eval/kid_tagger", "eval/fd_tagger", "eval/scorer_tv", "eval/scorer_count_acc",
-                      "eval/brightness_black", "eval/brightness_white", "eval/overshoot_frac", "eval/fid_inception",
-                      "eval/clip_score")
-
-
-def comparison_view_tags() -> dict[str, str]:
-    """The experiment tag of the view a researcher wants on the first click: the evaluation runs,
-    grouped by variant (seeds and points of one arm aggregated, arms side by side), the set-level
-    and claim metrics as columns. Written with ``Tracker.set_experiment_tags``; its key goes to
-    ``runs_page``."""
-    state = {"searchFilter": "tags.`nai3.kind` = 'eval'", "orderByKey": "attributes.start_time", "orderByAsc": False,
-             "groupBy": {"aggregateFunction": "average",
-                         "groupByKeys": [{"mode": "param", "groupByData": "variant.name"}]},
-             "groupsExpanded": {}, "useGroupedValuesInCharts": True,
-             "selectedColumns": ["params.`variant.name`", "params.`variant.seed`", "params.`eval.cfg_scale`",
-                                 "params.`eval.first_sigma`", *(f"metrics.`{m}`" for m in COMPARISON_METRICS)]}
-    return {f"mlflow.sharedViewState.{COMPARISON_VIEW}": json.dumps(state)}
-
-
-def runs_page(uri: str, experiment_id: str, view: str | None = None) -> str:
-    """The URL of the experiment's runs page; with ``view`` (``comparison_view_tags``), that view:
-    the first click lands on the comparison."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return redact(f"{base}/#/experiments/{experiment_id}/runs" + (f"?viewStateShareKey={view}" if view else ""))
-
-
 def open_experiment(name: str, uri: str | None = None) -> tuple[str, str]:
     """Resolve the tracking URI (see ``resolve_tracking``) and get or create the experiment:
     returns (uri, experiment_id)."""
