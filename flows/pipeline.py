@@ -20,6 +20,7 @@ from pathlib import Path
 from nai3eval.evaluate import Instruments, build_instruments, evaluate_variant
 from nai3eval.metrics import InstrumentSettings
 from nai3eval.claims import ClaimsOutcome, ClaimsSpec
+from nai3eval.claims import heldout
 from nai3eval.claims.state import ClaimsState
 from nai3eval.reporting.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
@@ -378,8 +379,11 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     for r in results:
         record.merge(r)
     table = format_table(record)
-    extra = claim_measurements(scan_folder(data.train, data.scan_cache), cfg.data.resolution,
-                               scan_folder(data.eval, data.scan_cache)) if data is not None else None
+    extra = None
+    if data is not None:
+        train_scan, heldout_scan = scan_folder(data.train, data.scan_cache), scan_folder(data.eval, data.scan_cache)
+        extra = claim_measurements(train_scan, cfg.data.resolution, heldout_scan)
+        extra["normalisation"].update(heldout.measure(train_scan, heldout_scan))  # C8's sampling error
     recipes = runs.ledger_recipes(cfg, data.content_hash) if data is not None else {}
     context = {"config": cfg.name, "config_hash": runs.decider_hash(cfg), "recipes": recipes}  # the ledger's identity
     atomic_write(out / "results.json", json.dumps({"record": record.to_dict(), "training": [asdict(t) for t in trained],
