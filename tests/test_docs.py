@@ -58,3 +58,23 @@ def test_what_invalidates_what_is_the_boundary_the_code_draws():
         assert re.findall(r"`([^`]+)`", covers) == list(include), kind
         assert re.findall(r"`([^`]+)`", leaves_out) == list(exclude), kind
         assert [x.strip() for x in libs.split(",")] == list(libraries), kind
+
+
+def test_the_claims_table_and_version_in_docs_are_the_specs():
+    """docs/claims.md restates the spec: its version, every claim id (and none other), and each
+    claim's registered margin and smallest effect of interest in that claim's row."""
+    from nai3eval.claims import load_claims_spec
+
+    spec = load_claims_spec()
+    text = (ROOT / "docs" / "claims.md").read_text()
+    assert f"(the current spec is version\n{spec.version})" in text or \
+        f"(the current spec is version {spec.version})" in text
+    table = text[text.index("## The claims\n"):text.index("\n\n", text.index("| claim |"))]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    ids = {i for line in rows for i in re.findall(r"\b(?:C\d|A0)[\w-]*", line.split("|")[1])}
+    assert ids == {c.id for c in spec.claims}, ids ^ {c.id for c in spec.claims}
+    for c in spec.claims:
+        row = next(line for line in rows if re.search(rf"(?<![\w-]){re.escape(c.id)}(?![\w-])", line.split("|")[1]))
+        for value in (c.rule.margin, c.rule.sesoi):
+            if value is not None and c.rule.kind != "null_twin":
+                assert f"{value:g}" in row or f"{value:.2f}" in row, (c.id, value, row)
