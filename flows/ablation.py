@@ -9,7 +9,6 @@ variant (training) and one per evaluation point.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -76,14 +75,18 @@ def evaluate_task(cfg: AblationConfig, trained: TrainedVariant, data: PreparedDa
                              force=force)
 
 
-@task(name="train-evaluate-unit", cache_policy=NO_CACHE)
+@task(name="train-evaluate-unit", retries=1, cache_policy=NO_CACHE)
 def unit_task(cfg: AblationConfig, variant_name: str, data: PreparedData, tagger: TaggerRef, ws: Workspace,
-              parent_run_id: str, force: bool = False) -> tuple[TrainedVariant, Record]:
-    """One (variant, seed) of ``cfg`` (a replicate's config) trained and evaluated: what one worker
-    process of a parallel local run does (``flows/local_units.py``)."""
-    os.environ[local_units.UNIT_ENV] = fanout.Unit(variant_name, cfg.train.seed).label
-    trained = train_task.fn(cfg, variant_name, data, ws, parent_run_id, force)
-    return trained, evaluate_task.fn(cfg, trained, data, tagger, ws, parent_run_id, force)
+              parent_run_id: str, force: bool = False, threads: int = 1) -> tuple[TrainedVariant, Record]:
+    """One (variant, seed) of ``cfg`` (a replicate's config) trained and evaluated in ``threads``
+    threads: what one worker process of a parallel local run does (``flows/local_units.py``). A
+    retry reuses a finished training run and resumes from the checkpoint and the measured points.
+    The worker's MLflow calls (points, the stored evaluation, its cost) are delivered before the
+    task returns: the process may end right after it."""
+    local_units.enter_unit(fanout.Unit(variant_name, cfg.train.seed).label, threads)
+    with pipeline.parent_logger(ws, parent_run_id).running(finish=False):
+        trained = train_task.fn(cfg, variant_name, data, ws, parent_run_id, force)
+        return trained, evaluate_task.fn(cfg, trained, data, tagger, ws, parent_run_id, force)
 
 
 @task(name="report", cache_policy=NO_CACHE)

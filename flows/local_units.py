@@ -23,12 +23,14 @@ from nai3eval.record import Record
 from nai3train.config import AblationConfig
 from nai3train.data import PreparedData
 from nai3train.ops.run import TrainedVariant
+from nai3train.ops.threads import torch_threads
 
 from .fanout import FanOutFailed, Unit
 from .pipeline import TaggerRef, Workspace
 
 ENV = "NAI3_UNITS"
 UNIT_ENV = "NAI3_UNIT"  # set in each worker: its progress lines carry the unit's label
+LOCAL_ENV = "NAI3_LOCAL_UNIT"  # set in each worker: its locks are this machine's (flows/locks.py)
 # a tiny-model unit's peak resident memory (torch, MLflow, the data and the model): 1.1 GiB measured
 # on the paper config; the margin covers evaluation's sample grids
 TINY_UNIT_BYTES = 2 << 30
@@ -79,26 +81,34 @@ def requested_units(value: int | None) -> int | None:
 def layout(cfg: AblationConfig, units: int, requested: int | None = None, cores: int | None = None,
            memory: int | None = None) -> Layout:
     """The workers and threads for ``units`` units of ``cfg`` on this machine (module docstring)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     if requested == 1 or units <= 1:
         return Layout(1, 0, "asked for one at a time" if requested == 1 else "one unit")
     if cfg.model.kind != "tiny":
         return Layout(1, 0, f"a {cfg.model.kind} unit needs the machine to itself")
     if _cuda():
         return Layout(1, 0, "a GPU is present: units share it one at a time")
-    threads_each = cfg.train.threads or 1
+    threads_each = torch_threads(cfg.train.threads) or 1
     fit_cores = max(1, cores // threads_each)
     memory = memory if memory is not None else available_memory()
-    fit_memory = max(1, memory // TINY_UNIT_BYTES) if memory else fit_cores
+    fit_memory = max(1, memory // TINY_UNIT_BYTES) if memory else units  # unknown memory: no cap from it
     workers = min(units, requested or fit_cores, fit_memory)
     if requested and requested > workers:
-        why = f"{requested} asked, {fit_memory} fit in {memory / 2**30:.1f} GiB free" if fit_memory < requested \
-            else f"{requested} asked, {units} unit(s)"
+        why = f"{requested} asked, " + (f"{fit_memory} fit in {memory / 2**30:.1f} GiB free"
+                                        if memory and fit_memory < min(requested, units) else f"{units} unit(s)")
     else:
         why = f"{cores} cores, {units} units" + (f", memory for {fit_memory}" if fit_memory < fit_cores else "")
     if workers <= 1:
         return Layout(1, 0, why)
-    return Layout(workers, cfg.train.threads or max(1, cores // workers), why)
+    return Layout(workers, torch_threads(cfg.train.threads) or max(1, cores // workers), why)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or a taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this OS
+        return os.cpu_count() or 1
 
 
 def _cuda() -> bool:
@@ -107,13 +117,21 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _start_worker(threads: int, api_url: str | None) -> None:
-    """Each worker process's set-up: its share of the cores, progress as plain lines, and the
-    flow's Prefect API (the ephemeral one too: a worker would otherwise start a server of its own)."""
-    os.environ["NAI3_THREADS"] = str(threads)
+def _start_worker(api_url: str | None) -> None:
+    """Each worker process's set-up: progress as plain lines, no cluster-wide locks (the file locks
+    serve one machine), and the flow's Prefect API (the ephemeral one too: a worker would otherwise
+    start a server of its own)."""
     os.environ["NAI3_PROGRESS"] = "lines"
+    os.environ[LOCAL_ENV] = "1"
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url
+
+
+def enter_unit(label: str, threads: int) -> None:
+    """At the start of each unit in a worker: its label and its share of the cores. Set per task,
+    since Prefect applies the parent's environment (a NAI3_THREADS exported there too) before each."""
+    os.environ[UNIT_ENV] = label
+    os.environ["NAI3_THREADS"] = str(threads)
     import torch
 
     torch.set_num_threads(threads)
@@ -133,9 +151,10 @@ def run_units(replicas: list[AblationConfig], data: PreparedData, tagger: Tagger
 
     jobs = [(Unit(v.name, ck.train.seed), ck) for ck in replicas for v in ck.variants]
     with ProcessPoolTaskRunner(max_workers=plan.workers, initializer=_start_worker,
-                               initargs=(plan.threads, str(api_url) if api_url else None)) as runner:
+                               initargs=(str(api_url) if api_url else None,)) as runner:
         futures = [runner.submit(unit_task, {"cfg": ck, "variant_name": u.variant, "data": data, "tagger": tagger,
-                                             "ws": ws, "parent_run_id": parent_run_id, "force": force})
+                                             "ws": ws, "parent_run_id": parent_run_id, "force": force,
+                                             "threads": plan.threads})
                    for u, ck in jobs]
         trained, results, failed = [], [], []
         for (u, _), fut in zip(jobs, futures):

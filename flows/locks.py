@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -33,10 +34,11 @@ class LockError(RuntimeError):
 
 
 def prefect_server_configured() -> bool:
-    """Whether a Prefect server every worker shares is configured (not the ephemeral API)."""
+    """Whether a Prefect server every worker shares is configured (not the ephemeral API, which a
+    parallel local unit is given: ``flows/local_units.py`` sets NAI3_LOCAL_UNIT there)."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    return bool(PREFECT_API_URL.value()) and not os.environ.get("NAI3_LOCAL_UNIT")
 
 
 def limit_name(key: str) -> str:

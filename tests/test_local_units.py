@@ -20,6 +20,7 @@ def _smoke(*overrides: str):
 
 def test_layout_splits_the_cores_between_units_memory_permitting(monkeypatch):
     monkeypatch.setattr(local_units, "_cuda", lambda: False)
+    monkeypatch.delenv("NAI3_THREADS", raising=False)
     cfg = _smoke()
     got = local_units.layout(cfg, units=4, cores=2, memory=20 * GiB)
     assert (got.workers, got.threads) == (2, 1) and got.parallel and "2 at a time" in got.line()
@@ -35,12 +36,20 @@ def test_layout_splits_the_cores_between_units_memory_permitting(monkeypatch):
 
 def test_layout_honours_the_request_the_threads_setting_and_big_models(monkeypatch):
     monkeypatch.setattr(local_units, "_cuda", lambda: False)
+    monkeypatch.delenv("NAI3_THREADS", raising=False)
     cfg = _smoke()
     one = local_units.layout(cfg, units=4, requested=1, cores=2, memory=20 * GiB)
     assert not one.parallel and "one after another" in one.line()
     assert local_units.layout(cfg, units=4, requested=3, cores=2, memory=20 * GiB).workers == 3
     two_threads = _smoke("train.threads=2")  # the config's threads win: two cores hold one such unit
     assert not local_units.layout(two_threads, units=4, cores=2, memory=20 * GiB).parallel
+    monkeypatch.setenv("NAI3_THREADS", "2")  # so does the environment's
+    assert not local_units.layout(cfg, units=4, cores=2, memory=20 * GiB).parallel
+    assert local_units.layout(cfg, units=4, cores=8, memory=20 * GiB).threads == 2
+    monkeypatch.delenv("NAI3_THREADS")
+    monkeypatch.setattr(local_units, "available_memory", lambda: None)  # no /proc/meminfo: the request stands
+    assert local_units.layout(cfg, units=4, requested=3, cores=2).workers == 3
+    assert local_units.layout(cfg, units=2, requested=3, cores=2).why == "3 asked, 2 unit(s)"
     sdxl = cfg.model_copy(update={"model": cfg.model.model_copy(update={"kind": "sdxl"})})
     assert "to itself" in local_units.layout(sdxl, units=4, cores=16, memory=100 * GiB).why
     monkeypatch.setattr(local_units, "_cuda", lambda: True)
