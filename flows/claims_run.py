@@ -42,8 +42,7 @@ def look_metrics(claims: list[dict]) -> list[tuple[str, float, int]]:
         b = bounds(c)
         if b is None:
             continue
-        lo, est, hi, _ = b
-        level = (c.get("effect") or {}).get("rci_level") or 0.025
+        lo, est, hi, level = b
         k = int(c.get("n_seeds") or 0)
         row = {"estimate": est, "lower": lo, "upper": hi, "halfwidth": (hi - lo) / 2, "seeds": float(k),
                "level": level}
@@ -60,8 +59,8 @@ def record_night(uri: str, experiment_id: str, config: str, claims: list[dict], 
     metrics = [Metric(k, v, now, step) for k, v, step in look_metrics(claims)]
     tags = [RunTag(f"nai3.claim.{c['id']}", str(c.get("verdict", ""))[:5000]) for c in claims]
     tags.append(RunTag("nai3.last_parent_run", parent_run_id))
-    for i in range(0, max(len(metrics), 1), 900):  # MLflow's batch limit is 1000 metrics
-        client.log_batch(rid, metrics=metrics[i:i + 900], tags=tags if i == 0 else [])
+    for i in range(0, max(len(metrics), len(tags), 1), 90):  # MLflow's batch limits: 1000 metrics, 100 tags
+        client.log_batch(rid, metrics=metrics[i:i + 90], tags=tags[i:i + 90])
     k = max((int(c.get("n_seeds") or 0) for c in claims), default=0)
     png = forest_png(claims, f"{config}: every claim at K = {k}")
     if png is not None:

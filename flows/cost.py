@@ -147,7 +147,9 @@ def lines(stages: list[dict], claims: list[ClaimCost], report_s: float | None = 
         to_go = "—" if go is None else f"{go[0]:.2f} / {go[1]:.2f} h ({c.more_seeds[0]:.1f} / {c.more_seeds[1]:.1f} seeds)"
         out.append(f"{c.id:<16}{c.role:<12}{c.seeds:>3}{c.cpu_h:>8.2f}  {to_go:<26}{c.verdict}")
     total = until_primaries_decided(stages, claims)
+    decides = any(c.role == "primary" and not c.verdict.startswith("decided in ") for c in claims)
     out.append("expected CPU-hours until every primary is decided or futile: " + (
+        "— (this config decides no primary: each is decided in another)" if not decides else
         "— (an open primary has no design to continue)" if total is None else
         f"{total[0]:.2f} if each effect is its smallest of interest, {total[1]:.2f} at today's estimates"))
     return out
@@ -172,18 +174,20 @@ def metrics(stages: list[dict], claims: list[ClaimCost]) -> dict[str, float]:
 
 
 def until_primaries_decided(stages: list[dict], claims: list[ClaimCost]) -> tuple[float, float] | None:
-    """Expected CPU-hours until every primary is decided or futile: each arm trains as many further
-    seeds as the open primary needing it most is expected to take (the nightly skips an arm only
-    when every claim on it is decided); (at the SESOI, at today's estimates). None where an open
-    primary has no design to continue."""
+    """Expected CPU-hours until every primary this config decides is decided or futile: each arm
+    trains as many further seeds as the open primary needing it most is expected to take (the
+    nightly skips an arm only when every claim on it is decided); (at the SESOI, at today's
+    estimates). None where an open primary has no design to continue, or this config decides none."""
     per_arm = {r["arm"]: r["cpu_h_per_seed"] for r in stages}
     need: dict[str, list[float]] = {}
     for c in claims:
-        if c.role != "primary":
+        if c.role != "primary" or c.verdict.startswith("decided in "):  # another config's to decide
             continue
         if c.more_seeds is None:
             return None
         for a in c.arms:
             best = need.setdefault(a, [0.0, 0.0])
             best[0], best[1] = max(best[0], c.more_seeds[0]), max(best[1], c.more_seeds[1])
+    if not any(c.role == "primary" and not c.verdict.startswith("decided in ") for c in claims):
+        return None
     return (sum(per_arm[a] * n[0] for a, n in need.items()), sum(per_arm[a] * n[1] for a, n in need.items()))

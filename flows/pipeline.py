@@ -22,6 +22,7 @@ from nai3eval.metrics import InstrumentSettings
 from nai3eval.claims import ClaimsOutcome, ClaimsSpec
 from nai3eval.claims import heldout
 from nai3eval.claims.state import ClaimsState
+from nai3eval.reporting.columns import points_table
 from nai3eval.reporting.report import claim_row, summary_lines, write_report
 from nai3eval.prompts import read_prompt_file
 from nai3eval.record import Record
@@ -388,7 +389,7 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
     context = {"config": cfg.name, "config_hash": runs.decider_hash(cfg), "recipes": recipes}  # the ledger's identity
     atomic_write(out / "results.json", json.dumps({"record": record.to_dict(), "training": [asdict(t) for t in trained],
                                                   "claims_context": context, **(extra or {})}, default=str))
-    atomic_write(out / "results.md", "# nai3 ablation results\n\n```\n" + table + "\n```\n")
+    atomic_write(out / "results.md", "# nai3 ablation results\n\n```\n" + points_table(record).text() + "\n```\n")
     names = {grid_name(r, s) for r in record.runs.values() for s in record.settings(r)}  # this record's points only
     grids = {p.stem: p for p in sorted((ws.work / "results" / "grids").glob("*.png")) if p.stem in names}
 
@@ -433,10 +434,8 @@ def _claims_run(ws: Workspace, config: str, report_json: Path, parent_run_id: st
     try:
         claims_run.record_night(ws.uri, ws.experiment_id, config, json.loads(report_json.read_text())["claims"],
                                 parent_run_id)
-    except Exception as e:
-        if not transient(e):
-            raise
-        log.warning("MLflow does not answer (%s): tonight's looks are not on the claims run's chart", str(e)[:200])
+    except Exception as e:  # after the ledger is written: a chart's failure must not fail the night
+        log.warning("tonight's looks are not on the claims run's chart (%s: %s)", type(e).__name__, str(e)[:200])
 
 
 def _provenance(cfg: AblationConfig, data: PreparedData | None, ws: Workspace):

@@ -2,6 +2,8 @@
 interval night by night, with the verdict as a tag and the forest plot as a versioned image."""
 import math
 
+import pytest
+
 from mlflow.tracking import MlflowClient
 
 from flows import claims_run
@@ -36,12 +38,15 @@ def test_two_nights_make_a_history_per_claim(tmp_path):
     assert run.data.tags["nai3.claim.C2"] == "supported" and run.data.tags["nai3.kind"] == "claims"
     assert run.info.status == "FINISHED"
     images = [a.path for a in client.list_artifacts(rid, "images")]
-    assert len(images) >= 2 and all("forest" in p for p in images)
+    assert all("forest" in p for p in images)
+    assert {p.split("+step+")[1].split("+")[0] for p in images if p.endswith(".png")} == {"3", "4"}  # one per night
 
 
 def test_the_forest_plot_reads_the_interval_and_threshold_the_rule_uses():
     c = _claim("C3-linear", 5, 0.1, [0.02, 0.18], 0.01, "supported")
-    assert bounds(c) == (0.02, 0.1, 0.18, "98 %, the deciding level") and threshold(c) == 0.0
+    assert bounds(c) == (0.02, 0.1, 0.18, 0.01) and threshold(c) == 0.0
+    assert bounds({**c, "effect": {**c["effect"], "rci": [None, None]}}) == pytest.approx((-0.1, 0.1, 0.3, 0.025))  # 95 %
+    assert bounds({**c, "decided": {"look": 3}}) is None  # ended at K = 3: that interval belongs there
     below = {**c, "rule": {"kind": "below"}, "margin": 0.2}
     assert threshold(below) == 0.2
     assert bounds({**c, "effect": {"value": float("nan")}}) is None

@@ -28,7 +28,17 @@ def test_an_open_claims_last_look_matches_the_integral_over_its_last_seed():
     exact = float(np.sum(density * (t > c)) * (x[1] - x[0]))
     assert 0.05 < exact < 0.95  # a case where the last seed matters
     assert sim.power == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 200_000))
-    assert np.all(sim.stop_k == 4)  # the look at K = 3 was taken already: nothing stops before 4
+
+
+def test_the_look_the_observed_seeds_took_is_not_taken_again():
+    """Three seeds that would cross at K = 3: that look left the claim open (as the ledger says), so
+    the continuation's first chance is K = 4, where seeds like them cross."""
+    design = Design(first_look=3, k_max=6, alpha=0.025, sesoi=None)
+    sim = simulate(design, 1.0, 0.01, 500, np.random.default_rng(0), futility=False,
+                   observed=np.array([1.0, 1.01, 0.99]))
+    assert np.all(sim.stop_k == 4) and sim.supported.all()
+    fresh = simulate(design, 1.0, 0.01, 500, np.random.default_rng(0), futility=False)
+    assert np.all(fresh.stop_k == 3)
 
 
 def test_a_claim_with_every_seed_measured_has_nothing_left_to_simulate():
@@ -69,5 +79,9 @@ def test_claim_costs_add_up_the_seeds_of_the_claims_arms():
     m = metrics(stages, [c1, c2, c9])
     assert m["cost/a/cpu_hours_per_seed"] == pytest.approx(250 / 3600) and "cost/claims/C9/expected_cpu_hours_to_go" \
         not in m and m["cost/primaries_cpu_hours_to_go"] == pytest.approx(700 / 3600)
+    elsewhere = ClaimCost("C2", "primary", "decided in paper", ("b",), 2, 0.1, 0.03, None)
+    assert until_primaries_decided(stages, [elsewhere]) is None
+    assert "decides no primary" in lines(stages, [elsewhere])[-1]
+    assert until_primaries_decided(stages, [c1, elsewhere]) == pytest.approx((2 * 350 / 3600, 350 / 3600))
     text = "\n".join(lines(stages, [c1, c2, c9], 12.0))
     assert "report: 12 s" in text and "0.19 / 0.10 h" in text and text.splitlines()[-1].startswith("expected CPU-hours")

@@ -22,7 +22,7 @@ def test_smoke_flow_logs_parent_variants_and_eval_points(tmp_path):
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect"), MLFLOW_TRACKING_URI="")
     env.pop("PREFECT_API_URL", None)
     args = [sys.executable, "-m", "flows.cli", "ablation", str(ROOT / "configs/smoke.yaml"),
-            "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri]
+            "--work-dir", str(tmp_path / "work"), "--tracking-uri", uri, "--units", "2"]
     for o in TINY + ["train.seeds=[0,1]"]:  # two training-seed replicates of each arm
         args += ["--set", o]
     p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)

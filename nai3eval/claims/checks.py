@@ -80,11 +80,13 @@ class HeldoutNormalised(Check):
         if "heldout_moments" not in n or "train_moments" not in n:
             raise NotMeasured("no per-image held-out moments to take the sampling error from")
         held, train = heldout.Moments(**n["heldout_moments"]), heldout.Moments(**n["train_moments"])
+        if held.images < heldout.MIN_IMAGES:
+            raise NotMeasured(f"{held.images} held-out images: a sampling-error check needs ≥ {heldout.MIN_IMAGES}")
         zm, zs = heldout.z_scores(held, train)
-        crit = heldout.critical(len(zm))
+        crit = heldout.critical(len(zm), held.images)
         dm, ds = heldout.detectable(held, train)
         return bool(np.all(np.abs(zm) < crit) and np.all(np.abs(zs) < crit)), (
-            f"{where}; in standard errors over images: mean {np.round(zm, 2).tolist()}, std − 1 "
+            f"{where}; in standard errors over images: mean {np.round(zm, 2).tolist()}, log std "
             f"{np.round(zs, 2).tolist()}, each within ±{crit:.2f} (family-wise α {heldout.CHECK_ALPHA:g}); it "
             f"catches a mean off by {dm:.2g} or a std off by {ds:.2g} (95 % power)")
 

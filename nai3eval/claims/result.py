@@ -117,7 +117,10 @@ class ClaimResult:
         """The expected number of seeds still to train before this open claim is decided or
         declared futile (K_max at most), continuing its design from the seeds it has: (if the
         effect is the smallest of interest, if it is today's estimate). 0 for a claim that is
-        final; None where there is no design to continue (``_registered``) or no per-seed values."""
+        final; None where there is no design to continue (``_registered``), no per-seed values, or
+        another config decides the claim (this one's seeds never end it)."""
+        if self.decision.verdict.startswith("decided in "):
+            return None
         if self.final:
             return 0.0, 0.0
         reg = self._registered()

@@ -11,20 +11,26 @@ COLOURS = {"supported": "#1a7f37", "contradicted": "#cf222e", "equivalent": "#09
 GREY = "#6e7781"
 
 
-def bounds(c: dict) -> tuple[float, float, float, str] | None:
-    """(lower, estimate, upper, label) of a report.json claim: the repeated interval at the deciding
-    level where its look gave one, else the 95 % interval (labelled so); None without an estimate."""
+def bounds(c: dict) -> tuple[float, float, float, float] | None:
+    """(lower, estimate, upper, one-sided level) of a report.json claim: the repeated interval at
+    the deciding level where its look gave one, else the 95 % interval (level 0.025); None without
+    an estimate, or for a claim an earlier look already ended (its interval belongs to that K)."""
     e = c.get("effect") or {}
     value = e.get("value")
     if value is None or not math.isfinite(value):
         return None
+    decided = c.get("decided") or {}
+    if decided.get("look") is not None and decided["look"] != c.get("n_seeds"):
+        return None
     rci, level = e.get("rci") or [None, None], e.get("rci_level")
     if rci[0] is not None and rci[1] is not None and level:
-        return rci[0], value, rci[1], f"{100 * (1 - 2 * level):.6g} %, the deciding level"
+        return rci[0], value, rci[1], level
     lo, hi = e.get("ci95") or [None, None]
-    if lo is None or hi is None:
-        return math.nan, value, math.nan, "95 %"
-    return lo, value, hi, "95 %"
+    return (math.nan if lo is None else lo), value, (math.nan if hi is None else hi), 0.025
+
+
+def label(level: float) -> str:
+    return "95 %" if level == 0.025 else f"{100 * (1 - 2 * level):.6g} %, the deciding level"
 
 
 def threshold(c: dict) -> float:
@@ -50,7 +56,7 @@ def forest_png(claims: list[dict], title: str) -> bytes | None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(rows), 1, figsize=(11, 0.55 * len(rows) + 1.0), squeeze=False)
-    for ax, (c, (lo, est, hi, label)) in zip(axes[:, 0], rows):
+    for ax, (c, (lo, est, hi, level)) in zip(axes[:, 0], rows):
         col = colour(c.get("verdict", ""))
         if math.isfinite(lo) and math.isfinite(hi):
             ax.plot([lo, hi], [0, 0], color=col, lw=3, solid_capstyle="butt")
@@ -58,7 +64,7 @@ def forest_png(claims: list[dict], title: str) -> bytes | None:
         ax.axvline(threshold(c), color="black", lw=0.8, ls="--")
         ax.set_yticks([0], [f"{c['id']}  K={c.get('n_seeds', '?')}"], fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
-        ax.text(1.01, 0.5, f"{c.get('verdict', '')}  [{label}]", transform=ax.transAxes, fontsize=7, color=col,
+        ax.text(1.01, 0.5, f"{c.get('verdict', '')}  [{label(level)}]", transform=ax.transAxes, fontsize=7, color=col,
                 va="center")
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)

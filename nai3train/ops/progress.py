@@ -32,8 +32,9 @@ class _Watched(tqdm):
 
     On a 2-core box one busy process beside a two-thread training made it 10–40× slower, silently:
     OpenMP threads wait for each other at every barrier while one of them has no core. The bar
-    compares each ``WINDOW_S`` window's rate with the median of the earlier ones; below ``SLOW`` of
-    it, with the 1-minute load average above the core count, it prints one line naming the cause."""
+    compares each ``WINDOW_S`` window's rate with the median of the earlier ones; two windows in a
+    row below ``SLOW`` of it, with the 1-minute load average above the core count, print one line
+    naming the cause."""
 
     load: Callable[[], float] = staticmethod(_load)
 
@@ -56,9 +57,11 @@ class _Watched(tqdm):
             self._rates.append(rate)
             return
         typical = statistics.median(self._rates)
+        last = self._rates[-1]
         self._rates.append(rate)
         cores, load = os.cpu_count() or 1, self.load()
-        if rate < SLOW * typical and load > cores:
+        # two slow windows in a row: one is a checkpoint save or a garbage collection
+        if rate < SLOW * typical and last < SLOW * typical and load > cores:
             self._warned = True
             tqdm.write(f"{self.desc}: slowed to {rate:.3g} it/s from a median of {typical:.3g} it/s while the load "
                        f"average is {load:.1f} on {cores} cores: other processes compete for them, and this run's "
