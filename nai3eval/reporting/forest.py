@@ -29,10 +29,6 @@ def bounds(c: dict) -> tuple[float, float, float, float] | None:
     return (math.nan if lo is None else lo), value, (math.nan if hi is None else hi), 0.025
 
 
-def label(level: float) -> str:
-    return "95 %" if level == 0.025 else f"{100 * (1 - 2 * level):.6g} %, the deciding level"
-
-
 def threshold(c: dict) -> float:
     """What the claim's rule compares the effect with: its margin for the bounded rules, else 0."""
     rule = c.get("rule") or {}
@@ -46,7 +42,9 @@ def colour(verdict: str) -> str:
 
 
 def forest_png(claims: list[dict], title: str) -> bytes | None:
-    """The figure as PNG bytes; None when no claim has an estimate."""
+    """The figure as PNG bytes; None when no claim has an estimate. Each row: the interval at the
+    level it was decided at (thin), the 95 % interval (thick), the estimate (dot), the threshold
+    (dashed), on the claim's own axis and unit, labelled with its id, K and verdict."""
     rows = [(c, b) for c in claims if not c.get("parts") and (b := bounds(c)) is not None]
     if not rows:
         return None
@@ -55,21 +53,27 @@ def forest_png(claims: list[dict], title: str) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 1, figsize=(11, 0.55 * len(rows) + 1.0), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 0.62 * len(rows) + 0.9), squeeze=False,
+                             layout="constrained")
     for ax, (c, (lo, est, hi, level)) in zip(axes[:, 0], rows):
         col = colour(c.get("verdict", ""))
+        c95 = (c.get("effect") or {}).get("ci95") or [None, None]
+        xs = [v for v in (lo, hi, est, threshold(c), *c95) if v is not None and math.isfinite(v)]
         if math.isfinite(lo) and math.isfinite(hi):
-            ax.plot([lo, hi], [0, 0], color=col, lw=3, solid_capstyle="butt")
+            ax.plot([lo, hi], [0, 0], color=col, lw=1.2)
+        if None not in c95:
+            ax.plot(c95, [0, 0], color=col, lw=4, alpha=0.55, solid_capstyle="butt")
         ax.plot([est], [0], "o", color=col, ms=6)
         ax.axvline(threshold(c), color="black", lw=0.8, ls="--")
-        ax.set_yticks([0], [f"{c['id']}  K={c.get('n_seeds', '?')}"], fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.text(1.01, 0.5, f"{c.get('verdict', '')}  [{label(level)}]", transform=ax.transAxes, fontsize=7, color=col,
-                va="center")
+        pad = 0.08 * ((max(xs) - min(xs)) or 1.0)
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_yticks([0], [f"{c['id']}  K={c.get('n_seeds', '?')}  {c.get('verdict', '')[:40]}"], fontsize=7,
+                      color=col)
+        ax.tick_params(axis="x", labelsize=6, pad=1)
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 0.6, 1))
+    fig.suptitle(f"{title} — thin: the interval at the deciding level, thick: 95 %, dashed: the threshold",
+                 fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, dpi=100, format="png")
     plt.close(fig)
