@@ -106,6 +106,11 @@ def test_a_failed_unit_is_named_after_the_others_complete(tmp_path, monkeypatch)
     plan = local_units.Layout(2, 1, "test")
     trained, results, failure = local_units.run_units([good, bad], data, tagger, ws, parent.run_id, False, plan)
     assert [(t.variant, t.seed) for t in trained] == [("sdxl-eps", 0)] and len(results) == 1
+    # what the worker logged reached MLflow before its process ended: the stored evaluation and its cost
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(ws.uri).get_run(trained[0].run_id)
+    assert any(k.startswith("nai3.eval.") for k in run.data.tags) and run.data.metrics["cost/eval_seconds"] > 0
     assert isinstance(failure, FanOutFailed)
     assert "1 of 2" in str(failure) and "sdxl-eps@seed1" in str(failure) and "sdxl-eps@seed0" not in str(failure)
 
