@@ -141,11 +141,12 @@ def lines(stages: list[dict], claims: list[ClaimCost], report_s: float | None = 
                    f"{r['cpu_h_per_seed']:>11.3f}" + (f"  ({'; '.join(r['estimated'])})" if r["estimated"] else ""))
     if report_s is not None:
         out.append(f"report: {report_s:.0f} s (once per night)")
-    out.append(f"{'claim':<16}{'role':<12}{'K':>3}{'CPU-h':>8}  {'to go (SESOI / estimate)':<26}verdict")
+    w = max([5, *(len(c.id) for c in claims)]) + 2
+    out.append(f"{'claim':<{w}}{'role':<13}{'K':>3}{'CPU-h':>8}  {'to go (SESOI / estimate)':<36}verdict")
     for c in claims:
         go = c.to_go_h
         to_go = "—" if go is None else f"{go[0]:.2f} / {go[1]:.2f} h ({c.more_seeds[0]:.1f} / {c.more_seeds[1]:.1f} seeds)"
-        out.append(f"{c.id:<16}{c.role:<12}{c.seeds:>3}{c.cpu_h:>8.2f}  {to_go:<26}{c.verdict}")
+        out.append(f"{c.id:<{w}}{c.role:<13}{c.seeds:>3}{c.cpu_h:>8.2f}  {to_go:<36}{c.verdict}")
     total = until_primaries_decided(stages, claims)
     decides = any(c.role == "primary" and not c.verdict.startswith("decided in ") for c in claims)
     out.append("expected CPU-hours until every primary is decided or futile: " + (
