@@ -51,7 +51,8 @@ def one_run(base: Path, cache: Path, overrides: list[str], sequential: bool, tag
     if p.returncode != 0:
         sys.exit(f"{tag} failed:\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
     layout = next((ln[ln.index("units run"):] for ln in (p.stdout + p.stderr).splitlines() if "units run" in ln), "?")
-    print(f"{tag:<14} {wall:7.1f} s   {layout.strip()}", flush=True)
+    rates = [ln.split("trained ")[1].split(" (")[0] for ln in (p.stdout + p.stderr).splitlines() if " trained " in ln]
+    print(f"{tag:<14} {wall:7.1f} s   {layout.strip()}; " + "; ".join(rates), flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return wall
 

@@ -6,7 +6,7 @@ default spin count). When one of two cores is taken by another process, a spinni
 the core its partner needs, and a two-thread run slowed 10–40× on this box. Each case is the tiny
 model's training loop (the demo's batch, ``train_variant``) in a fresh process with the policy in
 its environment, alone and beside a pure-Python busy loop; cases alternate and medians are kept.
-Prints img/s per case and, last, the competed/alone ratio of the policy nai3 sets against unset.
+Prints img/s per case and, last, PASSIVE against libgomp's default alone and beside the busy process.
 
     .venv/bin/python bench/omp_wait.py [--steps 60] [--repeats 2]     # ≈ 5 min on 2 cores
 """
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("unset", "PASSIVE", "ACTIVE")
+POLICIES = ("unset", "PASSIVE", "ACTIVE", "spin:10000", "spin:100000")  # spin:N is GOMP_SPINCOUNT=N
 
 CHILD = r"""
 import json, sys, tempfile, time
@@ -54,7 +54,9 @@ BUSY = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
 def one(policy: str, competed: bool, steps: int) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NAI3_THREADS",
                                                              "OMP_NUM_THREADS")}
-    if policy != "unset":
+    if policy.startswith("spin:"):
+        env["GOMP_SPINCOUNT"] = policy.removeprefix("spin:")
+    elif policy != "unset":
         env["OMP_WAIT_POLICY"] = policy
     busy = subprocess.Popen([sys.executable, "-c", BUSY]) if competed else None
     try:
@@ -73,27 +75,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--policies", default=",".join(POLICIES), help="which of " + ", ".join(POLICIES))
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from flows import OMP_WAIT_POLICY
-
+    policies = tuple(a.policies.split(","))
     got: dict[tuple[str, bool], list[float]] = {}
     for rep in range(a.repeats):
-        cases = [(p, c) for p in POLICIES for c in (False, True)]
+        cases = [(p, c) for p in policies for c in (False, True)]
         for policy, competed in (cases if rep % 2 == 0 else cases[::-1]):
             got.setdefault((policy, competed), []).append(one(policy, competed, a.steps))
-            print(f"repeat {rep}: {policy:<8} {'beside a busy process' if competed else 'alone':<22} "
+            print(f"repeat {rep}: {policy:<12} {'beside a busy process' if competed else 'alone':<22} "
                   f"{got[(policy, competed)][-1]:7.1f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in got.items()}
-    for policy in POLICIES:
-        print(f"{policy:<8} alone {med[(policy, False)]:7.1f} img/s, beside a busy process {med[(policy, True)]:7.1f} "
+    for policy in policies:
+        print(f"{policy:<12} alone {med[(policy, False)]:7.1f} img/s, beside a busy process {med[(policy, True)]:7.1f} "
               f"img/s (kept {med[(policy, True)] / med[(policy, False)]:.2f})")
-    ours = med[(OMP_WAIT_POLICY, True)] / med[(OMP_WAIT_POLICY, False)]
-    unset = med[("unset", True)] / med[("unset", False)]
-    print(f"alone: {OMP_WAIT_POLICY} / unset {med[(OMP_WAIT_POLICY, False)] / med[('unset', False)]:.2f} "
-          f"(target ≥ 0.95)")
-    print(f"competed/alone with {OMP_WAIT_POLICY} {ours:.2f} vs unset {unset:.2f}: ratio {ours / unset:.2f} "
-          f"(target ≥ 1.5)")
+    if "PASSIVE" in policies and "unset" in policies:
+        alone = med[("PASSIVE", False)] / med[("unset", False)]
+        shared = med[("PASSIVE", True)] / med[("unset", True)]
+        print(f"PASSIVE/unset alone {alone:.2f}, beside a busy process {shared:.2f} (a policy that wins both would be "
+              f"≥ 0.95 and ≥ 1.5; nai3 runs one-thread units instead, which never wait at a barrier)")
 
 
 if __name__ == "__main__":

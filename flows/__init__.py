@@ -13,9 +13,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 # run reporting its state; 7 retries ride out ≈ 4 min. Set before Prefect reads its settings; the
 # deployments' flow-run processes get it from prefect.yaml, workers from docs/operations.md's command
 os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
-# OpenMP threads that wait at a barrier sleep instead of spinning (measured: bench/omp_wait.py). A
-# spinning thread burns the core its partner needs whenever another process holds one: a two-thread
-# training beside one busy process ran 10–40× slower. libgomp reads this when torch loads it, so it
-# is set here, before anything imports torch; a value already in the environment wins.
-OMP_WAIT_POLICY = "PASSIVE"
-os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+# OpenMP's wait policy is left to libgomp (it spins a while at a barrier, then sleeps), measured with
+# bench/omp_wait.py on 2 cores, two-thread training: alone, spin 138 img/s vs PASSIVE 85; beside
+# one busy process, spin 29 vs PASSIVE 70. Neither wins both, so the layout decides instead: local
+# units run one thread each by default (flows/local_units.py), and one thread never waits at a
+# barrier. A multi-thread run that shares its cores says so once (nai3train/ops/progress.py), with
+# OMP_WAIT_POLICY=PASSIVE as the fix when the sharing is meant to last.

@@ -65,8 +65,9 @@ class _Watched(tqdm):
             self._warned = True
             tqdm.write(f"{self.desc}: slowed to {rate:.3g} it/s from a median of {typical:.3g} it/s while the load "
                        f"average is {load:.1f} on {cores} cores: other processes compete for them, and this run's "
-                       f"{_threads()} thread(s) wait for each other at every step. Give it the cores, or fewer threads "
-                       "(NAI3_THREADS, nai3 ablation --units).", file=self._say or sys.stderr)
+                       f"{_threads()} thread(s) wait for each other at every step. Give it the cores, fewer threads "
+                       "(NAI3_THREADS=1, nai3 ablation --units), or OMP_WAIT_POLICY=PASSIVE for the next run.",
+                       file=self._say or sys.stderr)
 
 
 def _threads() -> int:
