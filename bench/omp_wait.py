@@ -27,9 +27,9 @@ CHILD = r"""
 import json, sys, tempfile, time
 from pathlib import Path
 import torch
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/bench"]
 from nai3train.config import load_config
-from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
+from timing import warm_training_set
 from nai3train.trainer import train_variant
 steps = int(sys.argv[2])
 torch.set_num_threads(2)
@@ -37,11 +37,7 @@ cfg = load_config(Path(sys.argv[1]) / "configs/smoke.yaml", [f"train.steps={step
                   f"train.checkpoint_every={steps}", "train.threads=2"])
 variant = next(v for v in cfg.variants if v.name == "nai-v-ztsnr")
 with tempfile.TemporaryDirectory() as d:
-    synthesize(d, 256, 8, cfg.data.resolution, seed=0)
-    data = BucketedDataset.from_scan(scan_folder(Path(d) / "train"), default_buckets(cfg.data.resolution))
-    for i in range(len(data)):
-        data.cover(i)
-    vocab = Vocabulary.build(data.tags)
+    data, vocab = warm_training_set(d, 256, cfg.data.resolution)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         train_variant(cfg, variant, data, vocab, out, progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -42,3 +43,24 @@ def measured_peak(device: torch.device | str, dtype: torch.dtype, n: int, reps: 
         a @ b
     sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t0)
+
+
+def warm_training_set(folder: str | Path, size: int, resolution: int):
+    """(dataset, vocabulary) of ``size`` synthesised benchmark images under ``folder``, every image
+    decoded into the LRU as the trainer's first epoch leaves it (``data_throughput.py``); the folder
+    must outlive the dataset (images are decoded when a batch asks)."""
+    from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
+
+    synthesize(str(folder), size, 8, resolution, seed=0)
+    data = BucketedDataset.from_scan(scan_folder(Path(folder) / "train"), default_buckets(resolution))
+    for i in range(len(data)):
+        data.cover(i)
+    return data, Vocabulary.build(data.tags)
+
+
+def square_batch(data, vocab, resolution: int, max_tags: int):
+    """(x0, time_ids, tag ids) of every square image: the bare loops' in-memory batch source."""
+    square = [i for i in range(len(data)) if data.buckets[int(data.bucket_of[i])].width == resolution
+              and data.buckets[int(data.bucket_of[i])].height == resolution]
+    x0, time_ids = data.batch(square, None)
+    return x0, time_ids, vocab.ids([data.tags[i] for i in square], max_tags)

@@ -23,13 +23,12 @@ from diffusers import DDPMScheduler
 from torch.utils.flop_counter import FlopCounterMode
 
 from nai3train.config import load_config
-from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.models import TinyTagUNet
 from nai3train.trainer import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import measured_peak  # noqa: E402  (bench/timing.py)
+from timing import measured_peak, square_batch, warm_training_set  # noqa: E402  (bench/timing.py)
 
 
 def bare_loop(model: TinyTagUNet, x0: torch.Tensor, ids: torch.Tensor, time_ids: torch.Tensor, steps: int,
@@ -72,16 +71,8 @@ def main() -> None:
                                                     f"train.checkpoint_every={a.steps}"])
     variant = next(v for v in cfg.variants if v.name == "nai-v-ztsnr")
     folder = tempfile.TemporaryDirectory()  # images are decoded when a batch asks: the folder lives for the run
-    d = folder.name
-    synthesize(d, cfg.data.train_size, 8, cfg.data.resolution, seed=0)
-    data = BucketedDataset.from_scan(scan_folder(Path(d) / "train"), default_buckets(cfg.data.resolution))
-    for i in range(len(data)):  # decode once into the LRU, as the trainer's first epoch does (data_throughput.py)
-        data.cover(i)
-    vocab = Vocabulary.build(data.tags)
-    square = [i for i in range(len(data)) if data.buckets[int(data.bucket_of[i])].width == cfg.data.resolution
-              and data.buckets[int(data.bucket_of[i])].height == cfg.data.resolution]
-    x0, time_ids = data.batch(square, None)
-    ids = vocab.ids([data.tags[i] for i in square], cfg.model.max_tags)
+    data, vocab = warm_training_set(folder.name, cfg.data.train_size, cfg.data.resolution)
+    x0, time_ids, ids = square_batch(data, vocab, cfg.data.resolution, cfg.model.max_tags)
     ours, bare = [], []
     for rep in range(a.repeats):
         torch.manual_seed(rep)

@@ -34,24 +34,16 @@ sys.path[:0] = [root, root + "/bench"]
 import torch
 torch.set_num_threads(1 if case.endswith("1thread") else 2)
 from torch.utils.flop_counter import FlopCounterMode
-from timing import measured_peak
+from timing import measured_peak, square_batch, warm_training_set
 from train_overhead import bare_loop
 from nai3train.config import load_config
-from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder, synthesize
 from nai3train.models import TinyTagUNet
 from nai3train.trainer import train_variant
 cfg = load_config(Path(root) / "configs/smoke.yaml", [f"train.steps={steps}", f"train.checkpoint_every={steps}"])
 variant = next(v for v in cfg.variants if v.name == "nai-v-ztsnr")
 with tempfile.TemporaryDirectory() as d:
-    synthesize(d, 512, 8, cfg.data.resolution, seed=0)
-    data = BucketedDataset.from_scan(scan_folder(Path(d) / "train"), default_buckets(cfg.data.resolution))
-    for i in range(len(data)):
-        data.cover(i)
-    vocab = Vocabulary.build(data.tags)
-    sq = [i for i in range(len(data)) if data.buckets[int(data.bucket_of[i])].width == cfg.data.resolution
-          and data.buckets[int(data.bucket_of[i])].height == cfg.data.resolution]
-    x0, time_ids = data.batch(sq, None)
-    ids = vocab.ids([data.tags[i] for i in sq], cfg.model.max_tags)
+    data, vocab = warm_training_set(d, 512, cfg.data.resolution)
+    x0, time_ids, ids = square_batch(data, vocab, cfg.data.resolution, cfg.model.max_tags)
     torch.manual_seed(0)
     model = TinyTagUNet(len(vocab), cfg.data.resolution, cfg.model.block_out_channels,
                         cfg.model.cross_attention_dim, cfg.model.max_tags)
