@@ -175,12 +175,18 @@ def test_arms_are_selected_by_fields_and_all_other_fields_at_defaults():
     assert "several variants match" in by_id(evaluate_claims(doubled))["C2"].decision.reason
 
 
+def _moments(mean: list, std: list, se: float, images: int = 64) -> dict:
+    """C8's per-split moments (nai3eval/claims/heldout.py) with standard error ``se`` throughout."""
+    split = {"mean": mean, "std": std, "se_mean": [se] * 3, "se_std": [se] * 3, "images": images}
+    return {"heldout_moments": split, "train_moments": {**split, "mean": [0, 0, 0], "std": [1, 1, 1]}}
+
+
 def test_three_seeds_give_recipe_level_verdicts_that_follow_their_rules(tmp_path):
     results = fake_results(cfgs=(1.5, 2.5, 3.5, 5.0, 7.0, 10.0), noise=0.01)
     o, folder = write_report(results, tmp_path, spec=at_kmax(3), data={
         "bucketing": {"kept": [0.9, 1.0], "kept_square": [0.6, 1.0]},
         "normalisation": {"heldout_mean_after": [0.01, -0.02, 0.0], "heldout_std_after": [1.01, 0.98, 1.0],
-                          "heldout_images": 64}})
+                          "heldout_images": 64, **_moments([0.01, -0.02, 0.0], [1.01, 0.98, 1.0], se=0.1)}})
     c = by_id(o)
     for cid in ("C1", "C2", "C3-linear", "C1-sampled", "C2-package", "C2-black-shown", "C2-white-shown",
                 "C2-black-overshoot", "C2-white-overshoot", "C2-grey", "C3-package-linear",
@@ -210,7 +216,8 @@ def test_the_same_rules_contradict_when_the_data_say_so():
     """At the final look (K = K_max = 5)."""
     o = evaluate_claims(fake_results(seeds=(0, 1, 2, 3, 4), flip=True), spec=at_kmax(5),
                         data={"bucketing": {"kept": [0.5, 1.0], "kept_square": [0.6, 1.0]},
-                              "normalisation": {"heldout_mean_after": [0.2, 0, 0], "heldout_std_after": [1, 1, 1]}})
+                              "normalisation": {"heldout_mean_after": [0.2, 0, 0], "heldout_std_after": [1, 1, 1],
+                                                **_moments([0.2, 0, 0], [1, 1, 1], se=0.01)}})
     c = by_id(o)
     assert c["C2"].verdict == A.CONTRADICTED  # the baseline's brightness error is the smaller one
     assert c["C3-linear"].verdict == A.CONTRADICTED  # s_t − 0.2·s_b ≈ 0.72, far above 0
