@@ -8,6 +8,7 @@ variant (training) and one per evaluation point.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -104,7 +105,8 @@ def log_cost(cfg: AblationConfig, ws: Workspace, data: PreparedData, out: Report
     if not units:
         return []
     stages = cost.stage_table(units)
-    claims = cost.claim_costs(out.claims.to_dict()["claims"], units)
+    # the claims as the report wrote them: to_dict() again would redo each claim's design simulations
+    claims = cost.claim_costs(json.loads((out.folder / "report.json").read_text())["claims"], units)
     logger = pipeline.parent_logger(ws, parent_run_id)
     logger.log_metrics({**cost.metrics(stages, claims), "cost/report_seconds": out.seconds})
     logger.log_json({"units": [asdict(u) for u in units], "arms": stages,
@@ -116,9 +118,15 @@ def evaluate_and_report(cfg: AblationConfig, trained: list[TrainedVariant], data
                         ws: Workspace, parent_run_id: str, force: bool = False
                         ) -> tuple[list[Record], ReportOutput]:
     """Evaluate each trained variant and write the report: shared by the ablation and eval-only flows."""
-    results = [evaluate_task(cfg.for_seed(t.seed) if t.seed in cfg.replicate_seeds else cfg, t, data, tagger, ws,
-                             parent_run_id, force) for t in trained]
+    results = evaluate_all(cfg, trained, data, tagger, ws, parent_run_id, force)
     return results, report_task(cfg, results, trained, data, ws, parent_run_id)
+
+
+def evaluate_all(cfg: AblationConfig, trained: list[TrainedVariant], data: PreparedData, tagger: TaggerRef,
+                 ws: Workspace, parent_run_id: str, force: bool = False) -> list[Record]:
+    """Each trained variant evaluated in this process, under its replicate's config."""
+    return [evaluate_task(cfg.for_seed(t.seed) if t.seed in cfg.replicate_seeds else cfg, t, data, tagger, ws,
+                          parent_run_id, force) for t in trained]
 
 
 def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef, ws: Workspace, parent_run_id: str,
@@ -162,25 +170,18 @@ def fan_out(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRe
 
 def run_here(cfg: AblationConfig, replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef,
              ws: Workspace, parent_run_id: str, force: bool, units: int | None
-             ) -> tuple[list[TrainedVariant], list[Record], ReportOutput]:
-    """Every (variant, seed) on this machine, several at a time where the layout allows, then the
-    report; a failed unit is raised after the report over the ones that completed."""
+             ) -> tuple[list[TrainedVariant], list[Record], fanout.FanOutFailed | None]:
+    """Every (variant, seed) on this machine, several at a time where the layout allows: the
+    completed ones and the failure naming the rest (None if all completed), as ``fan_out``."""
     n = sum(len(ck.variants) for ck in replicas)
     plan = local_units.layout(cfg, n, local_units.requested_units(units))
     print(plan.line())
     pipeline.parent_logger(ws, parent_run_id).set_tags({"nai3.units": str(plan.workers),
                                                         "nai3.unit_threads": str(plan.threads)})
-    if not plan.parallel:
-        trained = [train_task(ck, v.name, data, ws, parent_run_id, force) for ck in replicas for v in ck.variants]
-        results, out = evaluate_and_report(cfg, trained, data, tagger, ws, parent_run_id, force)
-        return trained, results, out
-    trained, results, failure = local_units.run_units(replicas, data, tagger, ws, parent_run_id, force, plan)
-    if failure is not None and not results:
-        raise failure
-    out = report_task(cfg, results, trained, data, ws, parent_run_id)
-    if failure is not None:
-        raise failure
-    return trained, results, out
+    if plan.parallel:
+        return local_units.run_units(replicas, data, tagger, ws, parent_run_id, force, plan)
+    trained = [train_task(ck, v.name, data, ws, parent_run_id, force) for ck in replicas for v in ck.variants]
+    return trained, evaluate_all(cfg, trained, data, tagger, ws, parent_run_id, force), None
 
 
 def nightly_plan(cfg: AblationConfig, ws: Workspace, data: PreparedData, all_arms: bool = False):
@@ -288,13 +289,13 @@ def ablation(config: str | None = "configs/smoke.yaml", overrides: list[str] | N
         if fanning_out:
             trained, results, failure = fan_out(replicas, data, tagger, ws, parent.run_id, variant_deployment, attempts,
                                                 force)
-            if failure is not None and not results:
-                raise failure
-            out = report_task(cfg, results, trained, data, ws, parent.run_id)
-            if failure is not None:
-                raise failure  # after the report over the (variant, seed) runs that completed
         else:
-            trained, results, out = run_here(cfg, replicas, data, tagger, ws, parent.run_id, force, units)
+            trained, results, failure = run_here(cfg, replicas, data, tagger, ws, parent.run_id, force, units)
+        if failure is not None and not results:
+            raise failure
+        out = report_task(cfg, results, trained, data, ws, parent.run_id)
+        if failure is not None:
+            raise failure  # after the report over the (variant, seed) runs that completed
         print("\n" + out.table)
         print("\nClaims (effect [95 % CI]) — full report: " + str(out.folder / "report.html"))
         print("\n".join(out.summary))

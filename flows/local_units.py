@@ -88,8 +88,8 @@ def layout(cfg: AblationConfig, units: int, requested: int | None = None, cores:
         return Layout(1, 0, f"a {cfg.model.kind} unit needs the machine to itself")
     if _cuda():
         return Layout(1, 0, "a GPU is present: units share it one at a time")
-    threads_each = torch_threads(cfg.train.threads) or 1
-    fit_cores = max(1, cores // threads_each)
+    fixed = torch_threads(cfg.train.threads)  # the config's or the environment's, else 0: split the cores
+    fit_cores = max(1, cores // (fixed or 1))
     memory = memory if memory is not None else available_memory()
     fit_memory = max(1, memory // TINY_UNIT_BYTES) if memory else units  # unknown memory: no cap from it
     workers = min(units, requested or fit_cores, fit_memory)
@@ -100,7 +100,7 @@ def layout(cfg: AblationConfig, units: int, requested: int | None = None, cores:
         why = f"{cores} cores, {units} units" + (f", memory for {fit_memory}" if fit_memory < fit_cores else "")
     if workers <= 1:
         return Layout(1, 0, why)
-    return Layout(workers, torch_threads(cfg.train.threads) or max(1, cores // workers), why)
+    return Layout(workers, fixed or max(1, cores // workers), why)
 
 
 def usable_cores() -> int:

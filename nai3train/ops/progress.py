@@ -18,6 +18,8 @@ from typing import Any, Callable, TextIO
 
 from tqdm.auto import tqdm
 
+from .threads import torch_threads_in_use
+
 LINE_EVERY_S = 10.0
 WINDOW_S = 5.0  # the step rate is measured over windows this long
 SLOW = 0.25  # a window below this fraction of the median window, with the cores overcommitted, is said
@@ -65,15 +67,9 @@ class _Watched(tqdm):
             self._warned = True
             tqdm.write(f"{self.desc}: slowed to {rate:.3g} it/s from a median of {typical:.3g} it/s while the load "
                        f"average is {load:.1f} on {cores} cores: other processes compete for them, and this run's "
-                       f"{_threads()} thread(s) wait for each other at every step. Give it the cores, fewer threads "
+                       f"{torch_threads_in_use()} thread(s) wait for each other at every step. Give it the cores, fewer threads "
                        "(NAI3_THREADS=1, nai3 ablation --units), or OMP_WAIT_POLICY=PASSIVE for the next run.",
                        file=self._say or sys.stderr)
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 class _Lines:
