@@ -21,8 +21,9 @@ demo: install
 
 # two pytest workers, one thread each (OMP_NUM_THREADS reaches the subprocesses the end-to-end tests
 # start): much of the suite waits on servers and process start-up, and one thread per process never
-# oversubscribes a 2-core box
+# oversubscribes a 2-core box; tests/system_deps.sh first installs PostgreSQL and chromium where it can
 test: install
+	bash tests/system_deps.sh
 	OMP_NUM_THREADS=1 NAI3_THREADS=1 $(PY) -m pytest -q -n 2 --dist load
 
 test-fast: install
