@@ -13,10 +13,17 @@ the others finish, like a fanned-out child (``flows/fanout.py``).
 Layout: as many workers as there are units, cores (over the threads each needs) and memory allow;
 the cores are split evenly between them. ``--units 1`` (or ``NAI3_UNITS=1``) keeps the old in-process
 sequential run.
+
+Order: longest unit first (``longest_first``), so the night does not end on one long unit while the
+other cores idle. A pool hands the next unit to the first free worker; submitted in the replicas'
+order, the smoke night's two ZTSNR units (which also run the σ = ∞ probes: 117 s of evaluation
+against 55 s) landed on one worker, the last one evaluating alone for two minutes.
 """
 from __future__ import annotations
 
+import math
 import os
+import statistics
 from dataclasses import dataclass
 
 from nai3eval.record import Record
@@ -137,6 +144,34 @@ def enter_unit(label: str, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def longest_first(jobs: list[tuple[Unit, AblationConfig]], measured: dict[str, float] | None = None
+                  ) -> list[tuple[Unit, AblationConfig]]:
+    """``jobs`` in the order to submit them: the longest expected unit first. The expectation is each
+    arm's measured CPU-seconds per unit on earlier nights (``measured``, by variant name) when every
+    arm has one; otherwise arms trained to σ = ∞ first, since only they also run the practical-
+    infinity and count probes. Ties keep the replicas' order (Python's sort is stable)."""
+    measured = measured or {}
+    if all(u.variant in measured for u, _ in jobs):
+        return sorted(jobs, key=lambda j: -measured[j[0].variant])
+
+    def infinite(job: tuple[Unit, AblationConfig]) -> bool:
+        return math.isinf(next(v for v in job[1].variants if v.name == job[0].variant).top_sigma)
+
+    return sorted(jobs, key=lambda j: not infinite(j))
+
+
+def measured_unit_seconds(cfg: AblationConfig, ws: Workspace, data_hash: str) -> dict[str, float]:
+    """Each arm's median CPU-seconds per (arm, seed) unit so far under today's identity (``flows/cost.py``);
+    arms never evaluated are left out."""
+    from .cost import unit_costs
+
+    per_arm: dict[str, list[float]] = {}
+    for u in unit_costs(cfg, data_hash, ws.uri, ws.experiment_id):
+        if not math.isnan(u.cpu_s):
+            per_arm.setdefault(u.variant, []).append(u.cpu_s)
+    return {arm: statistics.median(s) for arm, s in per_arm.items()}
+
+
 def run_units(replicas: list[AblationConfig], data: PreparedData, tagger: TaggerRef, ws: Workspace,
               parent_run_id: str, force: bool, plan: Layout
               ) -> tuple[list[TrainedVariant], list[Record], FanOutFailed | None]:
@@ -150,14 +185,18 @@ def run_units(replicas: list[AblationConfig], data: PreparedData, tagger: Tagger
     api_url = get_client().api_url
 
     jobs = [(Unit(v.name, ck.train.seed), ck) for ck in replicas for v in ck.variants]
+    order = longest_first(jobs, measured_unit_seconds(replicas[0], ws, data.content_hash))
+    print("units in order, longest first: " + ", ".join(u.label for u, _ in order))
     with ProcessPoolTaskRunner(max_workers=plan.workers, initializer=_start_worker,
                                initargs=(str(api_url) if api_url else None,)) as runner:
         futures = [runner.submit(unit_task, {"cfg": ck, "variant_name": u.variant, "data": data, "tagger": tagger,
                                              "ws": ws, "parent_run_id": parent_run_id, "force": force,
                                              "threads": plan.threads})
-                   for u, ck in jobs]
+                   for u, ck in order]
+        done = dict(zip([u for u, _ in order], futures))
         trained, results, failed = [], [], []
-        for (u, _), fut in zip(jobs, futures):
+        for u, _ in jobs:  # collected in the replicas' order, whatever order they ran in
+            fut = done[u]
             try:
                 t, r = fut.result()
             except Exception as e:  # reported with the others once every unit is final

@@ -134,3 +134,21 @@ def test_a_collapsed_rate_on_overcommitted_cores_is_said_once(monkeypatch):
     said = [line for line in text.splitlines() if "compete" in line]
     assert len(said) == 1 and said[0].startswith("train v: slowed to") and "NAI3_THREADS" in said[0]
     assert "compete" not in _run_bar(monkeypatch, load=0.5)  # slow but the cores are free: our own doing
+
+
+def test_the_longest_units_go_first_and_measured_costs_decide_when_every_arm_has_one():
+    """Submitted longest first (a pool gives the next unit to the first free worker, so a long unit
+    submitted last runs alone): by the arms' measured CPU-seconds when all are known, else the
+    σ = ∞ arms (which also run the practical-infinity and count probes) before the others."""
+    from flows.fanout import Unit
+
+    cfg = _smoke("train.seeds=[0,1]")
+    jobs = [(Unit(v.name, s), cfg.for_seed(s)) for s in cfg.replicate_seeds for v in cfg.variants]
+    labels = lambda js: [u.label for u, _ in js]  # noqa: E731
+    assert labels(jobs) == ["sdxl-eps@seed0", "nai-v-ztsnr@seed0", "sdxl-eps@seed1", "nai-v-ztsnr@seed1"]
+    assert labels(local_units.longest_first(jobs)) == [
+        "nai-v-ztsnr@seed0", "nai-v-ztsnr@seed1", "sdxl-eps@seed0", "sdxl-eps@seed1"]
+    # measured: the ε arm is the longer one here, so it goes first; one arm unmeasured: the rule again
+    assert labels(local_units.longest_first(jobs, {"sdxl-eps": 300.0, "nai-v-ztsnr": 200.0})) == [
+        "sdxl-eps@seed0", "sdxl-eps@seed1", "nai-v-ztsnr@seed0", "nai-v-ztsnr@seed1"]
+    assert labels(local_units.longest_first(jobs, {"sdxl-eps": 300.0}))[0] == "nai-v-ztsnr@seed0"
