@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from nai3eval.record import Record
 from nai3train.config import AblationConfig
 from nai3train.data import PreparedData
+from nai3train.ops.memory import available_memory
 from nai3train.ops.run import TrainedVariant
 from nai3train.ops.threads import torch_threads
 
@@ -59,18 +60,6 @@ class Layout:
         if not self.parallel:
             return f"units run one after another in this process ({self.why})"
         return f"units run {self.workers} at a time, {self.threads} thread(s) each ({self.why})"
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def requested_units(value: int | None) -> int | None:

@@ -54,11 +54,18 @@ def evaluation_identity() -> Identity:
 
 # train options that say where things are kept, not what is trained: a run key never depends on
 # them (a run can switch to train.checkpoint_store: tracking and still resume and be reused)
-NOT_IN_RUN_KEY = ("checkpoint_store",)
+NOT_IN_RUN_KEY = ("checkpoint_store", "keep_checkpoints", "gradient_checkpointing")
+# train settings added later that can change numbers: in a key only when set, so every key made
+# before them (and every decider the claims spec pins) stays what it was
+ONLY_WHEN_SET = {"compile": False}
+
+
+def _train_fields(cfg: AblationConfig) -> dict:
+    return {k: v for k, v in to_dict(cfg.train).items() if ONLY_WHEN_SET.get(k, object()) != v}
 
 
 def _train_identity(cfg: AblationConfig, *leave_out: str) -> dict:
-    return {k: v for k, v in to_dict(cfg.train).items() if k not in NOT_IN_RUN_KEY + leave_out}
+    return {k: v for k, v in _train_fields(cfg).items() if k not in NOT_IN_RUN_KEY + leave_out}
 
 
 def run_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> str:
@@ -76,7 +83,8 @@ def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> s
 
 # what a deciding config's hash ignores: where things live, how often to log or save, threads and
 # the names (a config's name and experiment say nothing about the numbers it produces)
-NOT_IN_DECIDER = {"train": ("seed", "seeds", "log_every", "checkpoint_every", "checkpoint_store", "threads"),
+NOT_IN_DECIDER = {"train": ("seed", "seeds", "log_every", "checkpoint_every", "checkpoint_store", "threads",
+                            "keep_checkpoints", "gradient_checkpointing"),
                   "data": ("path",), "model": ("path",), "eval": ("inception_weights", "clip_path")}
 
 
@@ -84,7 +92,7 @@ def decider_hash(cfg: AblationConfig) -> str:
     """The hash the claims spec pins a deciding config by (``deciders``): its data, model, training
     recipe (seeds excluded: they accumulate), evaluation grid and prompts, and its variants. A
     config of the same name with another grid decides nothing; a renamed one decides nothing either."""
-    d = to_dict(cfg)
+    d = {**to_dict(cfg), "train": _train_fields(cfg)}
     doc = {part: {k: v for k, v in d[part].items() if k not in NOT_IN_DECIDER.get(part, ())}
            for part in ("data", "model", "train", "eval")}
     return stable_hash({**doc, "variants": sorted(v.config_hash() for v in cfg.variants)})

@@ -31,20 +31,23 @@ def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in state.items()}
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, torch.Tensor], meta: dict,
+def save_checkpoint(folder: str | Path, model: torch.nn.Module | dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
+                    meta: dict,
                     train_state: dict[str, torch.Tensor] | None = None,
                     write_extra: Callable[[Path], object] | None = None) -> Path:
     """Write the checkpoint folder atomically (temp folder + rename) and return its path.
 
     ``write_extra(tmp_folder)`` adds files before the folder becomes visible (the model bundle's
-    ``config.json``, which makes the folder loadable with ``load_bundle``)."""
+    ``config.json``, which makes the folder loadable with ``load_bundle``). ``model`` is the module
+    or its weights already taken (a snapshot written off the training thread)."""
+    weights = model.state_dict() if isinstance(model, torch.nn.Module) else model
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        save_file(_tensors(model.state_dict()), str(tmp / "model.safetensors"))
+        save_file(_tensors(weights), str(tmp / "model.safetensors"))
         save_file(_tensors(ema), str(tmp / "ema.safetensors"))
         if train_state is not None:
             save_file(_tensors(train_state), str(tmp / "state.safetensors"))
@@ -65,7 +68,8 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, ema: dict[str, t
     return folder
 
 
-def save_step_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, ema: dict[str, torch.Tensor],
+def save_step_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module | dict[str, torch.Tensor],
+                         ema: dict[str, torch.Tensor],
                          meta: dict, train_state: dict[str, torch.Tensor], keep: int = 2,
                          write_extra: Callable[[Path], object] | None = None) -> Path:
     """``run_dir/checkpoints/step-00000123``; keeps the newest ``keep`` of them."""

@@ -15,8 +15,10 @@ def test_gpu_bench_runs_tiny_on_cpu():
     p = subprocess.run(["bash", str(ROOT / "bench/gpu.sh"), "--tiny", "--steps", "1"], capture_output=True,
                        text=True, timeout=300, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert re.search(r"MFU = \d+(\.\d+)?%", p.stdout)
-    assert re.search(r"model FLOPs per training step: \d", p.stdout)
+    for config in "ABCDEF":  # every configuration of bench/train_mfu.py ran
+        assert re.search(rf"^{config} .* img/s  MFU +\d+\.\d%", p.stdout, re.M), p.stdout
+    for line in ("ratio trainer/bare", "ratio tuned/bare", "best MFU"):
+        assert re.search(rf"^{line} \d", p.stdout, re.M), p.stdout
     assert re.search(r"ratio nai3/diffusers = \d+\.\d+", p.stdout.strip().splitlines()[-1])
 
 

@@ -173,3 +173,83 @@ def test_two_process_accelerate_run(tmp_path):
     run = MlflowClient(f"sqlite:///{work}/mlflow.db").get_run(out["run_id"])
     assert run.data.params["train.world_size"] == "2" and run.info.status == "FINISHED"
     assert len(MlflowClient(f"sqlite:///{work}/mlflow.db").search_runs([run.info.experiment_id])) == 1
+
+
+
+ACC_SCRIPT = """
+import hashlib, json, os, sys
+from nai3train.config import load_config
+from nai3train.data import BucketedDataset, Vocabulary, default_buckets, scan_folder
+from nai3train.models import sdxl
+import nai3train.trainer as T
+
+puts, live = [], {}
+real_put = sdxl.DiskCache.put
+sdxl.DiskCache.put = lambda self, key, tensors: (puts.append(key), real_put(self, key, tensors))[1]
+
+class Capture(T.EMA):  # keeps the live model: each rank hashes its own weights after training
+    def __init__(self, model, decay):
+        super().__init__(model, decay)
+        live["model"] = model
+
+T.EMA = Capture
+root, model, out, config = sys.argv[1:5]
+d = BucketedDataset.from_scan(scan_folder(os.path.join(root, "train")), default_buckets(16))
+cfg = load_config(config, ["model.kind=sdxl", f"model.path={model}", "data.resolution=16", "train.steps=3",
+                           "train.batch_size=2", "train.threads=1"])
+T.train_variant(cfg, cfg.variants[1], d, Vocabulary.build(d.tags), out, progress=False)
+w = live["model"].state_dict()
+digest = hashlib.sha256(b"".join(w[k].detach().float().numpy().tobytes() for k in sorted(w))).hexdigest()
+with open(os.path.join(out, "rank%s.json" % os.environ["RANK"]), "w") as f:
+    json.dump({"puts": len(puts), "digest": digest}, f)
+"""
+
+
+@pytest.mark.slow
+def test_two_process_sdxl_run_fills_the_cache_once_and_keeps_the_ranks_identical(tmp_path):
+    """accelerate launch, 2 CPU processes (DDP over gloo), the tiny SDXL bundle: rank 0 encodes the latents and
+    prompts, rank 1 only reads them; nothing raises; both ranks end with the same parameters."""
+    from nai3train.data import synthesize
+
+    from .sdxl_tiny import build_tiny_sdxl
+
+    model = build_tiny_sdxl(tmp_path / "sdxl")
+    synthesize(tmp_path / "bench", 12, 2, 16, seed=0)
+    script = tmp_path / "run.py"
+    script.write_text(ACC_SCRIPT)
+    out = tmp_path / "runs" / "v"
+    out.mkdir(parents=True)
+    # accelerate's --cpu alone starts ONE process without MPI; --multi_gpu is torchrun, gloo on a CPU (training.md)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", str(script), str(tmp_path / "bench"), str(model),
+           str(out), str(ROOT / "configs/smoke.yaml")]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MLFLOW_TRACKING_URI=""), timeout=600,
+                       cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["puts"] >= 12 + 1 and ranks[1]["puts"] == 0  # 12 latents, the prompts and the empty one
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+
+
+def test_the_trainer_imports_without_mlflow():
+    """A bare GPU image may lack MLflow: the trainer (and what it imports) must load without it."""
+    code = ("import sys\nsys.modules['mlflow'] = None  # any 'import mlflow…' now raises ImportError\n"
+            "import nai3train.trainer, nai3train.training, nai3train.ops.memory\n"
+            "assert not any(m == 'mlflow' or m.startswith('mlflow.') for m in sys.modules if sys.modules[m])\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tiny_data, tmp_path, tiny_config):
+    """train.compile: the tiny model through torch.compile (inductor, CPU) gives the eager losses to
+    float tolerance, step by step."""
+    d, vocab = tiny_data
+    losses = {}
+    for compiled in (False, True):
+        cfg = tiny_config(["train.steps=3", f"train.compile={str(compiled).lower()}"])
+        seen = []
+        train_variant(cfg, cfg.variants[1], d, vocab, tmp_path / str(compiled), progress=False,
+                      on_step=lambda s, info: seen.append(info["per_sample"].clone()))
+        losses[compiled] = torch.stack(seen)
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-4, atol=1e-5)

@@ -72,6 +72,29 @@ def test_ema_equals_hand_written_lerp_recurrence():
     assert int(ema.state_dict()["calls"]) == 40  # integer buffers are copied, not averaged
 
 
+def test_ema_in_one_foreach_kernel_per_group_equals_the_per_tensor_loop_bit_for_bit():
+    """The grouped ``_foreach_lerp_`` (one kernel per (device, dtype) group) against the loop it
+    replaced, one ``lerp_`` per tensor, over a model mixing float32, float64, bf16 and an int buffer."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8).double(), torch.nn.Linear(8, 4).bfloat16())
+    model.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+    ema = EMA(model, decay=0.95)
+    loop = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for step in range(30):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model.calls += 1
+        ema.update(model, step)
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                loop[k].lerp_(v, 1 - ema.decay_at(step))
+            else:
+                loop[k].copy_(v)
+    for k, v in loop.items():
+        assert ema.state_dict()[k].dtype == v.dtype and torch.equal(ema.state_dict()[k], v), k
+
+
 def test_ema_load_state_dict_copies_in_place_and_refuses_other_keys():
     model = Tiny()
     ema = EMA(model, 0.99)

@@ -136,6 +136,11 @@ class ModelConfig(_Frozen):
         return self
 
 
+def _on_off(v: object) -> object:
+    """YAML 1.1 reads a bare on/off as a boolean: take it back as the word the user typed."""
+    return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 class TrainConfig(_Frozen):
     steps: Annotated[Int, at_least(1), rule(lambda v: v <= 10_000_000, "must be at most 10,000,000")] = 400
     batch_size: Annotated[Int, at_least(1)] = 32  # per process and micro-batch
@@ -159,6 +164,13 @@ class TrainConfig(_Frozen):
     # there: nai3train/ops/remote_checkpoint.py). Where checkpoints go is not part of the run key
     checkpoint_store: Literal["local", "tracking"] = "local"
     threads: Int = 0  # torch threads; 0 = torch's default
+    # resumable checkpoints kept in the run folder, newest first (an SDXL one is ~41 GB); written off
+    # the training thread either way. 2 keeps a fallback should the newest be cut short
+    keep_checkpoints: Annotated[Int, at_least(1)] = 1
+    # recompute activations in the backward pass: 'auto' turns it on only where the step would not
+    # fit the device's memory without (nai3train/ops/memory.py estimates it); same losses either way
+    gradient_checkpointing: Annotated[Literal["auto", "on", "off"], BeforeValidator(_on_off)] = "auto"
+    compile: Bool = False  # torch.compile the network (inductor); float rounding may differ, so it is in the run key
 
 
 def _valid_name(name: str) -> bool:

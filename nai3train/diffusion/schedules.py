@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -121,12 +122,12 @@ class Schedule:
         the practical infinity and return +∞ at t = 999 exactly.
         """
         t = torch.as_tensor(t, dtype=torch.float64)
-        log_s = self._log_table().to(t.device)
+        log_s = self.log_table(t.device)
         t_c = t.clamp(0, NUM_TRAIN_TIMESTEPS - 1)
         lo = t_c.floor().long().clamp(max=NUM_TRAIN_TIMESTEPS - 2)
         w = t_c - lo
         out = torch.exp((1 - w) * log_s[lo] + w * log_s[lo + 1])
-        if math.isinf(float(self.sdxl_sigmas[-1])):
+        if self._infinite_top:
             out = torch.where(t_c >= NUM_TRAIN_TIMESTEPS - 1, torch.full_like(out, math.inf), out)
         return out * self.scale
 
@@ -134,11 +135,12 @@ class Schedule:
         """σ (model units) → continuous t, inverse of :meth:`t_to_sigma`; σ = +∞ → 999.
 
         σ above the table's finite top (an extrapolated start, e.g. 20000 on the SDXL table) maps
-        to t = 999: the network never saw more noise than that.
+        to t = 999: the network never saw more noise than that. Reads nothing back from the device
+        (the training step calls it every micro-batch).
         """
         sigma = torch.as_tensor(sigma, dtype=torch.float64) / self.scale
-        log_s = self._log_table().to(sigma.device)  # the table lives on the CPU; σ may be on the GPU
-        log_sigma = torch.log(sigma.clamp_min(float(self.sdxl_sigmas[0])))
+        log_s = self.log_table(sigma.device)
+        log_sigma = torch.log(sigma.clamp_min(self._sigma_floor))
         idx = torch.searchsorted(log_s, log_sigma.reshape(-1).contiguous()).reshape(log_sigma.shape)
         hi = idx.clamp(1, NUM_TRAIN_TIMESTEPS - 1)
         lo = hi - 1
@@ -146,12 +148,30 @@ class Schedule:
         t = lo.to(torch.float64) + w
         return torch.where(torch.isinf(sigma), torch.full_like(t, NUM_TRAIN_TIMESTEPS - 1), t)
 
-    def _log_table(self) -> torch.Tensor:
+    def log_table(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """log σ of the table (SDXL units; +∞ replaced by the practical infinity), on ``device``:
+        copied there once per device and kept, not on every call."""
+        device = torch.device(device)
+        tables = self._log_tables
+        if device not in tables:
+            tables[device] = tables[torch.device("cpu")].to(device)
+        return tables[device]
+
+    @cached_property
+    def _log_tables(self) -> dict[torch.device, torch.Tensor]:
         log_s = self.sdxl_sigmas.log()
-        if torch.isinf(log_s[-1]):
+        if self._infinite_top:
             log_s = log_s.clone()
             log_s[-1] = max(math.log(PRACTICAL_INFINITY), float(log_s[-2]) + 1e-6)
-        return log_s
+        return {torch.device("cpu"): log_s}
+
+    @cached_property
+    def _infinite_top(self) -> bool:
+        return math.isinf(float(self.sdxl_sigmas[-1]))
+
+    @cached_property
+    def _sigma_floor(self) -> float:
+        return float(self.sdxl_sigmas[0])
 
 
 def native_sigmas(schedule: Schedule, steps: int, first_sigma: float) -> torch.Tensor:

@@ -23,13 +23,20 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int) -> None:
-        """ema ← decay·ema + (1 − decay)·θ for floats, ema ← θ otherwise."""
-        decay = self.decay_at(step)
+        """ema ← decay·ema + (1 − decay)·θ for floats, ema ← θ otherwise: one ``_foreach_lerp_`` per
+        (device, dtype) group instead of a Python loop of one kernel per tensor (SDXL: ~1,700 per step).
+        The same lerp of the same values, so the same numbers (tests/test_training_parts.py)."""
+        weight = 1 - self.decay_at(step)
+        groups: dict[tuple[torch.device, torch.dtype], tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for k, v in model.state_dict().items():
             if v.is_floating_point():
-                self.shadow[k].lerp_(v, 1 - decay)
+                shadow, live = groups.setdefault((v.device, v.dtype), ([], []))
+                shadow.append(self.shadow[k])
+                live.append(v)
             else:
                 self.shadow[k].copy_(v)
+        for shadow, live in groups.values():
+            torch._foreach_lerp_(shadow, live, weight)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The averaged tensors themselves (not copies), keyed like the model's ``state_dict``."""

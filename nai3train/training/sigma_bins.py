@@ -21,25 +21,41 @@ def sigma_bin_labels(sigma_sdxl: torch.Tensor) -> list[str]:
     return out
 
 
+EDGES = torch.tensor([edge for edge, _ in SIGMA_BINS[:-1]], dtype=torch.float64)
+LABELS = tuple(label for _, label in SIGMA_BINS) + ("inf",)  # bucketize's index → label; ∞ last
+
+
 class SigmaBinLoss:
     """Streaming mean of per-sample losses per σ bin (torchmetrics-style add/means/reset).
 
-    Sums are accumulated as Python floats in arrival order, so the logged means are the same
-    numbers the trainer always logged. Only bins that received samples appear in ``means()``.
+    The sums and counts stay where the losses are (float64 on the model's device): ``add`` never
+    reads a value back, so the training step does not wait on the device; ``means`` reads them once
+    per logging step. Only bins that received samples appear in ``means()``.
     """
 
     def __init__(self) -> None:
-        self._sum: dict[str, float] = {}
-        self._count: dict[str, int] = {}
+        self._sum: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
 
     def add(self, sigma_sdxl: torch.Tensor, per_sample: torch.Tensor) -> None:
-        for label, loss in zip(sigma_bin_labels(sigma_sdxl), per_sample.detach().tolist()):
-            self._sum[label] = self._sum.get(label, 0.0) + loss
-            self._count[label] = self._count.get(label, 0) + 1
+        dev = per_sample.device
+        if self._sum is None:
+            self._sum = torch.zeros(len(LABELS), dtype=torch.float64, device=dev)
+            self._count = torch.zeros(len(LABELS), dtype=torch.float64, device=dev)
+            self._edges = EDGES.to(dev)
+        sigma = sigma_sdxl.to(dev, torch.float64)
+        edges = self._edges
+        index = torch.where(torch.isinf(sigma), len(LABELS) - 1, torch.bucketize(sigma, edges, right=True))
+        self._sum.index_add_(0, index, per_sample.detach().to(torch.float64))
+        self._count.index_add_(0, index, torch.ones_like(sigma))
 
     def means(self) -> dict[str, float]:
-        return {k: self._sum[k] / self._count[k] for k in self._sum}
+        if self._sum is None:
+            return {}
+        sums, counts = self._sum.tolist(), self._count.tolist()
+        return {label: s / c for label, s, c in zip(LABELS, sums, counts) if c > 0}
 
     def reset(self) -> None:
-        self._sum.clear()
-        self._count.clear()
+        if self._sum is not None:
+            self._sum.zero_()
+            self._count.zero_()

@@ -18,6 +18,7 @@ import torch
 from ..checkpoint import (load_meta, load_train_state, load_weights, optimizer_tensors,
                           restore_optimizer, save_step_checkpoint, step_checkpoints)
 from .ema import EMA
+from ..ops.checkpoint_writer import CheckpointWriter
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class TrainingState:
     ``write_model(folder)``: an optional hook that writes the model's own self-describing form
     (e.g. a bundle's ``save_pretrained``: ``config.json`` + weights) into the checkpoint folder
     before it becomes visible. The raw ``model.safetensors`` is written either way: resume reads it.
+    ``generator_state()``: the data generator's state to save, when a feed thread draws ahead of
+    the step (``training/feed.py``: the state after the last consumed micro-batch); default its
+    current state. ``noise_generator``: the device generator ε is drawn from on a GPU, saved beside it.
     """
 
     model: torch.nn.Module
@@ -44,20 +48,33 @@ class TrainingState:
     step: int = 0
     variant_hash: str | None = None
     write_model: Callable[[Path], None] | None = None
+    generator_state: Callable[[], torch.Tensor] | None = None
+    noise_generator: torch.Generator | None = None
 
     def train_tensors(self, step: int) -> dict[str, torch.Tensor]:
         """The resume state after ``step`` optimiser steps: optimiser moments, RNG states, step."""
-        return {**optimizer_tensors(self.optimizer), "rng.generator": self.generator.get_state(),
+        rng = self.generator_state() if self.generator_state is not None else self.generator.get_state()
+        noise = {"rng.noise": self.noise_generator.get_state()} if self.noise_generator is not None else {}
+        return {**optimizer_tensors(self.optimizer), "rng.generator": rng, **noise,
                 "rng.torch": torch.get_rng_state(), "step": torch.tensor(step)}
 
     def save(self, run_dir: str | Path, step: int, meta: dict, keep: int = 2) -> Path:
         """Write ``run_dir/checkpoints/step-N`` atomically, keep the newest ``keep``; returns the folder."""
         self.step = step
+        return save_step_checkpoint(run_dir, step, self.model, self.ema.state_dict(), self._meta(meta),
+                                    self.train_tensors(step), keep=keep, write_extra=self.write_model)
+
+    def save_async(self, writer: CheckpointWriter, step: int, meta: dict) -> None:
+        """The same checkpoint, snapshotted now and written by ``writer``'s thread (``ops/checkpoint_writer.py``)."""
+        self.step = step
+        writer.save(step, self.model.state_dict(), self.ema.state_dict(), self._meta(meta), self.train_tensors(step),
+                    write_extra=self.write_model)
+
+    def _meta(self, meta: dict) -> dict:
         meta = dict(meta)
         if self.variant_hash is not None:
             meta.setdefault("variant_hash", self.variant_hash)
-        return save_step_checkpoint(run_dir, step, self.model, self.ema.state_dict(), meta, self.train_tensors(step),
-                                    keep=keep, write_extra=self.write_model)
+        return meta
 
     def load(self, folder: str | Path) -> int:
         """Load a step checkpoint into the live objects; returns (and sets) the steps already done.
@@ -74,6 +91,8 @@ class TrainingState:
         state = load_train_state(folder)
         restore_optimizer(self.optimizer, state)
         self.generator.set_state(state["rng.generator"])
+        if self.noise_generator is not None and "rng.noise" in state:
+            self.noise_generator.set_state(state["rng.noise"])
         torch.set_rng_state(state["rng.torch"])
         self.step = int(state["step"])
         return self.step
