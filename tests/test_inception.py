@@ -13,8 +13,6 @@ import torch
 
 from nai3train.data import synthesize
 
-from .conftest import ROOT
-
 
 class _TorchScriptInception(torch.nn.Module):
     """The packaged file, loaded here by its own path (not through nai3's loader): [0, 255] → 2048-d."""
