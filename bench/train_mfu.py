@@ -88,7 +88,8 @@ def nai3(pipe, device, batch: int, steps: int, checkpointing: str, work: Path) -
     from nai3train.models import sdxl
     from nai3train.trainer import train_variant
 
-    side = pipe.unet.config.sample_size * 8
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # 8 for SDXL's VAE, 2 for the tiny one
+    side = pipe.unet.config.sample_size * factor  # the bare loop's latent size
     synthesize(work / "data", max(8, 2 * batch), 2, side, seed=0)
     data = BucketedDataset.from_scan(scan_folder(work / "data" / "train"), default_buckets(side))
     comps = sdxl.SDXLComponents(pipe.unet.float().train(), pipe.vae, pipe.text_encoder, pipe.text_encoder_2,
