@@ -6,8 +6,7 @@ The model is an MLP of 4 × 3584² (51 M parameters, 205 MB in fp32; a checkpoin
 AdamW moments is 820 MB). Each run trains ``--steps`` AdamW steps with nai3's EMA and writes a
 resumable checkpoint every ``--every`` steps. Its steps are split into those taken while a write was
 in flight and the rest; the figures are the median and the slowest in-flight step over the median
-of the rest. The
-training uses all cores but one: on a CPU-only box the writer needs a core the step does not use
+of the rest. The training uses all cores but one: on a CPU-only box the writer needs a core the step does not use
 (on a GPU machine the step is on the GPU and the host's cores are free).
 
     .venv/bin/python bench/checkpoint_stall.py [--steps 60] [--every 15]
@@ -43,7 +42,7 @@ def run(folder: Path, steps: int, every: int, background: bool) -> tuple[list[fl
     x = torch.randn(BATCH, WIDTH)
     during, rest, in_save = [], [], 0.0
     for step in range(steps):
-        busy = writer._thread is not None and writer._thread.is_alive()
+        busy = writer.writing
         t0 = time.perf_counter()
         loss = model(x).pow(2).mean()
         opt.zero_grad(set_to_none=True)
@@ -60,7 +59,7 @@ def run(folder: Path, steps: int, every: int, background: bool) -> tuple[list[fl
                 state.save(folder, step + 1, {}, keep=1)
             in_save += time.perf_counter() - s0
         dt = time.perf_counter() - t0
-        busy = busy or (step + 1) % every == 0 or (writer._thread is not None and writer._thread.is_alive())
+        busy = busy or (step + 1) % every == 0 or writer.writing
         (during if busy and step >= every - 1 else rest).append(dt)
     writer.wait()
     return during, rest, in_save

@@ -21,8 +21,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from sdxl_arch import SDXL_UNET, TINY_UNET  # noqa: E402  (bench/sdxl_arch.py)
+from nai3train.ops.memory import unet_inputs  # noqa: E402
 
 OUT = ROOT / "bench" / "sdxl_flops.json"
 
@@ -34,18 +36,14 @@ def count(unet_config: dict, batch: int = 1, text_len: int = 77) -> dict[str, fl
 
     with torch.device("meta"):
         unet = UNet2DConditionModel(**unet_config)
-        side, c = unet_config["sample_size"], unet.config
-        x = torch.randn(batch, c.in_channels, side, side)
-        emb = torch.randn(batch, text_len, c.cross_attention_dim)
-        added = {"text_embeds": torch.randn(batch, c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim),
-                 "time_ids": torch.randn(batch, 6)}
-        t = torch.full((batch,), 500.0)
+        side = unet_config["sample_size"]
+        x, t, kwargs = unet_inputs(unet, batch, side, text_len)
     unet.train()
     with FlopCounterMode(display=False) as fwd:
         with torch.no_grad():
-            unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added)
+            unet(x, t, **kwargs)
     with FlopCounterMode(display=False) as step:
-        unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added).sample.pow(2).mean().backward()
+        unet(x, t, **kwargs).sample.pow(2).mean().backward()
     params = sum(p.numel() for p in unet.parameters())
     return {"forward_flops_per_image": fwd.get_total_flops() / batch, "train_flops_per_image": step.get_total_flops() / batch,
             "params": params, "latent_side": side, "resolution": side * 8}

@@ -37,6 +37,11 @@ from sdxl_arch import SDXL_UNET, TINY_UNET, build_pipeline  # noqa: E402  (bench
 from sdxl_flops import OUT as FLOPS_FILE, count  # noqa: E402
 from timing import measured_peak, sync  # noqa: E402
 
+from nai3train.ops.memory import unet_inputs  # noqa: E402
+
+
+def _peak_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
 
 def bare(unet, device, batch: int, steps: int, tuned: bool, compiled: bool = False) -> dict:
@@ -45,19 +50,13 @@ def bare(unet, device, batch: int, steps: int, tuned: bool, compiled: bool = Fal
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     opt = torch.optim.AdamW(unet.parameters(), lr=1e-5, fused=True if tuned and device.type == "cuda" else None)
-    c, side = unet.config, unet.config.sample_size
-    x = torch.randn(batch, c.in_channels, side, side, device=device)
-    t = torch.randint(0, 1000, (batch,), device=device).float()
-    emb = torch.randn(batch, 77, c.cross_attention_dim, device=device)
-    added = {"text_embeds": torch.randn(batch, c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim,
-                                        device=device),
-             "time_ids": torch.full((batch, 6), float(side * 8), device=device)}
+    x, t, kwargs = unet_inputs(unet, batch, unet.config.sample_size, device=device)
     net = torch.compile(unet) if compiled else unet
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
     def step() -> None:
         with autocast:
-            out = net(x, t, encoder_hidden_states=emb, added_cond_kwargs=added).sample
+            out = net(x, t, **kwargs).sample
         loss = (out.float() - x).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -76,9 +75,7 @@ def _timed(step, device, batch: int, steps: int) -> dict:
     for _ in range(steps):
         step()
     sync(device)
-    dt = time.perf_counter() - t0
-    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"img_s": steps * batch / dt, "peak_gib": mem}
+    return {"img_s": steps * batch / (time.perf_counter() - t0), "peak_gib": _peak_gib(device)}
 
 
 def nai3(pipe, device, batch: int, steps: int, checkpointing: str, work: Path) -> dict:
@@ -118,8 +115,7 @@ def nai3(pipe, device, batch: int, steps: int, checkpointing: str, work: Path) -
                       progress=False, on_step=on_step)
     finally:
         sdxl.load_sdxl = real
-    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-    return {"img_s": steps * batch / (marks[-1] - marks[2]), "peak_gib": mem}
+    return {"img_s": steps * batch / (marks[-1] - marks[2]), "peak_gib": _peak_gib(device)}
 
 
 def main() -> None:

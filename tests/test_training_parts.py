@@ -52,16 +52,21 @@ def test_registry_resolves_names_and_objects_and_names_the_choices():
 
 # --- EMA ---------------------------------------------------------------------------------------
 
+@torch.no_grad()
+def _perturb(model: torch.nn.Module) -> None:
+    """One "optimiser step": every parameter moved at random, the integer buffer counted up."""
+    for p in model.parameters():
+        p.add_(torch.randn_like(p))
+    model.calls += 1
+
+
 def test_ema_equals_hand_written_lerp_recurrence():
     torch.manual_seed(0)
     model = Tiny().double()
     ema = EMA(model, decay=0.9)
     want = {k: v.clone() for k, v in model.state_dict().items()}
     for step in range(40):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
-            model.calls += 1
+        _perturb(model)
         ema.update(model, step)
         d = min(0.9, (1 + step) / (10 + step))  # warm-up: 0.1, 2/11, …, capped at 0.9 from step 80 on
         for k, v in model.state_dict().items():
@@ -81,10 +86,7 @@ def test_ema_in_one_foreach_kernel_per_group_equals_the_per_tensor_loop_bit_for_
     ema = EMA(model, decay=0.95)
     loop = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for step in range(30):
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p))
-            model.calls += 1
+        _perturb(model)
         ema.update(model, step)
         for k, v in model.state_dict().items():
             if v.is_floating_point():

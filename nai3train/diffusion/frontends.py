@@ -18,7 +18,6 @@ by every front-end but NovelAI, whose start stays 20000. Values are returned in 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,5 +93,4 @@ def frontend_sigmas(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
 
 def first_sigma(name: str, ztsnr: bool = True, steps: int = 28) -> float:
     """The first σ (SDXL units) the front-end samples from: the number users compare."""
-    s = frontend_sigmas(name, Schedule.sdxl(ztsnr=ztsnr), steps)
-    return float(s[0]) if not math.isinf(float(s[0])) else math.inf
+    return float(frontend_sigmas(name, Schedule.sdxl(ztsnr=ztsnr), steps)[0])

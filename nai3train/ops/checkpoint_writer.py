@@ -99,6 +99,11 @@ class CheckpointWriter:
                                         args=(step, parts, meta, write_extra, event, not cuda))
         self._thread.start()
 
+    @property
+    def writing(self) -> bool:
+        """A checkpoint is being copied or written now."""
+        return self._thread is not None and self._thread.is_alive()
+
     def hold_updates(self) -> None:
         """Before the optimiser step: wait until the snapshot no longer reads the weights and its state."""
         self._copied["weights"].wait()

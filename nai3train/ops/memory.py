@@ -79,30 +79,38 @@ class StepMemory:
                 f"activations {self.activations / GiB:.1f} GiB)")
 
 
+def unet_inputs(unet: torch.nn.Module, batch: int, latent: int, text_len: int = 77,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Random inputs of a diffusers SDXL-style UNet's shapes — (latents, timesteps, keyword arguments:
+    text states, pooled text embedding and size conditioning) — on ``device`` (the default device
+    if None, e.g. meta inside ``with torch.device("meta")``)."""
+    c = unet.config
+    pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim
+    x = torch.randn(batch, c.in_channels, latent, latent, device=device)
+    t = torch.full((batch,), 500.0, device=device)
+    return x, t, {"encoder_hidden_states": torch.randn(batch, text_len, c.cross_attention_dim, device=device),
+                  "added_cond_kwargs": {"text_embeds": torch.randn(batch, pooled, device=device),
+                                        "time_ids": torch.randn(batch, 6, device=device)}}
+
+
 def saved_activation_bytes(unet: torch.nn.Module, batch: int, latent: int, text_len: int = 77,
                            amp: bool = True) -> int:
     """Bytes autograd saves in one forward of the diffusers UNet ``unet`` (on the meta device)."""
-    cfg = unet.config
     storages: dict[int, int] = {}
     params = {p.untyped_storage()._cdata for p in unet.parameters()}
+    kept = []  # alive until counted: a freed meta storage's address may be reused
 
     def save(t: torch.Tensor) -> torch.Tensor:
+        kept.append(t)
         s = t.untyped_storage()
         if s._cdata not in params:
             storages[s._cdata] = s.nbytes()
         return t
 
     with torch.device("meta"):
-        x = torch.randn(batch, cfg.in_channels, latent, latent)
-        added = {"text_embeds": torch.randn(batch, cfg.projection_class_embeddings_input_dim
-                                            - 6 * cfg.addition_time_embed_dim),
-                 "time_ids": torch.randn(batch, 6)}
-        emb = torch.randn(batch, text_len, cfg.cross_attention_dim)
-        t = torch.full((batch,), 500.0)
-        kept = []  # alive until counted: a freed meta storage's address may be reused
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or save(t), lambda t: t), \
-                _Autocast(amp, lambda t: kept.append(t) or save(t)):
-            unet(x, t, encoder_hidden_states=emb, added_cond_kwargs=added)
+        x, t, kwargs = unet_inputs(unet, batch, latent, text_len)
+        with torch.autograd.graph.saved_tensors_hooks(save, lambda t: t), _Autocast(amp, save):
+            unet(x, t, **kwargs)
     return sum(storages.values())
 
 
@@ -148,5 +156,5 @@ def checkpointing_needed(cfg) -> bool:
     have = device_memory()
     need = have is None or est.total > HEADROOM * have
     log.info("training step without gradient checkpointing: %s against %s of the device",
-                                     est.line(), f"{have / GiB:.1f} GiB" if have else "unknown memory")
+             est.line(), f"{have / GiB:.1f} GiB" if have else "unknown memory")
     return need
