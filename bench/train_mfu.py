@@ -85,8 +85,7 @@ def nai3(pipe, device, batch: int, steps: int, checkpointing: str, work: Path) -
     from nai3train.models import sdxl
     from nai3train.trainer import train_variant
 
-    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)  # 8 for SDXL's VAE, 2 for the tiny one
-    side = pipe.unet.config.sample_size * factor  # the bare loop's latent size
+    side = pipe.unet.config.sample_size * sdxl.vae_factor(pipe.vae.config)  # the bare loop's latent size
     synthesize(work / "data", max(8, 2 * batch), 2, side, seed=0)
     data = BucketedDataset.from_scan(scan_folder(work / "data" / "train"), default_buckets(side))
     comps = sdxl.SDXLComponents(pipe.unet.float().train(), pipe.vae, pipe.text_encoder, pipe.text_encoder_2,
@@ -96,6 +95,7 @@ def nai3(pipe, device, batch: int, steps: int, checkpointing: str, work: Path) -
     for part in sdxl.COMPONENTS:  # the folder the config names: the configs only (the weights are injected)
         (work / "in-memory" / part).mkdir(parents=True, exist_ok=True)
     pipe.unet.save_config(work / "in-memory" / "unet")
+    pipe.vae.save_config(work / "in-memory" / "vae")
     real = sdxl.load_sdxl
     sdxl.load_sdxl = lambda path, device="cpu": comps
     cfg = load_config(ROOT / "configs/smoke.yaml", [

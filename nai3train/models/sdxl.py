@@ -32,6 +32,11 @@ from .bundle import ModelBundle, Prompt, Sizes, register, time_ids
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
 
+def vae_factor(vae_config) -> int:
+    """How much the VAE (``AutoencoderKL`` config or its config.json) shrinks each side: 8 for SDXL's."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
 @dataclass
 class SDXLComponents:
     unet: nn.Module
@@ -44,7 +49,7 @@ class SDXLComponents:
 
     @property
     def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_factor(self.vae.config)
 
 
 def load_sdxl(path: str | Path, device: str | torch.device = "cpu") -> SDXLComponents:

@@ -150,8 +150,11 @@ def checkpointing_needed(cfg) -> bool:
     """'auto''s choice: on when the step without it would not fit ``HEADROOM`` of the device."""
     if cfg.model.kind != "sdxl":
         return False  # the tiny model's step is a few MB
-    unet_config = json.loads((Path(cfg.model.path) / "unet" / "config.json").read_text())
-    latent = cfg.data.resolution // 8
+    from ..models.sdxl import vae_factor
+
+    root = Path(cfg.model.path)
+    unet_config = json.loads((root / "unet" / "config.json").read_text())
+    latent = cfg.data.resolution // vae_factor(json.loads((root / "vae" / "config.json").read_text()))
     est = step_memory(unet_config, cfg.train.batch_size, latent, ema=True, amp=torch.cuda.is_available())
     have = device_memory()
     need = have is None or est.total > HEADROOM * have
