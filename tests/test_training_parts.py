@@ -296,3 +296,31 @@ def test_training_state_keeps_newest_and_runs_the_write_model_hook_before_publis
     assert names == ["step-00000002", "step-00000003"] and len(seen) == 4
     assert (tmp_path / "checkpoints/step-00000003/config.json").is_file()
     assert _parts(5).load_latest(tmp_path) == 3
+
+
+def test_closing_the_feed_waits_for_its_thread():
+    """A feed thread left inside torch at interpreter exit aborts the process after a successful run
+    (seen under ``accelerate launch``): ``close`` returns only once the thread has ended, even when it
+    is blocked on a full queue of an endless batch stream."""
+    import itertools
+    import threading
+
+    from nai3train.training.feed import Feed, FeedSpec
+
+    class Source:
+        def batch(self, idx, gen):
+            return torch.randn(len(idx), 2, generator=gen), None
+
+        def cond(self, idx, dropped, time_ids):
+            return {}
+
+    def draw(shape, gen, on_host):
+        return torch.rand(shape[0], generator=gen, dtype=torch.float64), torch.randn(shape, generator=gen)
+
+    spec = FeedSpec(Source(), None, 0.0, draw, None, noise_on_host=True, pin=False)
+    feed = Feed(spec, ((None, [0, 1]) for _ in itertools.count()), torch.Generator().manual_seed(0), prefetch=2)
+    next(feed)
+    threads = [t for t in threading.enumerate() if t.name == "nai3-feed"]
+    assert threads and threads[0].is_alive()
+    feed.close()
+    assert not any(t.is_alive() for t in threads)

@@ -76,6 +76,7 @@ class Feed:
         self.spec, self.indices, self.gen = spec, indices, gen
         self.prefetch = prefetch
         self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def __iter__(self) -> "Feed":
@@ -87,7 +88,8 @@ class Feed:
             return make_batch(self.spec, idx, self.gen)
         if self._queue is None:
             self._queue = queue.Queue(maxsize=self.prefetch)
-            threading.Thread(target=self._fill, name="nai3-feed", daemon=True).start()
+            self._thread = threading.Thread(target=self._fill, name="nai3-feed", daemon=True)
+            self._thread.start()
         item = self._queue.get()
         if item is Feed._END:
             raise StopIteration
@@ -114,6 +116,12 @@ class Feed:
                 continue
 
     def close(self) -> None:
-        """Stop the thread (it exits at its next batch); the generator is then the thread's, not
-        the step's: use the last consumed batch's ``rng_after``."""
+        """Stop the thread and wait for it (it exits after the batch it is making); the generator
+        is then the thread's, not the step's: use the last consumed batch's ``rng_after``.
+
+        Waiting matters at exit: a daemon thread still inside torch when the interpreter finalises
+        is ended by ``pthread_exit`` in a ``noexcept`` C++ frame, and the process aborts
+        ("terminate called without an active exception") after training has succeeded."""
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
