@@ -417,6 +417,16 @@ def _shared_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]
     return tracking, run
 
 
+def _frontends_option(parser: argparse.ArgumentParser) -> None:
+    """``--frontends``: the config's ``eval.frontends``, as a flag (``_main`` turns it into a --set)."""
+    from nai3train.diffusion.frontends import FRONTENDS
+
+    parser.add_argument("--frontends", default=None, metavar="NAME,…|all",
+                        help="also sample the model as these front-ends do, each on its own σ schedule, at the CFG "
+                             f"nearest 5: {', '.join(FRONTENDS)}, or all (a table 'In each front-end' in the "
+                             "report; docs/frontends.md). Same as --set eval.frontends=…")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nai3", description=(
         "Measure the NovelAI Diffusion V3 changes (v-prediction, ZTSNR, σ_max, MinSNR, tag weighting) "
@@ -472,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "probes, log a parent run with one child per point, and write a report. The "
                                     "parameterisation comes from the model (checkpoint metadata, or a diffusers "
                                     "scheduler's prediction_type and rescale_betas_zero_snr) unless overridden; the "
-                                    "σ table is always nai3's own (exact ∞ with ZTSNR).")
+                                    "σ table is nai3's own (exact ∞ with ZTSNR), except for --frontends presets, each sampled "
+                                    "on its front-end's own table.")
     ev.add_argument("model", metavar="PATH", help="a nai3 checkpoint folder (with meta.json), a diffusers SDXL folder "
                                                   "(model_index.json), a single-file SDXL .safetensors (with "
                                                   "--model-config), or an MLflow run id with a 'checkpoint' artifact")
@@ -499,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-pickle", action="store_true",
                     help="read pickled real-data weights (eval.inception_weights as a .pth) with "
                          "torch.load(weights_only=True); refused otherwise. Pickled models are always refused")
+    _frontends_option(ev)
     ev.set_defaults(fn=cmd_eval)
 
     rp = sub.add_parser("report", parents=[tracking],
@@ -597,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "SDXL and GPU runs take one at a time)")
     ab.add_argument("--sequential", action="store_true",
                     help="train and evaluate the units one after another in this process (same as --units 1)")
+    _frontends_option(ab)
     ab.set_defaults(fn=cmd_ablation)
     return p
 
@@ -635,6 +648,8 @@ def _main(argv: list[str] | None) -> int:
     from nai3train.ops.secrets import redact
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "frontends", None):
+        args.set.append(f"eval.frontends={args.frontends}")
     try:
         check_environment()
         return args.fn(args)

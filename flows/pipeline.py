@@ -45,7 +45,7 @@ from . import runs
 from .fingerprint import Fingerprint, fingerprint
 from .identity import instrument_identity, version_tags
 from .locks import run_lock
-from .summary import format_table
+from .summary import format_table, frontends_text
 
 log = logging.getLogger("nai3.pipeline")
 
@@ -423,7 +423,8 @@ def report(cfg: AblationConfig, results: list[Record], trained: list[TrainedVari
         parent.log_table([claim_row(c, claims.spec.alpha) for c in [*claims.claims, *claims.checks]],
                          "report/claims_table.json")
         _claims_run(ws, cfg.name, folder / "report.json", run_id)
-    return ReportOutput(table, claims, folder, tuple(seeds.restarts()) if seeds is not None else ())
+    return ReportOutput(table + frontends_text(record, claims.spec), claims, folder,
+                        tuple(seeds.restarts()) if seeds is not None else ())
 
 
 def _claims_run(ws: Workspace, config: str, report_json: Path, parent_run_id: str) -> None:

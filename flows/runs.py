@@ -155,6 +155,8 @@ def eval_key(ec: EvalConfig, instrument: str, training_run_id: str | None, optio
     and how the model was read (parameterisation overrides, size, prompts). A prompt file counts by
     its content, not its path: an edited file is evaluated again, a moved one is not."""
     sweep = to_dict(ec)
+    if not ec.frontends:  # added later: an evaluation without front-ends keeps the key it had
+        del sweep["frontends"]
     if ec.prompt_file:
         sweep["prompt_file"] = hashlib.sha256(locate(ec.prompt_file, "eval.prompt_file").read_bytes()).hexdigest()
     return stable_hash({"eval": sweep, "tagger": instrument, "code": evaluation_identity().digest,

@@ -15,6 +15,17 @@ def format_table(record: Record, width: int | None = None) -> str:
     return points_table(record).text(width or shutil.get_terminal_size((120, 24)).columns)
 
 
+def frontends_text(record: Record, spec) -> str:
+    """The report's "In each front-end" table and its sentences, for the console ("" without front-end points)."""
+    from nai3eval.reporting import frontends as fe
+
+    rows = fe.rows(record)
+    if not rows:
+        return ""
+    sentences = [line.replace("**", "") for line in fe.sentences(rows, spec)]
+    return "\n\nIn each front-end (CFG nearest 5):\n" + fe.table(rows).text() + "\n" + "\n".join(sentences)
+
+
 def ui_command(uri: str) -> str:
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"

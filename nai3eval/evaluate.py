@@ -14,6 +14,7 @@ from nai3train.config import EvalConfig
 
 from .checkpoint import LoadedCheckpoint
 from .counting import BenchmarkCounter, Counter, WD14Counter
+from .frontends import frontend_points, run_frontends
 from .metrics import InstrumentContext, InstrumentSettings, PointMetric, metric_classes
 from .metrics.adherence import RARE_BELOW
 from .metrics.pretrained import RealDataMetrics
@@ -67,7 +68,7 @@ def build_instruments(settings: InstrumentSettings, real_images: RealImages, rea
 def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instruments, on_point: PointSink | None = None,
                      progress: bool = True, prompts: list[list[str]] | None = None, done: Record | None = None,
                      seed: int = 0) -> Record:
-    """The CFG × σ sweep and the pure-noise probes for one checkpoint (training seed ``seed``), on
+    """The CFG × σ sweep, the front-end presets (``eval.frontends``) and the pure-noise probes for one checkpoint (training seed ``seed``), on
     prompts drawn from the reference set's tags — or from ``prompts`` (a user's prompt file). Points
     measured in ``done`` (before an interrupted run) are taken as they are, not sampled again."""
     if not prompts and not any(instruments.real_tags):
@@ -87,6 +88,10 @@ def evaluate_variant(ck: LoadedCheckpoint, ec: EvalConfig, instruments: Instrume
             record.values[(run.key, p, m)] = v
     record.merge(run_sweep(ck, run, [p for p in points if p not in measured], ps, instruments.metrics, seed=ec.seed,
                            on_point=on_point, progress=progress))
+    fronts = frontend_points(ec, ck.denoiser.schedule)  # sampled afresh on a resume: their r needs nai's images
+    if fronts:
+        record.merge(run_frontends(ck, run, fronts, ps, instruments.metrics, seed=ec.seed, on_point=on_point,
+                                   progress=progress))
     cfg = min(ec.cfg_scales, key=lambda c: abs(c - 5.0))
     template = Setting("sweep", 0.0, cfg, sampler=ec.sampler, schedule=ec.schedule, steps=ec.steps)
     reference = background_reference(ps.per_image, instruments.real_brightness, instruments.real_tags)

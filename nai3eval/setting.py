@@ -10,12 +10,15 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from nai3train.config import to_dict
+from nai3train.diffusion.frontends import FRONTENDS
 
-Kind = Literal["sweep", "x0", "mean_leak", "practical_infinity", "count"]
-KINDS: tuple[str, ...] = ("sweep", "x0", "mean_leak", "practical_infinity", "count")
-"""sweep: a CFG × start point of the sweep; x0: the denoiser D(ε, σ) on pure noise (no sampling);
-mean_leak: the designed mean-leak probe; practical_infinity: samples from several starts on the
-same noise; count: samples on a larger canvas whose objects are counted."""
+Kind = Literal["sweep", "frontend", "x0", "mean_leak", "practical_infinity", "count"]
+KINDS: tuple[str, ...] = ("sweep", "frontend", "x0", "mean_leak", "practical_infinity", "count")
+"""sweep: a CFG × start point of the sweep; frontend: the sweep's prompts and noise sampled on a
+front-end's own σ schedule (``frontend``; ``start`` is the first σ it samples); x0: the denoiser
+D(ε, σ) on pure noise (no sampling); mean_leak: the designed mean-leak probe; practical_infinity:
+samples from several starts on the same noise; count: samples on a larger canvas whose objects are
+counted."""
 
 
 def sigma_text(s: float) -> str:
@@ -37,10 +40,13 @@ class Setting:
     steps: int = 28
     schedule: str = "native"
     cfg_rescale: float = 0.0
+    frontend: str = ""  # kind ``frontend``: the preset whose σ list was sampled (nai3train.diffusion.frontends)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown setting kind {self.kind!r}; known: {KINDS}")
+        if (self.kind == "frontend") != bool(self.frontend):
+            raise ValueError("a front-end is named by, and only by, a setting of kind 'frontend'")
 
     @property
     def name(self) -> str:
@@ -49,13 +55,16 @@ class Setting:
             f"cfg{self.cfg_scale:g}-sigma{sigma_text(self.start)}-{self.sampler}{self.steps}"
         if self.canvas != 1.0:
             body += f"-x{self.canvas:g}" + ("" if self.rescaled else "-naive")
+        if self.frontend:
+            return f"frontend-{self.frontend}-{body}"
         return body if self.kind == "sweep" else f"{self.kind}-{body}"
 
     def at(self, **changes) -> "Setting":
         return replace(self, **changes)
 
     def sort_key(self) -> tuple:
-        return (KINDS.index(self.kind), self.canvas, not self.rescaled,
+        preset = list(FRONTENDS).index(self.frontend) if self.frontend in FRONTENDS else len(FRONTENDS)
+        return (KINDS.index(self.kind), preset, self.canvas, not self.rescaled,
                 -1.0 if self.cfg_scale is None else self.cfg_scale, self.start, self.sampler, self.steps)
 
     def to_dict(self) -> dict:

@@ -16,11 +16,15 @@ from nai3train.ops.progress import progress as progress_bar
 from nai3train.config import EvalConfig
 
 from .checkpoint import LoadedCheckpoint
-from .metrics import PointMetric, Samples
+from .metrics import Output, PointMetric, Samples
 from .prompts import PromptSet
 from .record import Record, Run
-from .sampling import generate
+from .sampling import first_sigma, generate
 from .setting import Setting
+
+SWEEP_OUTPUTS = (Output("first_sigma", "σ, SDXL units: the first σ sampled (∞: the exact ∞)"),
+                 Output("seconds", "wall seconds to sample and measure the point"))
+"""What ``run_sweep`` records with every point beside the metrics' outputs."""
 
 PointSink = Callable[[Record, Setting, Samples], None]
 """Called with a record holding one finished point (its run and measurements), the point and its samples."""
@@ -58,6 +62,7 @@ def run_sweep(ck: LoadedCheckpoint, run: Run, points: Sequence[Setting], ps: Pro
             samples = generate(ck, point, ps, batch=batch, seed=seed, on_step=lambda: bar.update(1))
             values = measure_point(metrics, samples)
             values["seconds"] = time.perf_counter() - t0
+            values["first_sigma"] = first_sigma(ck.denoiser.schedule, point)  # as sampled, beside the asked start
             one = Record()
             one.add_run(run)
             one.put_all(run, point, values)

@@ -66,7 +66,7 @@ def test_a_wide_points_table_splits_into_titled_blocks_each_column_under_its_hea
     values = {o.name: 0.5 for o in declared_outputs() if o.column and not o.per_image}
     rec.put_all(run, Setting("sweep", 14.6, 5.0), values)
     table = points_table(rec)
-    assert len(table.head) == 4 + len(values) == len(table.rows[0])
+    assert len(table.head) == 5 + len(values) == len(table.rows[0])
     whole = table.text()
     assert whole == table.text(width=10_000) and len(whole.splitlines()[0].split("  ")) >= len(values)
     split = table.text(width=100)
@@ -74,8 +74,8 @@ def test_a_wide_points_table_splits_into_titled_blocks_each_column_under_its_hea
     assert [line[:-1] for line in split.splitlines() if line.endswith(":")] == titles
     for block in split.split("\n\n"):
         head = block.splitlines()[1]
-        assert head.split()[:4] == ["seed", "variant", "CFG", "σ₀"]
+        assert head.split()[:6] == ["seed", "variant", "CFG", "σ₀", "first", "σ"]
         assert len(block.splitlines()[2].split()) == len(block.splitlines()[3].split())  # a rule under each column
-    for h in table.head[4:]:
+    for h in table.head[5:]:
         assert sum(block.splitlines()[1].count(h) > 0 for block in split.split("\n\n")) >= 1
     assert len(table.csv().splitlines()[0].split(",")) == len(table.head)

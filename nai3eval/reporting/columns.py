@@ -100,17 +100,25 @@ def columns(record: Record, points: list[tuple[Run, Setting]]) -> list[Output]:
 
 
 def sweep_points(record: Record) -> list[tuple[Run, Setting]]:
+    """The sampled points of every run: the sweep's, then the front-end presets'."""
     runs = sorted(record.runs.values(), key=lambda r: (r.seed, r.name))
-    return [(r, s) for r in runs for s in record.settings(r, "sweep")]
+    return [(r, s) for r in runs for kind in ("sweep", "frontend") for s in record.settings(r, kind)]
+
+
+def _first_sampled(record: Record, run: Run, s: Setting) -> str:
+    v = record.scalar(run, s, "first_sigma")
+    return "—" if v is None else "∞" if math.isinf(v) else f"{v:.6g}"
 
 
 def points_table(record: Record) -> Table:
+    """σ₀: the start the point asked for (a front-end point: its preset); first σ: the σ it sampled
+    first, as recorded with the point."""
     points = sweep_points(record)
     cols = columns(record, points)
-    head = ["seed", "variant", "CFG", "σ₀", *(header(o) for o in cols)]
-    rows = [[str(r.seed), r.name, f"{s.cfg_scale:g}", sigma_text(s.start),
+    head = ["seed", "variant", "CFG", "σ₀", "first σ", *(header(o) for o in cols)]
+    rows = [[str(r.seed), r.name, f"{s.cfg_scale:g}", s.frontend or sigma_text(s.start), _first_sampled(record, r, s),
              *(cell(record.scalar(r, s, o.name), o.fmt) for o in cols)] for r, s in points]
-    return Table(head, rows, 4, blocks(cols, 4))
+    return Table(head, rows, 5, blocks(cols, 5))
 
 
 def blocks(cols: list[Output], offset: int) -> tuple[tuple[str, tuple[int, ...]], ...]:

@@ -21,6 +21,7 @@ from ..claims.sequential import nominal_levels
 from ..claims.ledger import Ledger
 from ..claims import statistics as A
 from .columns import Table, inline_html, points_table
+from . import frontends as fe
 from .provenance import Provenance
 from ..record import Record
 
@@ -183,10 +184,18 @@ def sections(o: ClaimsOutcome, record: Record, plots: dict[str, Path], grids: di
            Section("Claims in detail")]
     out += [Section(f"{r['id']}: {r['title']} ({r['role']})", [f"*{label}:* {r[key]}" for label, key in DETAIL],
                     level=3) for r in rows]
+    fronts = fe.rows(record)
+    fe_grids = fe.frontend_grids(grids)
+    out += [Section("In each front-end", [
+                "The model as each front-end samples it: the sweep's prompts and noise on the preset's own σ "
+                "schedule (its terminal clamp and spacing, σ → t through its own table; docs/frontends.md), at the "
+                "swept CFG nearest 5. A set-level distance appears only where its instrument passed its "
+                "disturbance test.", *fe.sentences(fronts, o.spec)], fe.table(fronts), fe_grids)] if fronts else []
     out += [Section("Evaluation points", ["Every sweep point of every training seed; the columns are the metrics' "
                                           "declared outputs (scorer: the exact scorer; FD, KID, recall: the domain "
                                           "tagger)."], points_table(record)),
-            Section("Plots", images=plots), Section("Sample grids", images=grids)]
+            Section("Plots", images=plots),
+            Section("Sample grids", images={k: v for k, v in grids.items() if k not in fe_grids})]
     return [s for s in out if s.text or s.table is not None or s.images or s.title == "Claims in detail"]
 
 
@@ -259,9 +268,20 @@ def write_report(record: Record, out: str | Path, data: dict | None = None, grid
     doc = {**outcome.to_dict(), "instruments": {"accuracy": instrument_accuracy(record),
                                                 "disturbance": instrument_disturbance(record)},
            "ledger": [asdict(e) for e in sorted(taken, key=lambda e: (e.claim, e.look))],
-           "provenance": provenance.to_dict() if provenance is not None else None}
+           "provenance": provenance.to_dict() if provenance is not None else None,
+           "points": point_rows(record)}
     atomic_write(out / "report.json", json.dumps(doc, indent=2))
     return outcome, out
+
+
+def point_rows(record: Record) -> list[dict]:
+    """Every sampled point with the first σ it sampled (SDXL units; "inf" for the exact ∞)."""
+    from nai3train.config import to_dict
+
+    from .columns import sweep_points
+
+    return [{"variant": r.name, "seed": r.seed, "point": s.name, **to_dict(s),
+             "first_sigma": to_dict(record.scalar(r, s, "first_sigma"))} for r, s in sweep_points(record)]
 
 
 def summary_lines(o: ClaimsOutcome) -> list[str]:

@@ -49,6 +49,7 @@ def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: S
     have = record.metrics_at(run, setting)
     cols = [o.name for o in declared_outputs() if o.per_image and isinstance(have.get(o.name), PerImage)]
     ps = samples.prompt_set
+    first = have.get("first_sigma", setting.start)  # as sampled
     f = io.StringIO(newline="")
     w = csv.writer(f)
     w.writerow(["index", "variant", "cfg_scale", "first_sigma", "prompt", "prompt_index", "seed_index", *cols])
@@ -57,7 +58,7 @@ def write_per_image_csv(path: Path, record: Record, setting: Setting, samples: S
         seen[p] = seen.get(p, -1) + 1
         values = [have[c].values[i] for c in cols]
         values = [", ".join(vocab[k] for k in v) if c == "found" else v for c, v in zip(cols, values)]
-        w.writerow([i, run.name, setting.cfg_scale, setting.start, ", ".join(ps.prompts[p]), p, seen[p], *values])
+        w.writerow([i, run.name, setting.cfg_scale, first, ", ".join(ps.prompts[p]), p, seen[p], *values])
     atomic_write(path, f.getvalue())
 
 
@@ -88,20 +89,22 @@ class MLflowPointSink:
         artifacts.mkdir(parents=True, exist_ok=True)
         save_grid(samples.images[:32], artifacts / "samples.png")
         write_per_image_csv(artifacts / "per_image.csv", record, p, samples, self.vocab)
-        finite = math.isfinite(p.start)
+        first = scalars.get("first_sigma", p.start)  # the σ actually sampled first (SDXL units)
+        finite = math.isfinite(first)
         self.parent.log_child(
             self.experiment_id, key=f"{self.parent.run_id}/{self.variant_hash}/{run.seed}/{p.name}",
             name=f"eval/{run.name}/{p.name}", start_time_ms=began,
             tags={**self.tags, "nai3.kind": "eval", "nai3.variant": run.name, "nai3.variant_hash": self.variant_hash},
             params={"variant.name": run.name, **{f"variant.{k}": v for k, v in self.variant_params.items()},
-                    "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": p.start,
+                    "eval.cfg_scale": p.cfg_scale, "eval.first_sigma": first, "eval.start": p.start,
+                    "eval.frontend": p.frontend or "nai3", "eval.kind": p.kind,
                     "eval.sampler": p.sampler, "eval.schedule": p.schedule, "eval.steps": p.steps,
                     "eval.cfg_rescale": p.cfg_rescale, "eval.n_images": len(samples.images),
                     "eval.extrapolated": p.start > run.variant.top_sigma},
-            metrics={"eval/cfg_scale": p.cfg_scale, "eval/cfg_rescale": p.cfg_rescale,
-                     "eval/first_sigma": p.start if finite else 1e300,
-                     "eval/log10_first_sigma": math.log10(p.start) if finite else 300.0,
-                     **{f"eval/{m}": v for m, v in scalars.items() if math.isfinite(v)}},
+            metrics={**{f"eval/{m}": v for m, v in scalars.items() if math.isfinite(v)},
+                     "eval/cfg_scale": p.cfg_scale, "eval/cfg_rescale": p.cfg_rescale,
+                     "eval/first_sigma": first if finite else 1e300,
+                     "eval/log10_first_sigma": math.log10(first) if finite else 300.0},
             artifact_dir=str(artifacts))
 
 

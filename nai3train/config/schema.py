@@ -14,6 +14,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
                       ValidationError, model_validator)
 
 from ..diffusion import PREDICTIONS, SDXL_SIGMA_MAX, SPACINGS
+from ..diffusion.frontends import FRONTENDS
 from ..diffusion.samplers import SAMPLERS
 from .errors import ROOT, ConfigError, config_error, reason, reason_at
 from .hashing import stable_hash, to_dict
@@ -62,6 +63,19 @@ Strs = Annotated[tuple[Str, ...], BeforeValidator(_as_sequence)]
 Prediction = Literal[tuple(PREDICTIONS)]  # type: ignore[valid-type]
 Sampler = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 Spacing = Literal[tuple(SPACINGS)]  # type: ignore[valid-type]
+Frontend = Literal[tuple(FRONTENDS)]  # type: ignore[valid-type]
+
+
+def _frontend_names(value: Any) -> Any:
+    """``all`` (alone, or in a list) is every preset; a comma-separated string is a list
+    (``--set eval.frontends=nai,comfyui`` and ``--frontends nai,comfyui`` alike)."""
+    items = value.split(",") if isinstance(value, str) else list(_as_sequence(value))
+    items = [x.strip() if isinstance(x, str) else x for x in items if not (isinstance(x, str) and not x.strip())]
+    return list(FRONTENDS) if "all" in items else items
+
+
+Frontends = Annotated[tuple[Frontend, ...], BeforeValidator(_frontend_names),
+                      rule(lambda v: len(set(v)) == len(v), "names a front-end twice")]
 
 
 def at_least(n: int) -> AfterValidator:
@@ -261,6 +275,9 @@ class EvalConfig(_Frozen):
     schedule: Spacing = "native"
     steps: Annotated[Int, at_least(1), rule(lambda v: v <= 10_000, "must be at most 10,000 sampler steps")] = 28
     cfg_rescale: Annotated[Float, rule(lambda v: 0 <= v <= 1, "must be in [0, 1]")] = 0.0
+    # front-end conventions also sampled (docs/frontends.md): each preset's own σ schedule at the CFG
+    # nearest 5 and ``steps``, beside the sweep; ``all`` is every preset, empty none
+    frontends: Frontends = ()
     prompts: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 16
     seeds_per_prompt: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 4
     seed: Int = 1234

@@ -73,21 +73,35 @@ def frontend_timesteps(spacing: str, steps: int) -> list[int]:
     return [k * ratio + LEADING_STEPS_OFFSET for k in reversed(range(steps))]
 
 
-def frontend_sigmas(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
-    """The σ list (model units, then a final 0) the front-end ``name`` samples ``schedule``'s model with."""
+def _preset(name: str) -> Frontend:
     try:
-        f = FRONTENDS[name]
+        return FRONTENDS[name]
     except KeyError:
         raise ValueError(f"unknown front-end {name!r}; choose from {', '.join(FRONTENDS)}") from None
+
+
+def frontend_schedule(name: str, schedule: Schedule) -> Schedule:
+    """The table the front-end ``name`` reads its σ from, and σ → t through, for ``schedule``'s
+    model (same units): the model's own for ``nai``; the clamped or plain 1000-entry table otherwise,
+    so that a clamped first σ is fed as the timestep that front-end feeds (999), not as the point it
+    would interpolate to on the model's ZTSNR table."""
+    f = _preset(name)
+    if f.terminal == "native":
+        return schedule
+    return Schedule(sdxl_sigmas=frontend_table(f, schedule.ztsnr), scale=schedule.scale, ztsnr=False)
+
+
+def frontend_sigmas(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
+    """The σ list (model units, then a final 0) the front-end ``name`` samples ``schedule``'s model with."""
+    f = _preset(name)
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
+    own = frontend_schedule(name, schedule)
     if f.terminal == "native":
-        return native_sigmas(schedule, steps, f.start)
-    table = frontend_table(f, schedule.ztsnr)
+        return native_sigmas(own, steps, f.start)
     if f.spacing == "native":
-        own = Schedule(sdxl_sigmas=table, scale=schedule.scale, ztsnr=False)
-        return native_sigmas(own, steps, float(table[-1]))
-    sig = table[frontend_timesteps(f.spacing, steps)]
+        return native_sigmas(own, steps, float(own.sdxl_sigmas[-1]))
+    sig = own.sdxl_sigmas[frontend_timesteps(f.spacing, steps)]
     return torch.cat([sig, sig.new_zeros(1)]) * schedule.scale
 
 
