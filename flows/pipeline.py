@@ -224,12 +224,13 @@ def _instruments(weights: tuple[str, ...], eval_dir: str, resolution: int, tagge
     ec = InstrumentSettings(*weights)
     # streamed by each instrument, never held; a reference folder of a researcher's needs no tags
     ev = load_folder(eval_dir, resolution, cache_file=scan_cache, untagged=not benchmark)
+    cache = str(Path(scan_cache).parent / "instruments") if scan_cache else None  # shared by a night's unit processes
     if not tagger_dir:
-        return build_instruments(ec, ev.batches, ev.tags, None, [], None, benchmark)
+        return build_instruments(ec, ev.batches, ev.tags, None, [], None, benchmark, cache_dir=cache)
     tagger, vocab, report = load_tagger(tagger_dir)
     return build_instruments(ec, ev.batches, ev.tags, tagger, vocab, load_tag_frequency(tagger_dir), benchmark,
                              {"recall": report.val_recall, "precision": report.val_precision,
-                              "label_accuracy": report.val_label_accuracy})
+                              "label_accuracy": report.val_label_accuracy}, cache_dir=cache)
 
 
 def instruments(cfg: AblationConfig, data: PreparedData, tagger: TaggerRef | None) -> Instruments:

@@ -45,15 +45,17 @@ class Instruments:
 
 def build_instruments(settings: InstrumentSettings, real_images: RealImages, real_tags: list[list[str]], tagger,
                       tagger_vocab: list[str], tag_frequency: dict[str, float] | None = None,
-                      exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None) -> Instruments:
+                      exact_scorer: bool = False, tagger_accuracy: dict[str, float] | None = None,
+                      cache_dir: str | None = None) -> Instruments:
     """Every registered metric that has something to measure with. ``settings``: the real-data
     metrics' local weights (``InstrumentSettings.of(cfg.eval)``). ``real_images``: the reference
     set, a tensor or a batch stream (each instrument reads it once, a batch at a time).
     ``exact_scorer``: the data is the embedded benchmark, so adherence can be read off the pixels
     (the primary adherence and counting instrument there). Each instrument's accuracy on the
-    held-out real images travels with every result it measures."""
+    held-out real images travels with every result it measures. ``cache_dir``: where an instrument
+    may keep what it computed from the reference set for the other processes of a run."""
     ctx = InstrumentContext(settings, real_images, real_tags, image_brightness(real_images), tagger, list(tagger_vocab),
-                            tag_frequency, exact_scorer, tagger_accuracy)
+                            tag_frequency, exact_scorer, tagger_accuracy, cache_dir=cache_dir)
     metrics = [m for cls in metric_classes() if (m := cls.build(ctx)) is not None]
     real = next((m for m in metrics if isinstance(m, RealDataMetrics)), None)
     rare = frozenset(t for t, f in (tag_frequency or {}).items() if f < RARE_BELOW)

@@ -20,7 +20,7 @@ import torch
 
 from nai3train.data import load_folder
 
-from .disturbance import Disturbance, Distance, disturbance
+from .disturbance import Disturbance, Distance, disturbance, feature_disturbance
 
 SPACES = ("tagger", "inception", "clip", "exact")
 EXACT_SIDE = 16  # the benchmark's resolution: the exact scorer reads its images at their own size
@@ -58,23 +58,19 @@ def _tagger_space(tagger_dir: str | Path) -> tuple[int, Callable[[torch.Tensor],
     return tagger.resolution, tagger_distance(tagger.eval())
 
 
+def _inception(weights: str | Path | None):
+    from .metrics.inception import InceptionSpace
+    from .realdata import inception_features
+
+    return InceptionSpace(inception_features(weights), seed=0)  # KID's subsets from seed 0, as every space here
+
+
 def _inception_space(weights: str | Path | None) -> tuple[int, Callable[[torch.Tensor], Distance]]:
-    import numpy as np
-    from cleanfid.fid import fid_from_feats
-
-    from .metrics.tagger import FeatureDistances
-    from .realdata import InceptionReference, inception_features
-
-    extractor = inception_features(weights)
+    space = _inception(weights)
 
     def make(reference: torch.Tensor) -> Distance:
-        ref = InceptionReference(extractor, reference.split(32))
-        kid = FeatureDistances(torch.from_numpy(ref.real).double())
-
-        def distance(images: torch.Tensor) -> tuple[float, float, float]:
-            fake = np.concatenate([ref.features(b) for b in images.split(32)])
-            return (float(fid_from_feats(ref.real, fake)), *kid.kernel(torch.from_numpy(fake).double()))
-        return distance
+        distance = space.distance_from(space.features(reference))
+        return lambda images: distance(space.features(images))
     return 256, make
 
 
@@ -150,5 +146,8 @@ def folder_distance(real: str | Path, fake: str | Path, space: str, **weights: s
 
 def folder_disturbance(real: str | Path, space: str, seed: int = 0, **weights: str | None) -> Disturbance:
     """The disturbance table of a feature space on a reference folder."""
+    if space == "inception":  # each image featurised once, not once per split (299² Inception)
+        inc = _inception(weights.get("inception"))
+        return feature_disturbance(space, _images(real, 256), inc.features, inc.distance_from, seed)
     side, make = feature_space(space, **weights)
     return disturbance(space, _images(real, side), make, seed)

@@ -121,6 +121,17 @@ def inception_fid(real: torch.Tensor | str | Path, fake: torch.Tensor | str | Pa
                                      use_dataparallel=False))
 
 
+def clean_features(images: torch.Tensor, extractor: nn.Module, resize, device: torch.device) -> np.ndarray:
+    """Features of one batch of images in [−1, 1] as clean-fid's ``compute_fid`` takes them per file:
+    quantised to uint8 as a PNG would be, resized by ``resize`` (clean-fid's "clean" resizer: PIL
+    bicubic per channel in float), featurised."""
+    from cleanfid.fid import get_batch_features
+
+    arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    batch = torch.stack([torch.from_numpy(resize(np.ascontiguousarray(a))).permute(2, 0, 1) for a in arr])
+    return get_batch_features(batch, extractor, device)
+
+
 class InceptionReference:
     """FID against a reference set featurised once: each batch of images in [−1, 1] is quantised to
     uint8 as a PNG would be, resized by clean-fid's "clean" resizer (PIL bicubic per channel in
@@ -136,11 +147,7 @@ class InceptionReference:
         self.real = np.concatenate([self.features(b) for b in real_batches])
 
     def features(self, images: torch.Tensor) -> np.ndarray:
-        from cleanfid.fid import get_batch_features
-
-        arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        batch = torch.stack([torch.from_numpy(self.resize(np.ascontiguousarray(a))).permute(2, 0, 1) for a in arr])
-        return get_batch_features(batch, self.extractor, self.device)
+        return clean_features(images, self.extractor, self.resize, self.device)
 
     def fid(self, fake: torch.Tensor) -> float:
         from cleanfid.fid import fid_from_feats

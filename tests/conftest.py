@@ -15,8 +15,9 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)  # `mak
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest config that trains and evaluates in seconds: 8 px images, a two-level UNet.
+# eval.inception off: the 299² Inception costs ~0.15 CPU-s an image; tests/test_inception.py measures with it
 TINY = ["data.resolution=8", "data.train_size=64", "data.eval_size=8", "train.batch_size=4", "train.log_every=5",
-        "model.block_out_channels=[16,32]", "model.cross_attention_dim=16"]
+        "model.block_out_channels=[16,32]", "model.cross_attention_dim=16", "eval.inception=false"]
 
 
 @pytest.fixture

@@ -115,6 +115,8 @@ def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
     ONNX tagger and a tag list without its columns: each metric is skipped with its reason."""
     import torch
 
+    from nai3eval.metrics import InstrumentContext, InstrumentSettings
+    from nai3eval.metrics.inception import InceptionMetrics
     from nai3eval.metrics.pretrained import RealDataMetrics
 
     junk = bytes(range(256)) * 40
@@ -126,12 +128,14 @@ def test_corrupt_metric_weights_cost_that_metric_not_the_sweep(tmp_path):
     (tmp_path / "model.onnx").write_bytes(junk)
     (tmp_path / "tags.csv").write_text("wrong,header\n1,2\n")
     real = torch.zeros(2, 3, 8, 8)
-    for weights in ("inception.pth", "inception.safetensors"):
-        m = RealDataMetrics(real, str(tmp_path / weights), str(clip), str(tmp_path / "model.onnx"),
-                            str(tmp_path / "tags.csv"))
-        assert not m.active and len(m.problems) == 3
-        assert [p.split(" (")[0] for p in m.problems] == ["Inception FID", "CLIPScore", "WD14 tag adherence"]
-        assert weights in m.problems[0] and str(clip) in m.problems[1] and "model.onnx" in m.problems[2]
+    m = RealDataMetrics(str(clip), str(tmp_path / "model.onnx"), str(tmp_path / "tags.csv"))
+    assert not m.active and len(m.problems) == 2
+    assert [p.split(" (")[0] for p in m.problems] == ["CLIPScore", "WD14 tag adherence"]
+    assert str(clip) in m.problems[0] and "model.onnx" in m.problems[1]
+    for weights in ("inception.pth", "inception.safetensors"):  # a researcher's file wins, and fails alone
+        ctx = InstrumentContext(InstrumentSettings(str(tmp_path / weights)), real, [[]] * 2, torch.zeros(2))
+        assert InceptionMetrics.build(ctx) is None and len(ctx.problems) == 1
+        assert ctx.problems[0].startswith("Inception FD (") and weights in ctx.problems[0]
 
 
 def test_a_latent_cache_file_deleted_mid_run_is_a_named_error(tmp_path):

@@ -107,7 +107,7 @@ def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, 
     (tmp_path / "no-clip").mkdir()
     cfg = tiny_config(["train.steps=2", "eval.prompts=2", "eval.seeds_per_prompt=2", "eval.steps=2",
                        "eval.cfg_scales=[2]", "eval.first_sigmas=[14.6, inf]",
-                       f"eval.inception_weights={tmp_path / 'no-inception.pth'}",
+                       "eval.inception=true", f"eval.inception_weights={tmp_path / 'no-inception.pth'}",
                        f"eval.clip_path={tmp_path / 'no-clip'}"])
     v = VariantConfig(name="v", prediction="v", ztsnr=True)
     folder = train_variant(cfg, v, data, vocab, tmp_path / "run", progress=False).checkpoint
@@ -126,7 +126,7 @@ def test_tiny_checkpoint_through_the_bundle_without_real_data_weights(tmp_path, 
     assert [p.name for p in points] == ["cfg2-sigma14.6-euler2", "cfg2-sigmainf-euler2"]
     assert any("no-inception.pth" in m for m in run.problems) and any("no-clip" in m for m in run.problems)
     for p in points:
-        assert math.isfinite(res.scalar(run, p, "fd_tagger")) and res.scalar(run, p, "fid_inception") is None
+        assert math.isfinite(res.scalar(run, p, "fd_tagger")) and res.scalar(run, p, "fd_inception") is None
     assert res.scalar(run, Setting("x0", math.inf), "nonfinite_frac") == 0.0  # v has a finite exact limit at σ = ∞
     assert {56.0, math.inf} <= {s.start for s in res.settings(run, "practical_infinity")}
     again = Record.from_dict(json.loads(json.dumps(res.to_dict())))  # what evaluation reuse reads back

@@ -64,11 +64,12 @@ class InstrumentSettings:
     clip_path: str | None = None
     wd14_model: str | None = None
     wd14_tags: str | None = None
+    inception: bool = True  # FD/KID in Inception features (the standard one unless inception_weights is given)
 
     @classmethod
     def of(cls, ec: Any) -> "InstrumentSettings":
         """The instrument settings of an ``EvalConfig``."""
-        return cls(ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags)
+        return cls(ec.inception_weights, ec.clip_path, ec.wd14_model, ec.wd14_tags, ec.inception)
 
 
 @dataclass
@@ -88,6 +89,9 @@ class InstrumentContext:
     problems: list[str] = field(default_factory=list)
     accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
     disturbance: dict[str, dict] = field(default_factory=dict)  # per instrument, ``Disturbance.summary()``
+    # where an instrument may keep what it computed from the reference set, for other processes of
+    # the same run (None: computed in this process, kept nowhere)
+    cache_dir: str | None = None
 
 
 class PointMetric:

