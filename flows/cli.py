@@ -211,8 +211,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if tagger is None:
         print("instruments: the benchmark's domain tagger and exact scorer are skipped (they read the benchmark's "
               "16-pixel shapes, not these prompts)")
-    missing = [f"{w} (eval.{k})" for w, k in (("FID", "inception_weights"), ("CLIPScore", "clip_path"),
-                                             ("WD14 tag recall", "wd14_model")) if not getattr(cfg.eval, k)]
+    missing = [f"{w} (eval.{k})" for w, k in (("CLIPScore", "clip_path"), ("WD14 tag recall", "wd14_model"))
+               if not getattr(cfg.eval, k)]
     if missing and not benchmark_prompts:
         print(f"instruments: skipped {', '.join(missing)}: give local weights with --set eval.<key>=PATH "
               "(nothing is downloaded)")

@@ -168,7 +168,9 @@ def test_cli_evaluates_a_diffusers_folder_with_parameterisation_from_the_schedul
     assert {m["setting"]["cfg_scale"] for m in res["measurements"] if m["setting"]["kind"] == "sweep"} == {3.0}
     assert run["prompts"][0] == ["red_circle", "black_background"]
     assert f"parameterisation: {want}-prediction" in p.stdout and "scheduler_config.json" in p.stdout
-    assert "#/experiments/" in p.stdout and "skipped FID (eval.inception_weights)" in p.stdout
+    assert "#/experiments/" in p.stdout and "skipped CLIPScore (eval.clip_path)" in p.stdout
+    fd = [m["value"] for m in res["measurements"] if m["metric"] == "fd_inception"]  # no flag: the standard one
+    assert len(fd) == 1 and fd[0] > 0
     runs = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("my-eval").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("nai3.kind") == "eval-only")
     tag = parent.data.tags[f"nai3.parameterization.{tiny_sdxl_pipe.name}"]
