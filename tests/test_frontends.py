@@ -189,6 +189,10 @@ def test_the_front_end_sentence_reads_the_registered_margins_both_ways():
     edge = m["C2-black-shown"]
     text = sentences([row("nai", edge * 0.99), row("forge", edge), row("comfyui", 0.0, overshoot=1.0),
                       row("diffusers-leading", 0.0, r=m["C9-317"] * 2)], spec)[0]
-    assert "forge washes out black;" in text and "comfyui burns black;" in text and "nai itself" not in text
-    assert "diffusers-leading moves the picture" in text and text.endswith("within every threshold: nai.")
-    assert "no front-end breaks" in sentences([row("nai", 0.0)], spec)[0]
+    assert text == ("**mine**: as NovelAI samples it, within every threshold; beyond that, forge washes out black; "
+                    "comfyui burns black; diffusers-leading moves the picture.")
+    both = sentences([row("nai", edge), row("forge", edge * 2), row("comfyui", 0.0, overshoot=1.0)], spec)[0]
+    assert both == ("**mine**: as NovelAI samples it, it washes out black; beyond that, comfyui burns black "
+                    "(forge: nothing further).")
+    assert sentences([row("nai", 0.0), row("forge", 0.0)], spec)[0].endswith(
+        "within every threshold; no other front-end breaks a further threshold.")

@@ -98,7 +98,8 @@ def _broken(r: FrontendRow, m: dict[str, float]) -> list[str]:
 
 
 def sentences(found: list[FrontendRow], spec) -> list[str]:
-    """Per model, which front-ends break which registered threshold ("washes out black" where black
+    """Per model: which registered thresholds it breaks as NovelAI samples it (``nai``: the model's
+    own), and which further ones each other front-end breaks ("washes out black" where black
     prompts' shown brightness misses its reference by the C2 margin or more, and so on)."""
     m = margins(spec)
     out = []
@@ -106,12 +107,14 @@ def sentences(found: list[FrontendRow], spec) -> list[str]:
         mine = [r for r in found if r.run.key == run]
         name = mine[0].run.name + (f" (seed {mine[0].run.seed})" if mine[0].run.seed else "")
         bad = {r.point.frontend: _broken(r, m) for r in mine}
-        worse = [f"{fe} {' and '.join(THRESHOLDS[c] for c in cids)}" for fe, cids in bad.items() if cids]
-        fine = [fe for fe, cids in bad.items() if not cids]
-        text = f"**{name}**: " + ("; ".join(worse) if worse else "no front-end breaks a threshold")
-        if bad.get("nai"):
-            text += " (nai itself too: the model, not the front-end)"
-        text += f"; within every threshold: {', '.join(fine)}." if fine and worse else "."
+        own = bad.get("nai", [])
+        said = lambda cids: " and ".join(THRESHOLDS[c] for c in cids)  # noqa: E731
+        text = f"**{name}**: as NovelAI samples it, " + (f"it {said(own)}" if own else "within every threshold")
+        extra = {fe: [c for c in cids if c not in own] for fe, cids in bad.items() if fe != "nai"}
+        worse = [f"{fe} {said(cids)}" for fe, cids in extra.items() if cids]
+        same = [fe for fe, cids in extra.items() if not cids]
+        text += ("; beyond that, " + "; ".join(worse) if worse else "; no other front-end breaks a further threshold")
+        text += f" ({', '.join(same)}: nothing further)." if worse and same else "."
         out.append(text)
     rule = ", ".join(f"{THRESHOLDS[c]}: {c}'s margin {m[c]:g}" for c in THRESHOLDS)
     return out + [f"Thresholds, registered in the claims spec: {rule} (obedience: |shown brightness − the real "
