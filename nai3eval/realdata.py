@@ -86,7 +86,11 @@ class StandardInception(nn.Module):
 
     def __init__(self, path: str | Path | None = None):
         super().__init__()
-        self.net = torch.jit.load(str(path or packaged_inception_file()), map_location="cpu").eval()
+        import warnings
+
+        with warnings.catch_warnings():  # torch ≥ 2.9 calls TorchScript deprecated; the file is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            self.net = torch.jit.load(str(path or packaged_inception_file()), map_location="cpu").eval()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
