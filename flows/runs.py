@@ -82,10 +82,12 @@ def recipe_key(cfg: AblationConfig, variant: VariantConfig, data_hash: str) -> s
 
 
 # what a deciding config's hash ignores: where things live, how often to log or save, threads and
-# the names (a config's name and experiment say nothing about the numbers it produces)
+# the names (a config's name and experiment say nothing about the numbers it produces), and what is
+# measured beside the claims without feeding one (the front-end presets, Inception)
 NOT_IN_DECIDER = {"train": ("seed", "seeds", "log_every", "checkpoint_every", "checkpoint_store", "threads",
                             "keep_checkpoints", "gradient_checkpointing"),
-                  "data": ("path",), "model": ("path",), "eval": ("inception_weights", "clip_path")}
+                  "data": ("path",), "model": ("path",),
+                  "eval": ("inception_weights", "clip_path", "frontends", "inception")}
 
 
 def decider_hash(cfg: AblationConfig) -> str:

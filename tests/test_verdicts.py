@@ -289,6 +289,9 @@ def test_the_shipped_deciders_are_the_shipped_configs():
         SPEC.deciders["paper"]
     assert decider_hash(load_config(str(REPO / "configs" / "paper.yaml"), ["train.seeds=[0,1,2]"])) == \
         SPEC.deciders["paper"]
+    # measured beside the claims, feeding none: a night with the front-ends or without Inception still decides
+    assert decider_hash(load_config(str(REPO / "configs" / "paper.yaml"), ["eval.frontends=all", "eval.inception=false"])
+                        ) == SPEC.deciders["paper"]
 
 
 def test_a_compound_claim_is_supported_only_by_supported_parts():
