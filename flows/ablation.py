@@ -178,8 +178,9 @@ def run_here(cfg: AblationConfig, replicas: list[AblationConfig], data: Prepared
     print(plan.line())
     pipeline.parent_logger(ws, parent_run_id).set_tags({"nai3.units": str(plan.workers),
                                                         "nai3.unit_threads": str(plan.threads)})
-    if plan.parallel:  # the reference set's instruments first, on every core: each unit then reads them
-        pipeline.instruments(cfg, data, tagger)
+    if plan.parallel:
+        if cfg.eval.inception:  # its reference statistics first, on every core: each unit then reads them
+            pipeline.instruments(cfg, data, tagger)
         return local_units.run_units(replicas, data, tagger, ws, parent_run_id, force, plan)
     trained = [train_task(ck, v.name, data, ws, parent_run_id, force) for ck in replicas for v in ck.variants]
     return trained, evaluate_all(cfg, trained, data, tagger, ws, parent_run_id, force), None

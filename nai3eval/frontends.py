@@ -21,7 +21,7 @@ from nai3train.diffusion.frontends import FRONTENDS
 from .checkpoint import LoadedCheckpoint
 from .metrics import Output, PointMetric, Samples
 from .pixels import to_unit
-from .probes import same_prompt_distance
+from .probes import rms_distance, same_prompt_distance
 from .prompts import PromptSet
 from .record import Record, Run
 from .sampling import first_sigma
@@ -52,40 +52,28 @@ def frontend_points(ec: EvalConfig, schedule: Schedule) -> list[Setting]:
     return out
 
 
-def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per image, the RMS distance of two image sets in [0, 1] (as shown)."""
-    return (a.float() - b.float()).flatten(1).pow(2).mean(1).sqrt()
-
-
 def run_frontends(ck: LoadedCheckpoint, run: Run, points: Sequence[Setting], ps: PromptSet,
                   metrics: Sequence[PointMetric], seed: int = 0, on_point: PointSink | None = None,
                   progress: bool = True) -> Record:
     """Sample and measure each front-end point (``run_sweep``), then each one's distance to the
     ``nai`` preset's images. Only the reference's images are kept (as shown, in half precision), so
     the memory is one point's, whatever the number of presets."""
-    shown: dict[Setting, torch.Tensor] = {}
+    reference: list[torch.Tensor] = []  # the nai preset's images, as shown
     r_scale: list[float] = []
 
     def keep(one: Record, p: Setting, samples: Samples) -> None:
         img = to_unit(samples.images).half()
         if p.frontend == REFERENCE:
-            shown[p] = img
+            reference.append(img)
             r_scale.extend(same_prompt_distance(img.float(), ps))
+            one.put_all(run, p, {"frontend_distance_mean": 0.0, "frontend_r": 0.0})
         else:
-            ref = next(iter(shown.values()))
-            d = rms_distance(img, ref)
+            d = rms_distance(img, reference[0])
             scale = sum(r_scale) / len(r_scale) if r_scale else float("nan")
-            for rec in (one, record):
-                rec.put(run, p, "frontend_distance", d.tolist())
-                rec.put_all(run, p, {"frontend_distance_mean": float(d.mean()),
-                                     "frontend_r": float(d.mean()) / scale if scale else float("nan")})
+            one.put(run, p, "frontend_distance", d.tolist())
+            one.put_all(run, p, {"frontend_distance_mean": float(d.mean()),
+                                 "frontend_r": float(d.mean()) / scale if scale else float("nan")})
         if on_point is not None:
             on_point(one, p, samples)
 
-    record = Record()
-    record.add_run(run)
-    record.merge(run_sweep(ck, run, points, ps, metrics, seed=seed, on_point=keep, progress=progress))
-    ref = next((p for p in points if p.frontend == REFERENCE), None)
-    if ref is not None:
-        record.put_all(run, ref, {"frontend_distance_mean": 0.0, "frontend_r": 0.0})
-    return record
+    return run_sweep(ck, run, points, ps, metrics, seed=seed, on_point=keep, progress=progress)

@@ -104,6 +104,11 @@ def x0_probe(c: ProbeContext, record: Record, sigma_sdxl: float) -> None:
         "brightness_err": err.tolist()})
 
 
+def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image, the RMS distance of two image sets in [0, 1] (as shown): C9's distance."""
+    return (a.float() - b.float()).flatten(1).pow(2).mean(1).sqrt()
+
+
 def same_prompt_distance(images: torch.Tensor, ps: PromptSet) -> list[float]:
     """Per image, the mean RMS distance to the other images of its prompt (independent noise): what
     "different" means for this model and prompt, the scale that makes C9's distances comparable."""
@@ -134,7 +139,7 @@ def practical_infinity(c: ProbeContext, record: Record, starts: tuple[float, ...
     if scale:
         record.put(c.run, at[starts[0]], "same_prompt_distance", scale, pid)
     for s in starts[1:]:
-        d = (outs[s] - ref).flatten(1).pow(2).mean(1).sqrt()
+        d = rms_distance(outs[s], ref)
         record.put(c.run, at[s], "distance", d.tolist(), pid)
         record.put_all(c.run, at[s], {"distance_mean": float(d.mean()), "reference_start": starts[0]})
 

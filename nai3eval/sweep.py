@@ -66,9 +66,9 @@ def run_sweep(ck: LoadedCheckpoint, run: Run, points: Sequence[Setting], ps: Pro
             one = Record()
             one.add_run(run)
             one.put_all(run, point, values)
-            record.merge(one)
-            if on_point is not None:
+            if on_point is not None:  # before the merge: what a sink adds to the point is kept with it
                 on_point(one, point, samples)
+            record.merge(one)
     finally:
         bar.close()
     return record

